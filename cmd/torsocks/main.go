@@ -1,0 +1,20 @@
+// Command torsocks runs a program with all of its network traffic forced through Tor.
+//
+//	torsocks [OPTIONS] COMMAND [ARG...]
+//
+// See internal/run for what happens, and docs/torsocks.1 for the manual.
+package main
+
+import (
+	"os"
+
+	"github.com/gotorsocks/torsocks/internal/launch"
+	"github.com/gotorsocks/torsocks/internal/run"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == launch.HelperArg {
+		launch.RunHelper(os.Args[2:])
+	}
+	os.Exit(run.Main(os.Args[1:]))
+}

@@ -1,0 +1,207 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every variable, a good value.
+func TestEnvVars(t *testing.T) {
+	tests := []struct {
+		env   string
+		check func(c *Config) bool
+	}{
+		{"TORSOCKS_LOG_LEVEL=1", func(c *Config) bool { return c.LogLevel == 1 }},
+		{"TORSOCKS_LOG_LEVEL=2", func(c *Config) bool { return c.LogLevel == 2 }},
+		{"TORSOCKS_LOG_LEVEL=4", func(c *Config) bool { return c.LogLevel == 4 }},
+		{"TORSOCKS_LOG_LEVEL=5", func(c *Config) bool { return c.LogLevel == 5 }},
+		{"TORSOCKS_LOG_TIME=0", func(c *Config) bool { return !c.LogTime }},
+		{"TORSOCKS_LOG_TIME=1", func(c *Config) bool { return c.LogTime }},
+		{"TORSOCKS_LOG_FILE_PATH=/tmp/ts.log", func(c *Config) bool { return c.LogFile == "/tmp/ts.log" }},
+		{"TORSOCKS_LOG_FILE_PATH=", func(c *Config) bool { return c.LogFile == "" }},
+		{"TORSOCKS_TOR_ADDRESS=10.0.0.1", func(c *Config) bool { return c.SocksAddr == netip.MustParseAddrPort("10.0.0.1:9050") }},
+		{"TORSOCKS_TOR_ADDRESS=unix:/run/tor/socks", func(c *Config) bool { return c.SocksUnix == "/run/tor/socks" }},
+		{"TORSOCKS_TOR_PORT=9150", func(c *Config) bool { return c.SocksAddr.Port() == 9150 }},
+		{"TORSOCKS_ALLOW_INBOUND=1", func(c *Config) bool { return c.AllowInbound }},
+		{"TORSOCKS_ISOLATE_PID=1", func(c *Config) bool { return c.IsolatePID }},
+		{"TORSOCKS_ENABLE_IPV6=0", func(c *Config) bool { return !c.EnableIPv6 }},
+		{"TORSOCKS_CONNECT_TIMEOUT=7", func(c *Config) bool { return c.ConnectTimeout == 7*time.Second }},
+		{"TORSOCKS_DNS_MODE=resolve", func(c *Config) bool { return c.DNSMode == DNSResolve }},
+		{"TORSOCKS_TOR_ADDRESS_IPV6=::1", func(c *Config) bool { return c.SocksAddrV6 == netip.MustParseAddrPort("[::1]:9050") }},
+		{"TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=2", func(c *Config) bool { return c.AllowOutboundLocalhost == 2 }},
+	}
+	for _, tt := range tests {
+		inv := mustParse(t, []string{"true"}, envOf(tt.env), conf(""))
+		if !tt.check(&inv.Config) {
+			t.Errorf("%s: %s", tt.env, inv.Config.String())
+		}
+	}
+	inv := mustParse(t, []string{"true"}, envOf("TORSOCKS_USERNAME=u", "TORSOCKS_PASSWORD=p"), conf(""))
+	if a := inv.Config.Auth; a == nil || *a != (Auth{"u", "p"}) {
+		t.Errorf("TORSOCKS_USERNAME/PASSWORD: %v", a)
+	}
+	// As in torsocks, one half may come from the file and the other from the environment.
+	inv = mustParse(t, []string{"true"}, envOf("TORSOCKS_PASSWORD=p"), conf("SOCKS5Username u"))
+	if a := inv.Config.Auth; a == nil || *a != (Auth{"u", "p"}) {
+		t.Errorf("file username + env password: %v", a)
+	}
+}
+
+// Every variable, a bad value: an error naming the variable and the value.
+func TestEnvErrors(t *testing.T) {
+	tests := []struct{ env, want string }{
+		{"TORSOCKS_LOG_LEVEL=6", "TORSOCKS_LOG_LEVEL: 6 is not a log level (1 none, 2 error, 3 warning, 4 notice, 5 debug)"},
+		{"TORSOCKS_LOG_LEVEL=debug", "TORSOCKS_LOG_LEVEL: debug is not a log level (1 none, 2 error, 3 warning, 4 notice, 5 debug)"},
+		{"TORSOCKS_LOG_TIME=2", "TORSOCKS_LOG_TIME: 2 is not a boolean (0/1, no/yes, false/true, off/on)"},
+		{"TORSOCKS_LOG_FILE_PATH=a\x00b", `TORSOCKS_LOG_FILE_PATH: "a\x00b" contains a NUL byte`},
+		{"TORSOCKS_USERNAME=" + strings.Repeat("u", 300), "TORSOCKS_USERNAME: the SOCKS5 username is 300 bytes long, at most 255 fit in a SOCKS5 request"},
+		{"TORSOCKS_PASSWORD=" + strings.Repeat("p", 300), "TORSOCKS_PASSWORD: the SOCKS5 password is 300 bytes long, at most 255 fit in a SOCKS5 request"},
+		{"TORSOCKS_TOR_ADDRESS=localhost", "TORSOCKS_TOR_ADDRESS: localhost is not a numeric IPv4 or IPv6 address nor a unix socket path (host names are refused: resolving one would happen outside Tor)"},
+		{"TORSOCKS_TOR_PORT=65536", "TORSOCKS_TOR_PORT: 65536 is not a port (1-65535)"},
+		{"TORSOCKS_ALLOW_INBOUND=x", "TORSOCKS_ALLOW_INBOUND: x is not a boolean (0/1, no/yes, false/true, off/on)"},
+		{"TORSOCKS_ISOLATE_PID=3", "TORSOCKS_ISOLATE_PID: 3 is not a boolean (0/1, no/yes, false/true, off/on)"},
+		{"TORSOCKS_ENABLE_IPV6=maybe", "TORSOCKS_ENABLE_IPV6: maybe is not a boolean (0/1, no/yes, false/true, off/on)"},
+		{"TORSOCKS_CONNECT_TIMEOUT=soon", "TORSOCKS_CONNECT_TIMEOUT: soon is not a number of seconds nor a duration like 90s or 2m"},
+		{"TORSOCKS_DNS_MODE=x", "TORSOCKS_DNS_MODE: x is not a DNS mode (map or resolve)"},
+		{"TORSOCKS_TOR_ADDRESS_IPV6=x", "TORSOCKS_TOR_ADDRESS_IPV6: x is not an IPv6 address or [address]:port"},
+		{"TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=9", "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST: 9 is not 0 (refuse), 1 (TCP direct) or 2 (TCP and UDP direct)"},
+		{"TORSOCKS_USERNAME=u", "a SOCKS5 username (from TORSOCKS_USERNAME) needs a password too: set SOCKS5Password, TORSOCKS_PASSWORD or -p"},
+	}
+	for _, tt := range tests {
+		err := parseErr(t, []string{"true"}, envOf(tt.env), conf(""))
+		if err.Error() != tt.want {
+			t.Errorf("%q:\n got %q\nwant %q", tt.env, err, tt.want)
+		}
+	}
+	err := parseErr(t, []string{"true"}, envOf("TORSOCKS_ISOLATE_PID=1"), conf("SOCKS5Username u\nSOCKS5Password p"))
+	if want := "IsolatePID (from TORSOCKS_ISOLATE_PID) and SOCKS5 credentials (from " + F + ":1) exclude each other: isolation makes its own credentials; drop one of them"; err.Error() != want {
+		t.Errorf("got %q", err)
+	}
+}
+
+// Every overridable setting at each precedence step: default < file < environment < flag.
+func TestPrecedence(t *testing.T) {
+	type layer struct {
+		file, env string
+		flag      []string
+	}
+	tests := []struct {
+		name string
+		get  func(c *Config) string
+		def  string
+		file string // line for the file
+		env  string // NAME=value
+		flag []string
+		// wantFile, wantEnv, wantFlag: the value once each layer is added.
+		wantFile, wantEnv, wantFlag string
+	}{
+		{name: "TorAddress", get: func(c *Config) string { return c.SocksAddr.Addr().String() }, def: "127.0.0.1",
+			file: "TorAddress 10.0.0.1", env: "TORSOCKS_TOR_ADDRESS=10.0.0.2", flag: []string{"-a", "10.0.0.3"},
+			wantFile: "10.0.0.1", wantEnv: "10.0.0.2", wantFlag: "10.0.0.3"},
+		{name: "TorPort", get: func(c *Config) string { return fmt.Sprint(c.SocksAddr.Port()) }, def: "9050",
+			file: "TorPort 1", env: "TORSOCKS_TOR_PORT=2", flag: []string{"-P", "3"},
+			wantFile: "1", wantEnv: "2", wantFlag: "3"},
+		{name: "TorAddressIPv6", get: func(c *Config) string { return c.SocksAddrV6.String() }, def: "invalid AddrPort",
+			file: "TorAddressIPv6 [::1]:1", env: "TORSOCKS_TOR_ADDRESS_IPV6=[::1]:2", flag: []string{"--tor-address-ipv6", "[::1]:3"},
+			wantFile: "[::1]:1", wantEnv: "[::1]:2", wantFlag: "[::1]:3"},
+		{name: "SOCKS5Username", get: func(c *Config) string { return authOf(c, true) }, def: "",
+			file: "SOCKS5Username f\nSOCKS5Password x", env: "TORSOCKS_USERNAME=e", flag: []string{"-u", "c"},
+			wantFile: "f", wantEnv: "e", wantFlag: "c"},
+		{name: "SOCKS5Password", get: func(c *Config) string { return authOf(c, false) }, def: "",
+			file: "SOCKS5Password f\nSOCKS5Username x", env: "TORSOCKS_PASSWORD=e", flag: []string{"-p", "c"},
+			wantFile: "f", wantEnv: "e", wantFlag: "c"},
+		{name: "IsolatePID", get: func(c *Config) string { return fmt.Sprint(c.IsolatePID) }, def: "false",
+			file: "IsolatePID 1", env: "TORSOCKS_ISOLATE_PID=0", flag: []string{"-i"},
+			wantFile: "true", wantEnv: "false", wantFlag: "true"},
+		{name: "EnableIPv6", get: func(c *Config) string { return fmt.Sprint(c.EnableIPv6) }, def: "true",
+			file: "EnableIPv6 1", env: "TORSOCKS_ENABLE_IPV6=0", flag: []string{"-6"},
+			wantFile: "true", wantEnv: "false", wantFlag: "true"},
+		{name: "EnableIPv6 off in file", get: func(c *Config) string { return fmt.Sprint(c.EnableIPv6) }, def: "true",
+			file: "EnableIPv6 0", env: "TORSOCKS_ENABLE_IPV6=1", flag: []string{"--ipv6"},
+			wantFile: "false", wantEnv: "true", wantFlag: "true"},
+		{name: "ConnectTimeout", get: func(c *Config) string { return c.ConnectTimeout.String() }, def: "2m0s",
+			file: "ConnectTimeout 1", env: "TORSOCKS_CONNECT_TIMEOUT=2", flag: []string{"--connect-timeout", "3"},
+			wantFile: "1s", wantEnv: "2s", wantFlag: "3s"},
+		{name: "DNSMode", get: func(c *Config) string { return c.DNSMode }, def: "map",
+			file: "DNSMode resolve", env: "TORSOCKS_DNS_MODE=map", flag: []string{"--dns", "resolve"},
+			wantFile: "resolve", wantEnv: "map", wantFlag: "resolve"},
+		{name: "LogLevel -d", get: func(c *Config) string { return fmt.Sprint(c.LogLevel) }, def: "3",
+			env: "TORSOCKS_LOG_LEVEL=1", flag: []string{"-d"},
+			wantFile: "3", wantEnv: "1", wantFlag: "5"},
+		{name: "LogLevel -q", get: func(c *Config) string { return fmt.Sprint(c.LogLevel) }, def: "3",
+			env: "TORSOCKS_LOG_LEVEL=5", flag: []string{"-q"},
+			wantFile: "3", wantEnv: "5", wantFlag: "1"},
+		{name: "OnionAddrRange", get: func(c *Config) string { return c.OnionAddrRange.String() }, def: "127.42.42.0/24",
+			file:     "OnionAddrRange 10.40.0.0/16",
+			wantFile: "10.40.0.0/16", wantEnv: "10.40.0.0/16", wantFlag: "10.40.0.0/16"},
+		{name: "AllowInbound", get: func(c *Config) string { return fmt.Sprint(c.AllowInbound) }, def: "false",
+			file: "AllowInbound 1", env: "TORSOCKS_ALLOW_INBOUND=0",
+			wantFile: "true", wantEnv: "false", wantFlag: "false"},
+		{name: "AllowOutboundLocalhost", get: func(c *Config) string { return fmt.Sprint(c.AllowOutboundLocalhost) }, def: "0",
+			file: "AllowOutboundLocalhost 2", env: "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=1",
+			wantFile: "2", wantEnv: "1", wantFlag: "1"},
+		{name: "LogTime", get: func(c *Config) string { return fmt.Sprint(c.LogTime) }, def: "true",
+			env: "TORSOCKS_LOG_TIME=0", wantFile: "true", wantEnv: "false", wantFlag: "false"},
+		{name: "LogFile", get: func(c *Config) string { return c.LogFile }, def: "",
+			env: "TORSOCKS_LOG_FILE_PATH=/l", wantFile: "", wantEnv: "/l", wantFlag: "/l"},
+	}
+	for _, tt := range tests {
+		steps := []struct {
+			step  string
+			layer layer
+			want  string
+		}{
+			{"default", layer{}, tt.def},
+			{"file", layer{file: tt.file}, tt.wantFile},
+			{"file+env", layer{file: tt.file, env: tt.env}, tt.wantEnv},
+			{"file+env+flag", layer{file: tt.file, env: tt.env, flag: tt.flag}, tt.wantFlag},
+		}
+		for _, st := range steps {
+			var env []string
+			if st.layer.env != "" {
+				env = append(env, st.layer.env)
+			}
+			// The credentials' other half comes with the file line, so both are always set.
+			args := append(append([]string{}, st.layer.flag...), "true")
+			inv := mustParse(t, args, envOf(env...), conf(st.layer.file))
+			if got := tt.get(&inv.Config); got != st.want {
+				t.Errorf("%s, %s: got %q, want %q", tt.name, st.step, got, st.want)
+			}
+		}
+	}
+}
+
+func authOf(c *Config, user bool) string {
+	switch {
+	case c.Auth == nil:
+		return ""
+	case user:
+		return c.Auth.Username
+	}
+	return c.Auth.Password
+}
+
+func TestDescribe(t *testing.T) {
+	inv := mustParse(t, []string{"-u", "alice", "-P", "9150", "true"},
+		envOf("TORSOCKS_PASSWORD=hunter2"), conf("TorAddress 127.0.0.2\n"))
+	s := inv.Config.String()
+	for _, want := range []string{
+		"config file " + F, "TorAddress 127.0.0.2 (" + F + ":1)", "TorPort 9150 (-P)",
+		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "LogFile stderr",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Describe lacks %q: %s", want, s)
+		}
+	}
+	if strings.Contains(s, "hunter2") {
+		t.Errorf("Describe shows the password: %s", s)
+	}
+	for _, l := range inv.Config.Describe() {
+		if strings.Contains(l, "\n") {
+			t.Errorf("line %q", l)
+		}
+	}
+}

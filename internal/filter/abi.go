@@ -1,0 +1,60 @@
+package filter
+
+import "golang.org/x/sys/unix"
+
+// ABI is one system call convention the traced program may use. Numbers are -1 where the ABI has
+// no such call.
+type ABI struct {
+	Name    string
+	Arch    uint32 // AUDIT_ARCH_* value in seccomp_data.arch
+	PtrSize int    // size of a pointer and of a long, in bytes
+
+	Socket, Connect, Getpeername, Listen      int32
+	Sendto, Sendmsg, Sendmmsg                 int32
+	Socketcall                                int32 // i386 multiplexer; args in memory
+	IOUringSetup, IOUringEnter, IOUringRegist int32
+	PidfdGetfd                                int32
+
+	// X32Bit marks syscall numbers of the x32 ABI, which arrive labelled as x86_64 (0 if none).
+	X32Bit uint32
+}
+
+// Socketcall sub-call numbers (linux/net.h).
+const (
+	SysSocket      = 1
+	SysConnect     = 3
+	SysListen      = 4
+	SysGetpeername = 7
+	SysSendto      = 11
+	SysSendmsg     = 16
+	SysSendmmsg    = 20
+)
+
+var (
+	// X86_64 is the native amd64 ABI.
+	X86_64 = &ABI{Name: "x86_64", Arch: unix.AUDIT_ARCH_X86_64, PtrSize: 8,
+		Socket: 41, Connect: 42, Getpeername: 52, Listen: 50,
+		Sendto: 44, Sendmsg: 46, Sendmmsg: 307, Socketcall: -1,
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438,
+		X32Bit: 0x40000000}
+	// I386 is the 32-bit ABI reachable from amd64 (int 0x80, 32-bit binaries).
+	I386 = &ABI{Name: "i386", Arch: unix.AUDIT_ARCH_I386, PtrSize: 4,
+		Socket: 359, Connect: 362, Getpeername: 368, Listen: 363,
+		Sendto: 369, Sendmsg: 370, Sendmmsg: 345, Socketcall: 102,
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438}
+	// AArch64 is the native arm64 ABI.
+	AArch64 = &ABI{Name: "aarch64", Arch: unix.AUDIT_ARCH_AARCH64, PtrSize: 8,
+		Socket: 198, Connect: 203, Getpeername: 205, Listen: 201,
+		Sendto: 206, Sendmsg: 211, Sendmmsg: 269, Socketcall: -1,
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438}
+)
+
+// Lookup returns the ABI of a notification's arch field, or nil for one this build does not serve.
+func Lookup(arch uint32) *ABI {
+	for _, a := range HostABIs {
+		if a.Arch == arch {
+			return a
+		}
+	}
+	return nil
+}

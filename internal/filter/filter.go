@@ -1,0 +1,192 @@
+package filter
+
+import (
+	"fmt"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Options shape the filter.
+type Options struct {
+	// EnableIPv6 allows AF_INET6 stream sockets to be created unmediated. When false they are
+	// notified and refused (torsocks' "EnableIPv6 0": ENOSYS, so programs fall back to IPv4).
+	EnableIPv6 bool
+}
+
+const msgFastopen = 0x20000000
+
+// seccomp_data offsets (little-endian: an argument's low 32 bits are at its offset).
+const (
+	offNr   = 0
+	offArch = 4
+)
+
+func offArg(i int) uint32 { return 16 + 8*uint32(i) }
+
+// Actions.
+const (
+	actAllow  = 0x7fff0000
+	actNotify = 0x7fc00000
+	actKill   = 0x80000000
+)
+
+func actErrno(e unix.Errno) uint32 { return 0x00050000 | uint32(e) }
+
+// Build returns the BPF program for the given ABIs. Every ABI not listed kills the process.
+//
+// Per ABI:
+//   - connect, getpeername, listen: notified (their decisions need the socket and memory).
+//   - socket: allowed for unix, netlink and inet/inet6 TCP stream; anything else notified, so the
+//     supervisor can log why and refuse it (the supervisor never lets it run).
+//   - sendto/sendmsg/sendmmsg: allowed unless MSG_FASTOPEN is set (a connect in disguise).
+//     Ordinary sends need no mediation: UDP and raw sockets cannot be created, and a TCP socket
+//     can only send on a connection the supervisor made.
+//   - socketcall (i386): its arguments are in memory, so every sub-call that socket, connect,
+//     listen, getpeername or the send family reach is notified.
+//   - io_uring: ENOSYS (IORING_OP_CONNECT would bypass everything); pidfd_getfd: EPERM (it could
+//     take a socket from a process outside the tree); x32 numbers: ENOSYS.
+func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
+	var a asm
+	a.ins(bpf.LoadAbsolute{Off: offArch, Size: 4})
+	for _, abi := range abis {
+		a.jeq(abi.Arch, "abi_"+abi.Name, "")
+	}
+	a.ret(actKill)
+	for _, abi := range abis {
+		a.label("abi_" + abi.Name)
+		a.ins(bpf.LoadAbsolute{Off: offNr, Size: 4})
+		if abi.X32Bit != 0 {
+			a.jset(abi.X32Bit, "enosys", "")
+		}
+		for _, nr := range []int32{abi.Connect, abi.Getpeername, abi.Listen} {
+			a.jeqNr(nr, "notify")
+		}
+		p := abi.Name + "_"
+		a.jeqNr(abi.Socket, p+"socket")
+		a.jeqNr(abi.Sendto, p+"flags3")
+		a.jeqNr(abi.Sendmmsg, p+"flags3")
+		a.jeqNr(abi.Sendmsg, p+"flags2")
+		a.jeqNr(abi.Socketcall, p+"socketcall")
+		for _, nr := range []int32{abi.IOUringSetup, abi.IOUringEnter, abi.IOUringRegist} {
+			a.jeqNr(nr, "enosys")
+		}
+		a.jeqNr(abi.PidfdGetfd, "eperm")
+		a.ret(actAllow)
+
+		a.label(p + "flags3")
+		a.ins(bpf.LoadAbsolute{Off: offArg(3), Size: 4})
+		a.jset(msgFastopen, "notify", "allow")
+		a.label(p + "flags2")
+		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
+		a.jset(msgFastopen, "notify", "allow")
+
+		if abi.Socketcall >= 0 {
+			a.label(p + "socketcall")
+			a.ins(bpf.LoadAbsolute{Off: offArg(0), Size: 4})
+			for _, c := range []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg} {
+				a.jeq(c, "notify", "")
+			}
+			a.ret(actAllow)
+		}
+
+		a.label(p + "socket")
+		a.ins(bpf.LoadAbsolute{Off: offArg(0), Size: 4})
+		a.jeq(unix.AF_UNIX, "allow", "")
+		a.jeq(unix.AF_NETLINK, "allow", "")
+		a.jeq(unix.AF_INET, p+"inet", "")
+		if opts.EnableIPv6 {
+			a.jeq(unix.AF_INET6, p+"inet", "")
+		}
+		a.ret(actNotify)
+		a.label(p + "inet")
+		a.ins(bpf.LoadAbsolute{Off: offArg(1), Size: 4})
+		a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf})
+		a.jeq(unix.SOCK_STREAM, p+"stream", "notify")
+		a.label(p + "stream")
+		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
+		a.jeq(0, "allow", "")
+		a.jeq(unix.IPPROTO_TCP, "allow", "notify")
+	}
+	a.label("allow")
+	a.ret(actAllow)
+	a.label("notify")
+	a.ret(actNotify)
+	a.label("enosys")
+	a.ret(actErrno(unix.ENOSYS))
+	a.label("eperm")
+	a.ret(actErrno(unix.EPERM))
+	return a.assemble()
+}
+
+// asm is a tiny assembler with labels over x/net/bpf instructions.
+type asm struct {
+	prog   []bpf.Instruction
+	jumps  map[int][2]string // pc -> (true label, false label); "" = next instruction
+	labels map[string]int
+}
+
+func (a *asm) ins(i bpf.Instruction) { a.prog = append(a.prog, i) }
+func (a *asm) ret(v uint32)          { a.ins(bpf.RetConstant{Val: v}) }
+
+func (a *asm) label(name string) {
+	if a.labels == nil {
+		a.labels = map[string]int{}
+	}
+	a.labels[name] = len(a.prog)
+}
+
+func (a *asm) jump(cond bpf.JumpTest, val uint32, t, f string) {
+	if a.jumps == nil {
+		a.jumps = map[int][2]string{}
+	}
+	a.jumps[len(a.prog)] = [2]string{t, f}
+	a.ins(bpf.JumpIf{Cond: cond, Val: val})
+}
+
+func (a *asm) jeq(val uint32, t, f string)  { a.jump(bpf.JumpEqual, val, t, f) }
+func (a *asm) jset(val uint32, t, f string) { a.jump(bpf.JumpBitsSet, val, t, f) }
+
+// jeqNr jumps to t when the loaded syscall number is nr; nr < 0 means the ABI has no such call.
+func (a *asm) jeqNr(nr int32, t string) {
+	if nr >= 0 {
+		a.jeq(uint32(nr), t, "")
+	}
+}
+
+func (a *asm) assemble() ([]unix.SockFilter, error) {
+	for pc, j := range a.jumps {
+		ji := a.prog[pc].(bpf.JumpIf)
+		skip := func(label string) (uint8, error) {
+			if label == "" {
+				return 0, nil
+			}
+			target, ok := a.labels[label]
+			if !ok {
+				return 0, fmt.Errorf("filter: undefined label %q", label)
+			}
+			d := target - pc - 1
+			if d < 0 || d > 255 {
+				return 0, fmt.Errorf("filter: jump from %d to %q (%d) out of range", pc, label, target)
+			}
+			return uint8(d), nil
+		}
+		var err error
+		if ji.SkipTrue, err = skip(j[0]); err != nil {
+			return nil, err
+		}
+		if ji.SkipFalse, err = skip(j[1]); err != nil {
+			return nil, err
+		}
+		a.prog[pc] = ji
+	}
+	raw, err := bpf.Assemble(a.prog)
+	if err != nil {
+		return nil, fmt.Errorf("filter: assemble: %w", err)
+	}
+	out := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return out, nil
+}

@@ -1,0 +1,112 @@
+package filter
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// run evaluates the filter on a seccomp_data. x/net/bpf's VM loads words big-endian while the
+// kernel loads them native-endian, so the data is laid out big-endian word by word here.
+func run(t *testing.T, prog []unix.SockFilter, arch uint32, nr uint32, args ...uint64) uint32 {
+	t.Helper()
+	insns := make([]bpf.Instruction, len(prog))
+	for i, f := range prog {
+		insns[i] = bpf.RawInstruction{Op: f.Code, Jt: f.Jt, Jf: f.Jf, K: f.K}.Disassemble()
+	}
+	vm, err := bpf.NewVM(insns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 64)
+	binary.BigEndian.PutUint32(data[0:], nr)
+	binary.BigEndian.PutUint32(data[4:], arch)
+	for i, a := range args {
+		binary.BigEndian.PutUint32(data[16+8*i:], uint32(a))
+		binary.BigEndian.PutUint32(data[16+8*i+4:], uint32(a>>32))
+	}
+	out, err := vm.Run(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(out)
+}
+
+func TestFilterDecisions(t *testing.T) {
+	prog, err := Build([]*ABI{X86_64, I386, AArch64}, Options{EnableIPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noV6, err := Build([]*ABI{X86_64}, Options{EnableIPv6: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		allow  = actAllow
+		notify = actNotify
+		kill   = actKill
+	)
+	enosys := actErrno(unix.ENOSYS)
+	eperm := actErrno(unix.EPERM)
+	x, i, a := X86_64, I386, AArch64
+	cases := []struct {
+		name string
+		prog []unix.SockFilter
+		abi  *ABI
+		arch uint32
+		nr   int32
+		args []uint64
+		want uint32
+	}{
+		{"read", prog, x, 0, 0, nil, allow},
+		{"connect", prog, x, 0, x.Connect, nil, notify},
+		{"getpeername", prog, x, 0, x.Getpeername, nil, notify},
+		{"listen", prog, x, 0, x.Listen, nil, notify},
+		{"tcp socket", prog, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_CLOEXEC, 0}, allow},
+		{"tcp socket proto 6", prog, x, 0, x.Socket, []uint64{unix.AF_INET6, unix.SOCK_STREAM, 6}, allow},
+		{"tcp6 socket v6 off", noV6, x, 0, x.Socket, []uint64{unix.AF_INET6, unix.SOCK_STREAM, 6}, notify},
+		{"sctp stream", prog, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP}, notify},
+		{"mptcp", prog, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM, 262}, notify},
+		{"udp socket", prog, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_DGRAM, 0}, notify},
+		{"raw socket", prog, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_RAW, 1}, notify},
+		{"packet socket", prog, x, 0, x.Socket, []uint64{unix.AF_PACKET, unix.SOCK_RAW, 0}, notify},
+		{"vsock", prog, x, 0, x.Socket, []uint64{unix.AF_VSOCK, unix.SOCK_STREAM, 0}, notify},
+		{"unix socket", prog, x, 0, x.Socket, []uint64{unix.AF_UNIX, unix.SOCK_DGRAM, 0}, allow},
+		{"netlink socket", prog, x, 0, x.Socket, []uint64{unix.AF_NETLINK, unix.SOCK_RAW, 0}, allow},
+		{"high bits ignored like the kernel", prog, x, 0, x.Socket, []uint64{1<<32 | unix.AF_INET, unix.SOCK_DGRAM, 0}, notify},
+		{"sendto plain", prog, x, 0, x.Sendto, []uint64{3, 0, 10, 0, 0, 0}, allow},
+		{"sendto fastopen", prog, x, 0, x.Sendto, []uint64{3, 0, 10, msgFastopen, 0, 0}, notify},
+		{"sendmsg fastopen", prog, x, 0, x.Sendmsg, []uint64{3, 0, msgFastopen | unix.MSG_NOSIGNAL}, notify},
+		{"sendmsg plain", prog, x, 0, x.Sendmsg, []uint64{3, 0, unix.MSG_NOSIGNAL}, allow},
+		{"sendmmsg fastopen", prog, x, 0, x.Sendmmsg, []uint64{3, 0, 1, msgFastopen}, notify},
+		{"io_uring_setup", prog, x, 0, x.IOUringSetup, nil, enosys},
+		{"io_uring_enter", prog, x, 0, x.IOUringEnter, nil, enosys},
+		{"io_uring_register", prog, x, 0, x.IOUringRegist, nil, enosys},
+		{"pidfd_getfd", prog, x, 0, x.PidfdGetfd, nil, eperm},
+		{"x32 connect", prog, x, 0, 0x40000000 | 42, nil, enosys},
+		{"x32 read", prog, x, 0, 0x40000000, nil, enosys},
+		{"i386 connect", prog, i, 0, i.Connect, nil, notify},
+		{"i386 socketcall connect", prog, i, 0, i.Socketcall, []uint64{SysConnect, 0}, notify},
+		{"i386 socketcall socket", prog, i, 0, i.Socketcall, []uint64{SysSocket, 0}, notify},
+		{"i386 socketcall sendto", prog, i, 0, i.Socketcall, []uint64{SysSendto, 0}, notify},
+		{"i386 socketcall recv", prog, i, 0, i.Socketcall, []uint64{10, 0}, allow},
+		{"i386 socket udp", prog, i, 0, i.Socket, []uint64{unix.AF_INET, unix.SOCK_DGRAM, 0}, notify},
+		{"i386 socket tcp", prog, i, 0, i.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM, 0}, allow},
+		{"i386 x32-bit is not special", prog, i, 0, 3, nil, allow},
+		{"arm64 connect", prog, a, 0, a.Connect, nil, notify},
+		{"arm64 udp", prog, a, 0, a.Socket, []uint64{unix.AF_INET, unix.SOCK_DGRAM, 0}, notify},
+		{"unknown arch", prog, nil, unix.AUDIT_ARCH_ARM, 0, nil, kill},
+		{"i386 on a x86_64-only filter", noV6, i, 0, i.Connect, nil, kill},
+	}
+	for _, c := range cases {
+		arch := c.arch
+		if c.abi != nil {
+			arch = c.abi.Arch
+		}
+		if got := run(t, c.prog, arch, uint32(c.nr), c.args...); got != c.want {
+			t.Errorf("%s: got %#x, want %#x", c.name, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
+)
+
+var (
+	torsocksBin string // built once in TestMain
+	buildDir    string
+	socks       *socks5test.Server
+	canary4     *socks5test.Canary // 203.0.113.10:80
+	canary6     *socks5test.Canary // [2001:db8::10]:80
+)
+
+func TestMain(m *testing.M) {
+	netnstest.Main(m)
+}
+
+var (
+	setupOnce sync.Once
+	setupErr  error
+)
+
+// env makes the shared test environment (once) inside the private namespace: the torsocks binary,
+// the SOCKS server on 127.0.0.1:9050 and [::1]:9050 and the destination canaries.
+func env(t *testing.T) {
+	t.Helper()
+	netnstest.Require(t)
+	setupOnce.Do(func() { _, setupErr = setup() })
+	if setupErr != nil {
+		t.Fatal(setupErr)
+	}
+}
+
+// setup runs inside the private namespace, before the first test that needs it.
+func setup() (func(), error) {
+	dir, err := os.MkdirTemp("", "torsocks-integration-")
+	if err != nil {
+		return nil, err
+	}
+	buildDir = dir
+	torsocksBin = filepath.Join(dir, "torsocks")
+	build := exec.Command("go", "build", "-o", torsocksBin, "github.com/gotorsocks/torsocks/cmd/torsocks")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build torsocks: %v\n%s", err, out)
+	}
+	socks, err = socks5test.Start(socks5test.Options{
+		Listen:   []string{"127.0.0.1:9050", "[::1]:9050"},
+		SourceV4: netnstest.SocksSrcV4,
+		SourceV6: netnstest.SocksSrcV6,
+	})
+	if err != nil {
+		return nil, err
+	}
+	allowed := []netip.Addr{netnstest.SocksSrcV4, netnstest.SocksSrcV6}
+	if canary4, err = socks5test.StartCanary("203.0.113.10:80", allowed...); err != nil {
+		return nil, err
+	}
+	if canary6, err = socks5test.StartCanary("[2001:db8::10]:80", allowed...); err != nil {
+		return nil, err
+	}
+	return func() {
+		socks.Close()
+		canary4.Close()
+		canary6.Close()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// result is what a program run under torsocks did.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// torsocks runs args under the torsocks binary with extra environment env, failing the test if it
+// does not finish within a minute.
+func torsocks(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	return runCmd(t, env, append([]string{torsocksBin}, args...)...)
+}
+
+func runCmd(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+		if ctx.Err() != nil {
+			t.Fatalf("%v timed out\nstdout: %s\nstderr: %s", args, r.stdout, r.stderr)
+		}
+	default:
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return r
+}
+
+// noLeaks fails the test if any canary saw a connection not made by the SOCKS server.
+func noLeaks(t *testing.T) {
+	t.Helper()
+	for _, c := range []*socks5test.Canary{canary4, canary6} {
+		if l := c.Leaks(); len(l) > 0 {
+			t.Fatalf("LEAK: canary %v accepted connections from %v (not from the SOCKS server)", c.Addr(), l)
+		}
+	}
+}
+
+var buildMu sync.Mutex
+
+// buildC compiles testdata/c/NAME.c with gcc and extra flags once per flag set; the binary path.
+func buildC(t *testing.T, name string, flags ...string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	out := filepath.Join(buildDir, name+strings.ReplaceAll(strings.Join(flags, ""), "-", "_"))
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	args := append([]string{"-O1", "-Wall", "-o", out, filepath.Join("testdata", "c", name+".c"), "-lpthread"}, flags...)
+	if o, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		if strings.Contains(string(o), "-m32") || strings.Contains(string(o), "gnu/stubs-32.h") {
+			t.Skipf("no 32-bit toolchain (gcc-multilib): %s", o)
+		}
+		t.Fatalf("gcc %v: %v\n%s", args, err, o)
+	}
+	return out
+}
+
+// buildGoClient builds the static Go client once.
+func buildGoClient(t *testing.T) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	out := filepath.Join(buildDir, "goclient")
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-o", out, "./testdata/goclient")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+runtime.GOARCH)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build goclient: %v\n%s", err, o)
+	}
+	return out
+}

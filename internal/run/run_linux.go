@@ -1,0 +1,311 @@
+// Package run is one torsocks invocation from start to exit: it reads the configuration, refuses
+// what cannot be run safely, starts the program under the seccomp filter, supervises it until
+// every process of its tree has exited, and exits with the program's status.
+package run
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/config"
+	"github.com/gotorsocks/torsocks/internal/filter"
+	"github.com/gotorsocks/torsocks/internal/launch"
+	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/seccomp"
+	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/supervisor"
+	"github.com/gotorsocks/torsocks/internal/tslog"
+)
+
+// Version is this torsocks' version.
+const Version = "0.1.0"
+
+// Main runs torsocks with args (os.Args[1:]) and returns the exit status (or does not return: when
+// the program was killed by a signal, torsocks kills itself with the same signal).
+func Main(args []string) int {
+	inv, err := config.Parse(args, os.LookupEnv, os.ReadFile)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "torsocks: %v\n", err)
+		var ue *config.UsageError
+		if errors.As(err, &ue) && ue.ShowUsage {
+			fmt.Fprint(os.Stderr, config.Usage())
+		}
+		return 1
+	}
+	switch inv.Action {
+	case config.Help:
+		fmt.Print(config.Usage())
+		return 0
+	case config.Version:
+		fmt.Printf("Torsocks %s (Go, seccomp user notification)\n", Version)
+		return 0
+	case config.OnOffShow:
+		fmt.Fprintln(os.Stderr, config.OnOffShowMessage(inv.Command[0]))
+		return 1
+	}
+	cfg := &inv.Config
+	logw := io.Writer(os.Stderr)
+	if cfg.LogFile != "" {
+		f, err := tslog.OpenFile(cfg.LogFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "torsocks: log file: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		logw = f
+	}
+	log := tslog.New(logw, tslog.Options{Level: cfg.LogLevel, Time: cfg.LogTime})
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if cfg.LogLevel >= tslog.LevelDebug {
+		for _, line := range cfg.Describe() {
+			log.Debug("config: " + line)
+		}
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "torsocks: "+format+"\n", a...)
+		return 1
+	}
+	if err := seccomp.CheckKernel(); err != nil {
+		return fail("%v", err)
+	}
+	if err := seccomp.CheckSizes(); err != nil {
+		return fail("%v", err)
+	}
+	if cfg.SocksUnix != "" {
+		return fail("TorAddress %s: a unix-socket SocksPort is not supported yet; use Tor's TCP SocksPort", cfg.SocksUnix)
+	}
+	if inv.Shell {
+		fmt.Fprintln(os.Stderr, "New torified shell coming right up...")
+	}
+	path, err := exec.LookPath(inv.Command[0])
+	if err != nil {
+		return fail("%s: command not found", inv.Command[0])
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return fail("%s: %v", inv.Command[0], err)
+	}
+	if err := checkPrivileged(path); err != nil {
+		return fail("%v", err)
+	}
+	if err := checkInheritedSockets(); err != nil {
+		return fail("%v", err)
+	}
+	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6})
+	if err != nil {
+		return fail("%v", err)
+	}
+	// Orphans of the program's tree are re-parented to us, so they stay our descendants (pidfd_getfd
+	// and process_vm_readv then work under Yama's ptrace_scope 1) and we can reap them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fail("prctl(PR_SET_CHILD_SUBREAPER): %v", err)
+	}
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, forwarded()...)
+	signal.Notify(sigs, unix.SIGCHLD)
+
+	child, err := launch.Start("/proc/self/exe", path, inv.Command, os.Environ(), prog)
+	if err != nil {
+		return fail("%v", err)
+	}
+	var auth *socks5.Auth
+	if cfg.Auth != nil {
+		auth = &socks5.Auth{Username: cfg.Auth.Username, Password: cfg.Auth.Password}
+	}
+	socksPorts := []netip.AddrPort{cfg.SocksAddr}
+	if cfg.SocksAddrV6.IsValid() {
+		socksPorts = append(socksPorts, cfg.SocksAddrV6)
+	}
+	sup := supervisor.New(child.Listener, supervisor.Options{
+		Socks:          cfg.SocksAddr,
+		SocksV6:        cfg.SocksAddrV6,
+		Auth:           auth,
+		IsolatePID:     cfg.IsolatePID,
+		ConnectTimeout: cfg.ConnectTimeout,
+		Logger:         log,
+		Policy: &policy.Policy{
+			AllowOutboundLocalhost: cfg.AllowOutboundLocalhost,
+			AllowInbound:           cfg.AllowInbound,
+			EnableIPv6:             cfg.EnableIPv6,
+			SocksPorts:             socksPorts,
+		},
+	})
+
+	r := &reaper{child: child.Pid, done: make(chan struct{})}
+	go r.loop(sigs, log)
+	if err := sup.Serve(); err != nil {
+		// Closing the listener makes every pending and later notified call fail (ENOSYS): the
+		// program loses its network, nothing goes around Tor.
+		log.Error(fmt.Sprintf("supervisor stopped: %v; the program's network calls now fail", err))
+	}
+	child.Listener.Close()
+	<-r.done
+	return r.exit()
+}
+
+// reaper reaps every child (the program and re-parented orphans) and forwards signals.
+type reaper struct {
+	child  int
+	mu     sync.Mutex // guards status
+	status unix.WaitStatus
+	once   sync.Once
+	done   chan struct{}
+}
+
+func (r *reaper) loop(sigs <-chan os.Signal, log *slog.Logger) {
+	r.reap()
+	for sig := range sigs {
+		if sig == unix.SIGCHLD {
+			r.reap()
+			continue
+		}
+		if s, ok := sig.(syscall.Signal); ok && shouldForward(s) {
+			if err := unix.Kill(r.child, s); err != nil && err != unix.ESRCH {
+				log.Debug(fmt.Sprintf("forward %v to pid %d: %v", s, r.child, err))
+			}
+		}
+	}
+}
+
+func (r *reaper) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+		if pid == r.child && (ws.Exited() || ws.Signaled()) {
+			r.mu.Lock()
+			r.status = ws
+			r.mu.Unlock()
+			r.once.Do(func() { close(r.done) })
+		}
+	}
+}
+
+// exit returns the program's exit status, or re-raises the signal that killed it so that the
+// calling shell reports it exactly as it would without torsocks.
+func (r *reaper) exit() int {
+	r.mu.Lock()
+	ws := r.status
+	r.mu.Unlock()
+	if ws.Exited() {
+		return ws.ExitStatus()
+	}
+	sig := ws.Signal()
+	signal.Reset(sig)
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}) // the program dumped core if it was to; we do not
+	unix.Kill(os.Getpid(), sig)
+	return 128 + int(sig)
+}
+
+// forwarded lists the signals torsocks passes on to the program. Signals it was started with
+// ignored stay ignored (the program inherits that, as it would without torsocks).
+func forwarded() []os.Signal {
+	var out []os.Signal
+	for _, s := range []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1,
+		unix.SIGUSR2, unix.SIGALRM, unix.SIGWINCH, unix.SIGCONT, unix.SIGPWR, unix.SIGVTALRM, unix.SIGPROF} {
+		if !signal.Ignored(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// shouldForward tells whether a signal torsocks received should be passed to the program. The
+// terminal sends SIGINT, SIGQUIT, SIGWINCH and SIGHUP to the whole foreground process group, which
+// the program shares with torsocks: it already has them, and a second copy would be wrong (Python
+// would raise KeyboardInterrupt twice). Sent by kill(1) to torsocks alone, they are forwarded.
+func shouldForward(s syscall.Signal) bool {
+	switch s {
+	case unix.SIGINT, unix.SIGQUIT, unix.SIGWINCH, unix.SIGHUP:
+		return !inForeground()
+	}
+	return true
+}
+
+func inForeground() bool {
+	fd, err := unix.Open("/dev/tty", unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+// checkPrivileged refuses setuid, setgid and file-capability programs: under no_new_privs they
+// would run without their privileges and fail in confusing ways (torsocks refuses them too).
+func checkPrivileged(path string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return fmt.Errorf("%s is setuid or setgid: torsocks runs programs with no_new_privs, so it would run without its privileges; refusing", path)
+	}
+	if _, err := unix.Getxattr(path, "security.capability", nil); err == nil {
+		return fmt.Errorf("%s has file capabilities: torsocks runs programs with no_new_privs, so it would run without them; refusing", path)
+	}
+	return nil
+}
+
+// checkInheritedSockets refuses to start when torsocks itself holds an internet socket (inherited
+// from whoever started it, passed on to the program): its connection was made outside torsocks,
+// so traffic on it would go around Tor. Close it in the caller (e.g. 3>&-) or run without it.
+func checkInheritedSockets() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list open descriptors: %w", err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC != 0 {
+			continue // closed meanwhile (the ReadDir fd itself), or not passed on to the program
+		}
+		domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+		if err != nil {
+			continue // not a socket
+		}
+		if domain == unix.AF_INET || domain == unix.AF_INET6 || domain == unix.AF_PACKET {
+			what := "an internet socket"
+			if sa, err := unix.Getpeername(fd); err == nil {
+				what = fmt.Sprintf("an internet socket connected to %s", sockaddrString(sa))
+			} else if sa, err := unix.Getsockname(fd); err == nil {
+				what = fmt.Sprintf("an internet socket bound to %s", sockaddrString(sa))
+			}
+			return fmt.Errorf("descriptor %d is %s, inherited from the caller; traffic on it would go around Tor, so torsocks refuses to start (close it first, e.g. %d>&-)", fd, what, fd)
+		}
+	}
+	return nil
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch v := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(v.Addr), uint16(v.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr), uint16(v.Port)).String()
+	}
+	return "?"
+}

@@ -1,0 +1,349 @@
+package seccomp
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Data mirrors struct seccomp_data (64 bytes): what the filter and the supervisor see of a syscall.
+type Data struct {
+	Nr                 int32
+	Arch               uint32
+	InstructionPointer uint64
+	Args               [6]uint64
+}
+
+// Notif mirrors struct seccomp_notif (80 bytes).
+type Notif struct {
+	ID    uint64
+	Pid   uint32 // a thread id, in the supervisor's pid namespace
+	Flags uint32
+	Data  Data
+}
+
+// Resp mirrors struct seccomp_notif_resp (24 bytes).
+type Resp struct {
+	ID    uint64
+	Val   int64
+	Error int32
+	Flags uint32
+}
+
+// addFD mirrors struct seccomp_notif_addfd (24 bytes).
+type addFD struct {
+	ID         uint64
+	Flags      uint32
+	SrcFD      uint32
+	NewFD      uint32
+	NewFDFlags uint32
+}
+
+// Filter return values and flags used by this project.
+const (
+	RetKillProcess = 0x80000000
+	RetErrno       = 0x00050000
+	RetUserNotif   = unix.SECCOMP_RET_USER_NOTIF
+	RetAllow       = 0x7fff0000
+
+	flagContinue = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+
+	seccompSetModeFilter  = 1
+	seccompGetNotifSizes  = 3
+	ioctlNotifRecv        = unix.SECCOMP_IOCTL_NOTIF_RECV
+	ioctlNotifSend        = unix.SECCOMP_IOCTL_NOTIF_SEND
+	ioctlNotifIDValid     = unix.SECCOMP_IOCTL_NOTIF_ID_VALID
+	ioctlNotifAddFD       = unix.SECCOMP_IOCTL_NOTIF_ADDFD
+	addFDFlagSend         = unix.SECCOMP_ADDFD_FLAG_SEND
+	pidfdThread           = unix.O_EXCL // PIDFD_THREAD (Linux 6.9)
+	listenerFilterFlags   = unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+	minimumKernelMajor    = 5
+	minimumKernelMinor    = 19
+	maxTraceeMemoryAccess = 1 << 20
+)
+
+// ErrNotifGone means the notification is no longer valid: the traced thread was killed or the
+// syscall was interrupted. Nothing read for it may be trusted and it needs no answer.
+var ErrNotifGone = errors.New("notification no longer valid")
+
+// CheckKernel refuses kernels older than 5.19, the first with SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+// without which a signal to a thread blocked in a proxied connect corrupts its stream.
+func CheckKernel() error {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return fmt.Errorf("uname: %w", err)
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	major, minor, ok := parseRelease(release)
+	if !ok {
+		return fmt.Errorf("cannot read the kernel version from %q", release)
+	}
+	if major < minimumKernelMajor || (major == minimumKernelMajor && minor < minimumKernelMinor) {
+		return fmt.Errorf("Linux %s is too old: torsocks needs Linux %d.%d or newer (seccomp user notification with WAIT_KILLABLE_RECV)",
+			release, minimumKernelMajor, minimumKernelMinor)
+	}
+	return nil
+}
+
+func parseRelease(s string) (major, minor int, ok bool) {
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minorStr := parts[1]
+	if i := strings.IndexFunc(minorStr, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		minorStr = minorStr[:i]
+	}
+	minor, err2 := strconv.Atoi(minorStr)
+	return major, minor, err1 == nil && err2 == nil
+}
+
+// CheckSizes verifies that the kernel's notification structures have the sizes this package uses.
+func CheckSizes() error {
+	var sizes struct{ Notif, Resp, Data uint16 }
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompGetNotifSizes, 0, uintptr(unsafe.Pointer(&sizes))); errno != 0 {
+		return fmt.Errorf("seccomp(SECCOMP_GET_NOTIF_SIZES): %w", errno)
+	}
+	if sizes.Notif != uint16(unsafe.Sizeof(Notif{})) || sizes.Resp != uint16(unsafe.Sizeof(Resp{})) || sizes.Data != uint16(unsafe.Sizeof(Data{})) {
+		return fmt.Errorf("unexpected seccomp notification sizes %d/%d/%d", sizes.Notif, sizes.Resp, sizes.Data)
+	}
+	return nil
+}
+
+// InstallFilter loads prog as a seccomp filter on the calling thread with a notification listener
+// (NEW_LISTENER | WAIT_KILLABLE_RECV) and returns the listener fd (close-on-exec, as the kernel makes
+// it; it must stay so: a traced program holding its own listener would hang forever). The caller
+// must have locked its OS thread and set no_new_privs.
+func InstallFilter(prog []unix.SockFilter) (int, error) {
+	if len(prog) == 0 || len(prog) > 4096 {
+		return -1, fmt.Errorf("filter has %d instructions", len(prog))
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	fd, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompSetModeFilter, listenerFilterFlags, uintptr(unsafe.Pointer(&fprog)))
+	switch errno {
+	case 0:
+		return int(fd), nil
+	case unix.EBUSY:
+		return -1, fmt.Errorf("already running under a seccomp notification supervisor (torsocks inside torsocks, or a container runtime): %w", errno)
+	case unix.EINVAL:
+		return -1, fmt.Errorf("the kernel refused the seccomp filter or its flags (seccomp user notification unavailable?): %w", errno)
+	case unix.ENOSYS:
+		return -1, fmt.Errorf("seccomp is not available in this kernel: %w", errno)
+	default:
+		return -1, fmt.Errorf("seccomp(SET_MODE_FILTER): %w", errno)
+	}
+}
+
+// Listener is the supervisor's end of a seccomp notification listener.
+type Listener struct {
+	fd int
+}
+
+// NewListener wraps a listener fd received from the helper.
+func NewListener(fd int) *Listener { return &Listener{fd: fd} }
+
+// FD returns the listener's file descriptor.
+func (l *Listener) FD() int { return l.fd }
+
+// Close closes the listener: every pending and later notified syscall then fails with ENOSYS.
+func (l *Listener) Close() error { return unix.Close(l.fd) }
+
+// Wait blocks until a notification is pending (true) or no task uses the filter any more (false).
+func (l *Listener) Wait() (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll seccomp listener: %w", err)
+		}
+		if fds[0].Revents&unix.POLLIN != 0 {
+			return true, nil
+		}
+		if fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			return false, nil
+		}
+	}
+}
+
+// Recv receives one notification into n, which it zeroes first (the kernel refuses a dirty buffer).
+// It returns ErrNotifGone when the notification vanished between poll and receive.
+func (l *Listener) Recv(n *Notif) error {
+	*n = Notif{}
+	for {
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifRecv, uintptr(unsafe.Pointer(n)))
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		case unix.ENOENT:
+			return ErrNotifGone
+		default:
+			return fmt.Errorf("SECCOMP_IOCTL_NOTIF_RECV: %w", errno)
+		}
+	}
+}
+
+func (l *Listener) send(r *Resp) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifSend, uintptr(unsafe.Pointer(r)))
+	switch errno {
+	case 0:
+		return nil
+	case unix.ENOENT:
+		return ErrNotifGone
+	default:
+		return fmt.Errorf("SECCOMP_IOCTL_NOTIF_SEND: %w", errno)
+	}
+}
+
+// Return answers the syscall with a successful result val.
+func (l *Listener) Return(id uint64, val int64) error {
+	return l.send(&Resp{ID: id, Val: val})
+}
+
+// Fail answers the syscall with an error: the program sees -1 and errno.
+func (l *Listener) Fail(id uint64, errno unix.Errno) error {
+	return l.send(&Resp{ID: id, Val: -1, Error: -int32(errno)})
+}
+
+// Continue lets the kernel run the syscall as the program made it. Only safe where nothing the
+// program can change after the decision (memory it points to, a racing thread) can turn the call
+// into a way around Tor; callers say why in a comment.
+func (l *Listener) Continue(id uint64) error {
+	return l.send(&Resp{ID: id, Flags: flagContinue})
+}
+
+// Valid reports ErrNotifGone unless the notification id is still pending. Call it after every read
+// of the program's memory (the thread may have died and its id been reused) and before every write.
+func (l *Listener) Valid(id uint64) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifIDValid, uintptr(unsafe.Pointer(&id)))
+	switch errno {
+	case 0:
+		return nil
+	case unix.ENOENT:
+		return ErrNotifGone
+	default:
+		return fmt.Errorf("SECCOMP_IOCTL_NOTIF_ID_VALID: %w", errno)
+	}
+}
+
+// AddFDAndReturn installs srcfd in the traced process (O_CLOEXEC if cloexec) and answers the syscall
+// with the new descriptor number, atomically (SECCOMP_ADDFD_FLAG_SEND).
+func (l *Listener) AddFDAndReturn(id uint64, srcfd int, cloexec bool) (int, error) {
+	a := addFD{ID: id, Flags: addFDFlagSend, SrcFD: uint32(srcfd)}
+	if cloexec {
+		a.NewFDFlags = unix.O_CLOEXEC
+	}
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifAddFD, uintptr(unsafe.Pointer(&a)))
+	switch errno {
+	case 0:
+		return int(r), nil
+	case unix.ENOENT:
+		return -1, ErrNotifGone
+	default:
+		return -1, fmt.Errorf("SECCOMP_IOCTL_NOTIF_ADDFD: %w", errno)
+	}
+}
+
+// OpenThread opens a pidfd for thread tid. It uses PIDFD_THREAD (Linux 6.9) so the pidfd names the
+// thread itself and polls readable when that thread exits; older kernels refuse pidfd_open on a
+// non-leader thread, so the fallback opens the thread group leader read from /proc/TID/status.
+// The caller must check the notification id afterwards: only then is tid known not to be recycled.
+func OpenThread(tid int) (pidfd int, tgid int, err error) {
+	fd, err := unix.PidfdOpen(tid, pidfdThread)
+	if err == nil {
+		tgid, terr := Tgid(tid)
+		if terr != nil {
+			unix.Close(fd)
+			return -1, 0, terr
+		}
+		return fd, tgid, nil
+	}
+	if err != unix.EINVAL && err != unix.ENOENT {
+		return -1, 0, fmt.Errorf("pidfd_open(%d): %w", tid, err)
+	}
+	tgid, terr := Tgid(tid)
+	if terr != nil {
+		return -1, 0, terr
+	}
+	fd, err = unix.PidfdOpen(tgid, 0)
+	if err != nil {
+		return -1, 0, fmt.Errorf("pidfd_open(%d) for thread %d: %w", tgid, tid, err)
+	}
+	return fd, tgid, nil
+}
+
+// Tgid reads the thread group id (process id) of thread tid from /proc.
+func Tgid(tid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read status of thread %d: %w", tid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return 0, fmt.Errorf("parse Tgid of thread %d: %w", tid, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no Tgid in /proc/%d/status", tid)
+}
+
+// GetFD duplicates the traced process's descriptor fd into the supervisor (close-on-exec). The copy
+// shares the open file description: its O_NONBLOCK flag is the program's, so callers never change
+// flags on it and never hand it to the Go runtime's poller.
+func GetFD(pidfd, fd int) (int, error) {
+	c, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_getfd(fd %d): %w", fd, err)
+	}
+	return c, nil
+}
+
+// ReadMem reads len(buf) bytes at addr of thread tid. A short read is an error (EFAULT).
+func ReadMem(tid int, addr uint64, buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	if len(buf) > maxTraceeMemoryAccess {
+		return fmt.Errorf("read %d bytes of pid %d: too large", len(buf), tid)
+	}
+	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
+	n, err := unix.ProcessVMReadv(tid, local, remote, 0)
+	if err != nil {
+		return fmt.Errorf("read %d bytes at %#x of pid %d: %w", len(buf), addr, tid, err)
+	}
+	if n != len(buf) {
+		return fmt.Errorf("read %d bytes at %#x of pid %d: short read (%d): %w", len(buf), addr, tid, n, unix.EFAULT)
+	}
+	return nil
+}
+
+// WriteMem writes buf at addr of thread tid. The caller must check the notification id just before.
+func WriteMem(tid int, addr uint64, buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
+	n, err := unix.ProcessVMWritev(tid, local, remote, 0)
+	if err != nil {
+		return fmt.Errorf("write %d bytes at %#x of pid %d: %w", len(buf), addr, tid, err)
+	}
+	if n != len(buf) {
+		return fmt.Errorf("write %d bytes at %#x of pid %d: short write (%d): %w", len(buf), addr, tid, n, unix.EFAULT)
+	}
+	return nil
+}

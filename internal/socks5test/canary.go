@@ -1,0 +1,299 @@
+package socks5test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// CanaryOptions configure a Canary.
+type CanaryOptions struct {
+	// Addr is the TCP address to listen on, e.g. "203.0.113.10:80".
+	Addr string
+	// Allowed are the legitimate source addresses (the SOCKS server's); a connection from
+	// any other source is a leak.
+	Allowed []netip.Addr
+	// Banner, if set, is sent as soon as a connection is accepted, before reading
+	// (like an SSH or SMTP server).
+	Banner string
+	// Logf, if set, receives a line per connection.
+	Logf func(format string, args ...any)
+}
+
+// Canary is a TCP listener on a destination address that records every accepted
+// connection. It answers HTTP GET/HEAD requests with a short text naming the caller's
+// address, and echoes anything else.
+type Canary struct {
+	opts CanaryOptions
+	ln   net.Listener
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	remotes []netip.AddrPort
+	conns   map[net.Conn]struct{}
+	closed  bool
+	once    sync.Once
+	err     error
+}
+
+// StartCanary listens on addr; connections from allowedSources are not leaks.
+func StartCanary(addr string, allowedSources ...netip.Addr) (*Canary, error) {
+	return StartCanaryWith(CanaryOptions{Addr: addr, Allowed: allowedSources})
+}
+
+// StartCanaryWith starts a canary with all options.
+func StartCanaryWith(opts CanaryOptions) (*Canary, error) {
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("socks5test: canary listening on %s: %w", opts.Addr, err)
+	}
+	c := &Canary{opts: opts, ln: ln, conns: make(map[net.Conn]struct{})}
+	c.cond = sync.NewCond(&c.mu)
+	c.wg.Add(1)
+	go c.serve()
+	return c, nil
+}
+
+// Addr returns the listening address.
+func (c *Canary) Addr() net.Addr { return c.ln.Addr() }
+
+// AddrPort returns the listening address as a netip.AddrPort.
+func (c *Canary) AddrPort() netip.AddrPort {
+	return c.ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// Accepted returns how many connections were accepted.
+func (c *Canary) Accepted() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.remotes)
+}
+
+// Remotes returns the remote address of every accepted connection, in order.
+func (c *Canary) Remotes() []netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.remotes)
+}
+
+// Leaks returns the remote addresses of connections not from an allowed source.
+func (c *Canary) Leaks() []netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var leaks []netip.AddrPort
+	for _, r := range c.remotes {
+		if !slices.Contains(c.opts.Allowed, r.Addr().Unmap()) {
+			leaks = append(leaks, r)
+		}
+	}
+	return leaks
+}
+
+// WaitAccepted waits until at least n connections were accepted or the timeout passes,
+// and reports whether they were. Use it where a client may finish before the canary's
+// accept loop has recorded its connection.
+func (c *Canary) WaitAccepted(n int, timeout time.Duration) bool {
+	t := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer t.Stop()
+	deadline := time.Now().Add(timeout)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.remotes) < n && !c.closed && time.Now().Before(deadline) {
+		c.cond.Wait()
+	}
+	return len(c.remotes) >= n
+}
+
+// Close stops the listener, closes live connections and waits for all goroutines.
+func (c *Canary) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		for conn := range c.conns {
+			conn.Close()
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		c.err = c.ln.Close()
+		c.wg.Wait()
+	})
+	return c.err
+}
+
+func (c *Canary) serve() {
+	defer c.wg.Done()
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+		c.mu.Lock()
+		c.remotes = append(c.remotes, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
+		c.cond.Broadcast()
+		if c.closed {
+			c.mu.Unlock()
+			conn.Close()
+			return
+		}
+		c.conns[conn] = struct{}{}
+		c.mu.Unlock()
+		if c.opts.Logf != nil {
+			c.opts.Logf("socks5test: canary %s: connection from %s", c.ln.Addr(), remote)
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer func() {
+				c.mu.Lock()
+				delete(c.conns, conn)
+				c.mu.Unlock()
+				conn.Close()
+			}()
+			c.handle(conn)
+		}()
+	}
+}
+
+// handle serves one connection: optional banner, then HTTP or echo by the first bytes.
+func (c *Canary) handle(conn net.Conn) {
+	if c.opts.Banner != "" {
+		if _, err := io.WriteString(conn, c.opts.Banner); err != nil {
+			return
+		}
+	}
+	// Read until the first bytes decide: an HTTP method, or anything else.
+	var first []byte
+	buf := make([]byte, 4096)
+	for len(first) < 4 && (isPrefix(first, "GET ") || isPrefix(first, "HEAD")) {
+		n, err := conn.Read(buf)
+		first = append(first, buf[:n]...)
+		if err != nil {
+			if len(first) > 0 {
+				conn.Write(first)
+			}
+			return
+		}
+	}
+	if bytes.HasPrefix(first, []byte("GET ")) || bytes.HasPrefix(first, []byte("HEAD")) {
+		c.serveHTTP(conn, first)
+		return
+	}
+	if _, err := conn.Write(first); err != nil {
+		return
+	}
+	if _, err := io.Copy(conn, conn); err == nil {
+		conn.(*net.TCPConn).CloseWrite()
+	}
+}
+
+// isPrefix reports whether b is a prefix of s.
+func isPrefix(b []byte, s string) bool {
+	return len(b) <= len(s) && s[:len(b)] == string(b)
+}
+
+// serveHTTP reads the request head (up to 64 KiB, 10 s) and answers it.
+func (c *Canary) serveHTTP(conn net.Conn, first []byte) {
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(io.MultiReader(bytes.NewReader(first), io.LimitReader(conn, 64<<10)))
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if line == "\r\n" || line == "\n" {
+			break
+		}
+	}
+	body := CanaryBody(c.ln.Addr(), conn.RemoteAddr())
+	head := fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", len(body))
+	if strings.HasPrefix(string(first), "HEAD") {
+		body = ""
+	}
+	io.WriteString(conn, head+body)
+}
+
+// CanaryBody is the body a canary sends to an HTTP client.
+func CanaryBody(listen, remote net.Addr) string {
+	return fmt.Sprintf("canary %s says hello from %s\n", listen, remote)
+}
+
+// UDPCanary records every datagram sent to an address (for DNS and UDP leak tests).
+// It never answers.
+type UDPCanary struct {
+	pc   net.PacketConn
+	done chan struct{}
+
+	mu      sync.Mutex
+	sources []netip.AddrPort
+	once    sync.Once
+	err     error
+}
+
+// StartUDPCanary listens for datagrams on addr, e.g. "192.0.2.53:53".
+func StartUDPCanary(addr string) (*UDPCanary, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("socks5test: UDP canary listening on %s: %w", addr, err)
+	}
+	u := &UDPCanary{pc: pc, done: make(chan struct{})}
+	go u.serve()
+	return u, nil
+}
+
+func (u *UDPCanary) serve() {
+	defer close(u.done)
+	buf := make([]byte, 65536)
+	for {
+		_, from, err := u.pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		ap := from.(*net.UDPAddr).AddrPort()
+		u.mu.Lock()
+		u.sources = append(u.sources, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		u.mu.Unlock()
+	}
+}
+
+// Addr returns the listening address.
+func (u *UDPCanary) Addr() net.Addr { return u.pc.LocalAddr() }
+
+// Packets returns how many datagrams arrived.
+func (u *UDPCanary) Packets() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.sources)
+}
+
+// Sources returns the sender of every datagram, in order.
+func (u *UDPCanary) Sources() []netip.AddrPort {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.sources)
+}
+
+// Close stops the canary and waits for its goroutine.
+func (u *UDPCanary) Close() error {
+	u.once.Do(func() {
+		u.err = u.pc.Close()
+		<-u.done
+	})
+	return u.err
+}

@@ -1,0 +1,362 @@
+package supervisor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/registry"
+	"github.com/gotorsocks/torsocks/internal/socks5"
+)
+
+// goCall hands c to a goroutine (bounded by MaxInflight); f must answer it.
+func (s *Supervisor) goCall(c *call, f func()) {
+	c.handedOff = true
+	s.async(f)
+}
+
+// connect decides and serves connect(fd, addr, addrlen).
+func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
+	cp, err := c.getfd(fd)
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
+	closeCopy := true
+	defer func() {
+		if closeCopy {
+			unix.Close(cp)
+		}
+	}()
+	si, err := getSockInfo(cp)
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
+	switch {
+	case si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK:
+		// A socket's family is fixed when it is created, so whatever address the kernel reads when
+		// it runs this call (a racing thread may have changed it since), this socket can only reach
+		// a unix or netlink peer on this machine: letting the kernel run it cannot go around Tor.
+		c.cont()
+		return
+	case !si.isInet():
+		c.refuse(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
+		return
+	case !si.isTCP():
+		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
+		return
+	}
+	if addrlen > maxSockaddrLen {
+		addrlen = maxSockaddrLen
+	}
+	raw, err := c.read(addr, int(addrlen))
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
+	dest, unspec, err := parseSockaddr(si.domain, raw)
+	if err != nil {
+		c.fail(errnoOf(err))
+		return
+	}
+	if unspec {
+		// connect(AF_UNSPEC) disconnects. Done here on the copy (not by the kernel re-reading the
+		// address), and the registry forgets the socket.
+		err := disconnect(cp)
+		s.reg.Destroy(si.cookie)
+		if err != nil {
+			c.fail(errnoOf(err))
+			return
+		}
+		c.ok(0)
+		return
+	}
+	if conn := s.reg.Lookup(si.cookie); conn != nil {
+		conn.Put()
+		c.fail(unix.EISCONN)
+		return
+	}
+	d := s.pol.Connect(dest)
+	switch d.Action {
+	case policy.Refuse:
+		c.refuse(d.Errno, d.Reason)
+	case policy.Direct:
+		closeCopy = false
+		s.goCall(c, func() {
+			defer unix.Close(cp)
+			s.direct(c, cp, si, dest)
+		})
+	case policy.Proxy:
+		closeCopy = false
+		s.goCall(c, func() {
+			defer unix.Close(cp)
+			if err := s.proxy(c, cp, si, dest, ""); err != nil {
+				s.failProxy(c, dest, err)
+				return
+			}
+			c.ok(0)
+		})
+	}
+}
+
+// disconnect is connect(fd, {AF_UNSPEC}), which x/sys/unix cannot express.
+func disconnect(fd int) error {
+	var sa [16]byte // sa_family 0 = AF_UNSPEC
+	_, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// direct connects the program's socket to dest itself, with the address it read: the kernel never
+// re-reads the program's memory, so a racing thread cannot redirect the connection.
+func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) {
+	sa, err := toSockaddr(si.domain, dest)
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
+	err = unix.Connect(cp, sa)
+	switch {
+	case err == nil:
+		c.ok(0)
+	case err == unix.EINTR:
+		// Interrupted in the supervisor, the connect goes on in the kernel: the program sees what
+		// a non-blocking connect reports.
+		c.fail(unix.EINPROGRESS)
+	default:
+		c.fail(errnoOf(err))
+	}
+}
+
+// failProxy answers a failed proxied connect with the errno torsocks gives and one clear line.
+func (s *Supervisor) failProxy(c *call, dest netip.AddrPort, err error) {
+	if errors.Is(err, errTaskGone) {
+		c.finish(nil)
+		return
+	}
+	errno := socks5.Errno(err)
+	var se *setupError
+	if errors.As(err, &se) {
+		errno = se.errno
+	}
+	c.s.log.Warn(fmt.Sprintf("connection to %s through Tor failed: %v", dest, err), "pid", c.pid())
+	c.fail(errno)
+}
+
+// setupError is a failure before SOCKS could start (reaching Tor's SocksPort), with its errno.
+type setupError struct {
+	errno unix.Errno
+	msg   string
+}
+
+func (e *setupError) Error() string { return e.msg }
+
+var errTaskGone = errors.New("the calling thread exited")
+
+// proxy carries the program's socket (copy cp) through Tor to dest (or to host, when set, by
+// name), records it in the registry, and returns nil once the program may use the connection.
+func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, host string) error {
+	deadline := time.Now().Add(s.opts.ConnectTimeout)
+	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: deadline}
+	if err := s.connectTor(rc, si); err != nil {
+		return err
+	}
+	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
+	if req.Host == "" {
+		req.Host = dest.Addr().WithZone("").String()
+	}
+	_, err := socks5.Handshake(rc, req, s.credentials(c.pid()))
+	if err != nil {
+		// The socket is connected to Tor with a failed request on it: make sure the program cannot
+		// use it as if it were connected to dest.
+		unix.Shutdown(cp, unix.SHUT_RDWR)
+		return err
+	}
+	conn := registry.NewConn(si.cookie, dest, host, c.pid(), nil)
+	if err := s.reg.Add(conn); err != nil {
+		conn.Put()
+		unix.Shutdown(cp, unix.SHUT_RDWR)
+		return &setupError{errno: unix.EISCONN, msg: fmt.Sprintf("record connection: %v", err)}
+	}
+	s.sweeper.Added()
+	s.log.Debug(fmt.Sprintf("connection to %s (%s) carried through Tor", dest, req.Host), "pid", c.pid())
+	return nil
+}
+
+// connectTor connects the copy to Tor's SocksPort, choosing the address family the socket can use.
+func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
+	target := s.opts.Socks
+	if si.domain == unix.AF_INET6 {
+		v6only, _ := unix.GetsockoptInt(rc.fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		switch {
+		case s.opts.SocksV6.IsValid():
+			target = s.opts.SocksV6
+		case target.Addr().Is4() && v6only == 1:
+			return &setupError{errno: unix.ENETUNREACH, msg: fmt.Sprintf("an IPv6-only socket (IPV6_V6ONLY) cannot reach Tor's IPv4 SocksPort %s; configure an IPv6 SocksPort (TorAddressIPv6)", target)}
+		case target.Addr().Is4():
+			target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
+		}
+	} else if !target.Addr().Unmap().Is4() {
+		return &setupError{errno: unix.EAFNOSUPPORT, msg: fmt.Sprintf("an IPv4 socket cannot reach Tor's IPv6 SocksPort %s; set TorAddress to an IPv4 address", target)}
+	}
+	sa, err := toSockaddr(si.domain, target)
+	if err != nil {
+		return &setupError{errno: unix.EAFNOSUPPORT, msg: err.Error()}
+	}
+	err = unix.Connect(rc.fd, sa)
+	if err == unix.EINPROGRESS || err == unix.EINTR || err == unix.EALREADY {
+		if err = rc.wait(unix.POLLOUT); err == nil {
+			var soerr int
+			soerr, err = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			if err == nil && soerr != 0 {
+				err = unix.Errno(soerr)
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errTaskGone) {
+			return err
+		}
+		errno := errnoOf(err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			errno = unix.ETIMEDOUT
+		}
+		return &setupError{errno: errno, msg: fmt.Sprintf("cannot reach Tor's SocksPort %s: %v (is tor running?)", target, err)}
+	}
+	return nil
+}
+
+// rawConn speaks on the copy of the program's socket without touching its flags: the open file
+// description (and its O_NONBLOCK) is shared with the program, so it uses MSG_DONTWAIT and poll
+// and never hands the descriptor to the Go runtime's poller. It gives up at deadline or when the
+// calling thread exits (its pidfd polls readable).
+type rawConn struct {
+	fd, pidfd int
+	deadline  time.Time
+}
+
+func (r *rawConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, _, err := unix.Recvfrom(r.fd, p, unix.MSG_DONTWAIT)
+		switch {
+		case err == nil && n == 0:
+			return 0, io.EOF
+		case err == nil:
+			return n, nil
+		case err == unix.EAGAIN || err == unix.EINTR:
+			if err := r.wait(unix.POLLIN); err != nil {
+				return 0, err
+			}
+		default:
+			return 0, err
+		}
+	}
+}
+
+func (r *rawConn) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.SendmsgN(r.fd, p[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		switch {
+		case err == nil:
+			done += n
+		case err == unix.EAGAIN || err == unix.EINTR:
+			if err := r.wait(unix.POLLOUT); err != nil {
+				return done, err
+			}
+		default:
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (r *rawConn) wait(events int16) error {
+	for {
+		left := time.Until(r.deadline)
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		ms := int(left / time.Millisecond)
+		if ms < 1 {
+			ms = 1
+		}
+		fds := []unix.PollFd{{Fd: int32(r.fd), Events: events}}
+		if r.pidfd >= 0 {
+			fds = append(fds, unix.PollFd{Fd: int32(r.pidfd), Events: unix.POLLIN})
+		}
+		n, err := unix.Poll(fds, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			continue
+		}
+		if len(fds) > 1 && fds[1].Revents != 0 {
+			return errTaskGone
+		}
+		if fds[0].Revents != 0 {
+			return nil
+		}
+	}
+}
+
+// isoCredential is one process's SOCKS credentials under IsolatePID.
+type isoCredential struct {
+	start string // process start time, so a recycled pid gets new credentials
+	auth  *socks5.Auth
+}
+
+// credentials returns the SOCKS credentials for a connect of process pid.
+func (s *Supervisor) credentials(pid int) *socks5.Auth {
+	if !s.opts.IsolatePID {
+		return s.opts.Auth
+	}
+	start := processStart(pid)
+	s.isoMu.Lock()
+	defer s.isoMu.Unlock()
+	if cr, ok := s.iso[pid]; ok && cr.start == start {
+		return cr.auth
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	a := &socks5.Auth{Username: "torsocks-" + strconv.Itoa(pid) + "-" + hex.EncodeToString(b[:8]), Password: hex.EncodeToString(b[8:])}
+	s.iso[pid] = isoCredential{start: start, auth: a}
+	return a
+}
+
+// processStart returns field 22 of /proc/PID/stat (start time in clock ticks), "" if unreadable.
+func processStart(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		f := strings.Fields(s[i+1:])
+		if len(f) > 19 {
+			return f[19]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,238 @@
+package supervisor
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/policy"
+)
+
+const msgFastopen = 0x20000000
+
+// maxEmulatedSend bounds the bytes one emulated send carries; a send may legally send less than
+// it was given, and callers of send loop.
+const maxEmulatedSend = 64 << 10
+
+type sendKind int
+
+const (
+	kindSendto sendKind = iota
+	kindSendmsg
+	kindSendmmsg
+)
+
+// sendArgs are the arguments of sendto/sendmsg/sendmmsg (from registers or, for the i386
+// socketcall, read from memory).
+type sendArgs struct {
+	kind          sendKind
+	fd            int
+	buf, len      uint64 // sendto
+	name, namelen uint64 // sendto
+	msg, vlen     uint64 // sendmsg: msghdr; sendmmsg: mmsghdr array
+	flags         int
+	fromMemory    bool // i386 socketcall: the kernel would re-read all of this from memory
+}
+
+// send serves a send-family call the filter notified: one carrying MSG_FASTOPEN (a connect in
+// disguise), or any i386 socketcall send (its flags are in memory, beyond the filter's sight).
+//
+// On unix and netlink sockets the kernel runs it (the family is fixed; nothing can leave). On a
+// TCP socket:
+//   - connected: MSG_FASTOPEN fails with EISCONN as the kernel would fail it; without it (i386
+//     socketcall only) the supervisor sends the data itself, so flags changed in memory by a racing
+//     thread after this decision cannot matter;
+//   - not connected: MSG_FASTOPEN with an address becomes a proxied connect followed by the send;
+//     anything else fails as a send on an unconnected TCP socket does (EPIPE).
+func (s *Supervisor) send(c *call, a sendArgs) {
+	cp, err := c.getfd(a.fd)
+	if err != nil {
+		c.failErr("send", err)
+		return
+	}
+	handed := false
+	defer func() {
+		if !handed {
+			unix.Close(cp)
+		}
+	}()
+	si, err := getSockInfo(cp)
+	if err != nil {
+		c.failErr("send", err)
+		return
+	}
+	if si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK {
+		c.cont() // see connect: the socket's family is fixed; nothing it sends leaves the machine
+		return
+	}
+	if !si.isTCP() {
+		c.refuse(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
+		return
+	}
+	msg, err := s.readSend(c, a)
+	if err != nil {
+		c.failErr("send", err)
+		return
+	}
+	fastopen := msg.flags&msgFastopen != 0
+	connected := isConnected(cp)
+	switch {
+	case connected && fastopen:
+		c.fail(unix.EISCONN)
+		return
+	case !connected && !fastopen:
+		c.fail(unix.EPIPE)
+		return
+	case !connected && msg.name == nil:
+		c.fail(unix.EDESTADDRREQ)
+		return
+	}
+	handed = true
+	s.goCall(c, func() {
+		defer unix.Close(cp)
+		if !connected {
+			dest, unspec, err := parseSockaddr(si.domain, msg.name)
+			if err != nil || unspec {
+				c.fail(unix.EINVAL)
+				return
+			}
+			d := s.pol.Connect(dest)
+			switch d.Action {
+			case policy.Refuse:
+				c.refuse(d.Errno, d.Reason)
+				return
+			case policy.Direct:
+				sa, err := toSockaddr(si.domain, dest)
+				if err == nil {
+					err = unix.Connect(cp, sa)
+				}
+				if err != nil {
+					c.fail(errnoOf(err))
+					return
+				}
+			case policy.Proxy:
+				if err := s.proxy(c, cp, si, dest, ""); err != nil {
+					s.failProxy(c, dest, err)
+					return
+				}
+			}
+		}
+		flags := msg.flags&^msgFastopen | unix.MSG_NOSIGNAL
+		n, err := unix.SendmsgN(cp, msg.data, nil, nil, flags)
+		if err != nil {
+			c.fail(errnoOf(err))
+			return
+		}
+		if a.kind == kindSendmmsg {
+			// One message was sent; the program learns it from the return value (and msg_len).
+			c.writeMsgLen(a, n)
+			c.ok(1)
+			return
+		}
+		c.ok(int64(n))
+	})
+}
+
+// sendMsg is what one send carries.
+type sendMsg struct {
+	name  []byte // destination sockaddr, nil if none
+	data  []byte // up to maxEmulatedSend bytes
+	flags int
+}
+
+// readSend reads the destination and data of a send-family call from the program's memory.
+func (s *Supervisor) readSend(c *call, a sendArgs) (sendMsg, error) {
+	m := sendMsg{flags: a.flags}
+	ps := uint64(c.abi.PtrSize)
+	word := func(b []byte) uint64 {
+		if ps == 4 {
+			return uint64(binary.LittleEndian.Uint32(b))
+		}
+		return binary.LittleEndian.Uint64(b)
+	}
+	var iovs [][2]uint64 // base, len
+	switch a.kind {
+	case kindSendto:
+		if a.name != 0 && a.namelen > 0 {
+			if a.namelen > maxSockaddrLen {
+				return m, unix.EINVAL
+			}
+			b, err := c.read(a.name, int(a.namelen))
+			if err != nil {
+				return m, err
+			}
+			m.name = b
+		}
+		iovs = append(iovs, [2]uint64{a.buf, a.len})
+	case kindSendmsg, kindSendmmsg:
+		if a.kind == kindSendmmsg && a.vlen == 0 {
+			return m, nil
+		}
+		// struct msghdr: name, namelen (int, padded to a pointer), iov, iovlen (size_t),
+		// control, controllen, flags.
+		hdrLen := 7 * ps
+		if ps == 8 {
+			hdrLen = 56
+		}
+		h, err := c.read(a.msg, int(hdrLen))
+		if err != nil {
+			return m, err
+		}
+		name := word(h[0:])
+		namelen := uint64(binary.LittleEndian.Uint32(h[ps:]))
+		iov := word(h[2*ps:])
+		iovlen := word(h[3*ps:])
+		if name != 0 && namelen > 0 {
+			if namelen > maxSockaddrLen {
+				return m, unix.EINVAL
+			}
+			if m.name, err = c.read(name, int(namelen)); err != nil {
+				return m, err
+			}
+		}
+		if iovlen > 1024 {
+			return m, unix.EMSGSIZE
+		}
+		if iovlen > 0 {
+			ib, err := c.read(iov, int(iovlen*2*ps))
+			if err != nil {
+				return m, err
+			}
+			for i := uint64(0); i < iovlen; i++ {
+				iovs = append(iovs, [2]uint64{word(ib[2*ps*i:]), word(ib[2*ps*i+ps:])})
+			}
+		}
+	}
+	for _, v := range iovs {
+		room := maxEmulatedSend - len(m.data)
+		if room <= 0 {
+			break
+		}
+		n := v[1]
+		if n > uint64(room) {
+			n = uint64(room)
+		}
+		if n == 0 {
+			continue
+		}
+		b, err := c.read(v[0], int(n))
+		if err != nil {
+			return m, err
+		}
+		m.data = append(m.data, b...)
+	}
+	return m, nil
+}
+
+// writeMsgLen stores the bytes sent in msg_len of the first struct mmsghdr (after its msghdr).
+func (c *call) writeMsgLen(a sendArgs, n int) {
+	off := uint64(28)
+	if c.abi.PtrSize == 8 {
+		off = 56
+	}
+	v := uint32(n)
+	if err := c.write(a.msg+off, []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}); err != nil {
+		c.s.log.Debug(fmt.Sprintf("sendmmsg: store msg_len: %v", err), "pid", c.pid())
+	}
+}

@@ -1,0 +1,146 @@
+package supervisor
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockInfo is what the kernel says about a socket: the only trustworthy basis for a decision.
+type sockInfo struct {
+	domain, typ, proto int
+	cookie             uint64
+}
+
+func (si sockInfo) isInet() bool { return si.domain == unix.AF_INET || si.domain == unix.AF_INET6 }
+func (si sockInfo) isTCP() bool {
+	return si.isInet() && si.typ == unix.SOCK_STREAM && si.proto == unix.IPPROTO_TCP
+}
+
+func getSockInfo(fd int) (sockInfo, error) {
+	var si sockInfo
+	var err error
+	if si.domain, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+		return si, fmt.Errorf("SO_DOMAIN: %w", err)
+	}
+	if si.typ, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		return si, fmt.Errorf("SO_TYPE: %w", err)
+	}
+	if si.proto, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil {
+		return si, fmt.Errorf("SO_PROTOCOL: %w", err)
+	}
+	if si.isInet() {
+		if si.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
+			return si, fmt.Errorf("SO_COOKIE: %w", err)
+		}
+	}
+	return si, nil
+}
+
+const (
+	sizeofSockaddrIn  = 16
+	sizeofSockaddrIn6 = 28
+	sin6LenRFC2133    = 24
+	maxSockaddrLen    = 128
+)
+
+// parseSockaddr reads a connect() address for a socket of family domain the way the kernel's TCP
+// code does. unspec reports AF_UNSPEC (a disconnect request).
+func parseSockaddr(domain int, b []byte) (dest netip.AddrPort, unspec bool, err error) {
+	if len(b) < 2 {
+		return dest, false, unix.EINVAL
+	}
+	family := int(binary.LittleEndian.Uint16(b))
+	if family == unix.AF_UNSPEC {
+		return dest, true, nil
+	}
+	switch domain {
+	case unix.AF_INET:
+		if len(b) < sizeofSockaddrIn {
+			return dest, false, unix.EINVAL
+		}
+		if family != unix.AF_INET {
+			return dest, false, unix.EAFNOSUPPORT
+		}
+		port := binary.BigEndian.Uint16(b[2:])
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port), false, nil
+	case unix.AF_INET6:
+		if len(b) < sin6LenRFC2133 {
+			return dest, false, unix.EINVAL
+		}
+		if family != unix.AF_INET6 {
+			return dest, false, unix.EAFNOSUPPORT
+		}
+		port := binary.BigEndian.Uint16(b[2:])
+		a := netip.AddrFrom16([16]byte(b[8:24]))
+		if a.Is4In6() {
+			a = a.Unmap()
+		} else if len(b) >= sizeofSockaddrIn6 {
+			if scope := binary.LittleEndian.Uint32(b[24:]); scope != 0 && a.IsLinkLocalUnicast() {
+				a = a.WithZone(fmt.Sprint(scope))
+			}
+		}
+		return netip.AddrPortFrom(a, port), false, nil
+	}
+	return dest, false, unix.EAFNOSUPPORT
+}
+
+// sockaddrBytes encodes dest as the kernel would return it for a socket of family domain
+// (getpeername on an IPv6 socket connected to an IPv4 destination shows a v4-mapped address).
+func sockaddrBytes(domain int, dest netip.AddrPort) []byte {
+	if domain == unix.AF_INET && dest.Addr().Is4() {
+		b := make([]byte, sizeofSockaddrIn)
+		binary.LittleEndian.PutUint16(b, unix.AF_INET)
+		binary.BigEndian.PutUint16(b[2:], dest.Port())
+		a := dest.Addr().As4()
+		copy(b[4:], a[:])
+		return b
+	}
+	b := make([]byte, sizeofSockaddrIn6)
+	binary.LittleEndian.PutUint16(b, unix.AF_INET6)
+	binary.BigEndian.PutUint16(b[2:], dest.Port())
+	a := dest.Addr().As16()
+	copy(b[8:], a[:])
+	return b
+}
+
+// toSockaddr converts an address to a unix.Sockaddr usable on a socket of family domain.
+func toSockaddr(domain int, ap netip.AddrPort) (unix.Sockaddr, error) {
+	a := ap.Addr()
+	switch domain {
+	case unix.AF_INET:
+		if !a.Unmap().Is4() {
+			return nil, fmt.Errorf("an IPv4 socket cannot reach %s: %w", ap, unix.EAFNOSUPPORT)
+		}
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}, nil
+	case unix.AF_INET6:
+		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, nil
+	}
+	return nil, unix.EAFNOSUPPORT
+}
+
+// boundAddr returns the local address of a socket, the unspecified address for an unbound one.
+func boundAddr(fd, domain int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("getsockname: %w", err)
+	}
+	switch v := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(v.Addr), uint16(v.Port)), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr), uint16(v.Port)), nil
+	}
+	if domain == unix.AF_INET6 {
+		return netip.AddrPortFrom(netip.IPv6Unspecified(), 0), nil
+	}
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), 0), nil
+}
+
+// isConnected reports whether a TCP socket has a peer.
+func isConnected(fd int) bool {
+	_, err := unix.Getpeername(fd)
+	return err == nil
+}

@@ -1,0 +1,314 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/filter"
+	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/registry"
+	"github.com/gotorsocks/torsocks/internal/seccomp"
+	"github.com/gotorsocks/torsocks/internal/sockdiag"
+	"github.com/gotorsocks/torsocks/internal/socks5"
+)
+
+// Options configure a Supervisor. They are not changed after New.
+type Options struct {
+	// Socks is Tor's SocksPort. IPv4 sockets reach it as is; IPv6 sockets through ::ffff: when it
+	// is IPv4 (unless SocksV6 is set).
+	Socks netip.AddrPort
+	// SocksV6, when valid, is an IPv6 SocksPort used by IPv6 sockets (required for IPV6_V6ONLY ones).
+	SocksV6 netip.AddrPort
+	// Auth, when set, is sent (RFC 1929) on every SOCKS request.
+	Auth *socks5.Auth
+	// IsolatePID gives every process of the tree its own random SOCKS credentials.
+	IsolatePID bool
+	// Policy decides connects, sockets and listens.
+	Policy *policy.Policy
+	// ConnectTimeout bounds connecting to Tor plus the SOCKS handshake (default 120 s).
+	ConnectTimeout time.Duration
+	// MaxInflight bounds concurrent blocking handlers (default 256).
+	MaxInflight int
+	// Logger receives torsocks-style log records; "pid" attributes name the program's process.
+	Logger *slog.Logger
+}
+
+// Supervisor serves one seccomp listener.
+type Supervisor struct {
+	l       *seccomp.Listener
+	opts    Options
+	pol     *policy.Policy
+	log     *slog.Logger
+	reg     *registry.Registry
+	sweeper *registry.Sweeper
+	sem     chan struct{}
+	wg      sync.WaitGroup
+
+	isoMu sync.Mutex            // guards iso
+	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
+}
+
+// New returns a supervisor for listener l.
+func New(l *seccomp.Listener, opts Options) *Supervisor {
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 120 * time.Second
+	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Policy == nil {
+		opts.Policy = &policy.Policy{EnableIPv6: true}
+	}
+	s := &Supervisor{
+		l:    l,
+		opts: opts,
+		pol:  opts.Policy,
+		log:  opts.Logger,
+		reg:  registry.New(),
+		sem:  make(chan struct{}, opts.MaxInflight),
+		iso:  map[int]isoCredential{},
+	}
+	s.sweeper = registry.NewSweeper(s.reg, sockdiag.LiveTCPCookies, 1024, func(f string, a ...any) {
+		s.log.Debug(fmt.Sprintf(f, a...))
+	})
+	return s
+}
+
+// Registry exposes the connection registry (tests, statistics).
+func (s *Supervisor) Registry() *registry.Registry { return s.reg }
+
+// Serve answers notifications until no task uses the filter any more, then waits for the
+// handlers still running.
+func (s *Supervisor) Serve() error {
+	defer func() {
+		s.wg.Wait()
+		s.sweeper.Close()
+	}()
+	var n seccomp.Notif
+	for {
+		more, err := s.l.Wait()
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+		if err := s.l.Recv(&n); err != nil {
+			if errors.Is(err, seccomp.ErrNotifGone) {
+				continue
+			}
+			return err
+		}
+		s.dispatch(&n)
+	}
+}
+
+// async runs f in a goroutine, waiting for a slot when MaxInflight handlers already run.
+func (s *Supervisor) async(f func()) {
+	s.sem <- struct{}{}
+	s.wg.Add(1)
+	go func() {
+		defer func() {
+			<-s.sem
+			s.wg.Done()
+		}()
+		f()
+	}()
+}
+
+func (s *Supervisor) dispatch(n *seccomp.Notif) {
+	abi := filter.Lookup(n.Data.Arch)
+	if abi == nil {
+		// The filter kills unknown architectures; answering is only defensive.
+		s.log.Error(fmt.Sprintf("notification for unknown architecture %#x from pid %d", n.Data.Arch, n.Pid))
+		s.l.Fail(n.ID, unix.ENOSYS)
+		return
+	}
+	c := s.newCall(n, abi)
+	defer func() {
+		// Every path must answer; a handler that forgot is a bug, and the safe answer is an error.
+		if !c.done && !c.handedOff {
+			s.log.Error(fmt.Sprintf("internal error: syscall %d of pid %d left unanswered", n.Data.Nr, n.Pid))
+			c.fail(unix.EPERM)
+		}
+	}()
+	nr := n.Data.Nr
+	switch nr {
+	case abi.Connect:
+		s.connect(c, c.fdArg(0), c.arg(1), c.arg(2))
+	case abi.Getpeername:
+		s.getpeername(c, c.fdArg(0), c.arg(1), c.arg(2))
+	case abi.Listen:
+		s.listen(c, c.fdArg(0))
+	case abi.Socket:
+		s.socket(c, int(int32(c.arg(0))), int(int32(c.arg(1))), int(int32(c.arg(2))), false)
+	case abi.Sendto:
+		s.send(c, sendArgs{fd: c.fdArg(0), buf: c.arg(1), len: c.arg(2), flags: int(int32(c.arg(3))), name: c.arg(4), namelen: c.arg(5)})
+	case abi.Sendmsg:
+		s.send(c, sendArgs{fd: c.fdArg(0), msg: c.arg(1), flags: int(int32(c.arg(2))), kind: kindSendmsg})
+	case abi.Sendmmsg:
+		s.send(c, sendArgs{fd: c.fdArg(0), msg: c.arg(1), vlen: c.arg(2), flags: int(int32(c.arg(3))), kind: kindSendmmsg})
+	case abi.Socketcall:
+		s.socketcall(c)
+	default:
+		s.log.Error(fmt.Sprintf("unexpected notification for syscall %d (%s) from pid %d", nr, abi.Name, n.Pid))
+		c.fail(unix.ENOSYS)
+	}
+}
+
+// socketcall serves the i386 multiplexer: the sub-call is in a register, its arguments in memory.
+func (s *Supervisor) socketcall(c *call) {
+	nargs := map[uint64]int{filter.SysSocket: 3, filter.SysConnect: 3, filter.SysListen: 2,
+		filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4}
+	sub := c.arg(0)
+	n, ok := nargs[sub]
+	if !ok {
+		c.fail(unix.ENOSYS)
+		return
+	}
+	a, err := c.readArgs(c.arg(1), n)
+	if err != nil {
+		c.failErr("socketcall", err)
+		return
+	}
+	fd := int(int32(uint32(a[0])))
+	switch sub {
+	case filter.SysSocket:
+		s.socket(c, int(int32(uint32(a[0]))), int(int32(uint32(a[1]))), int(int32(uint32(a[2]))), true)
+	case filter.SysConnect:
+		s.connect(c, fd, a[1], a[2])
+	case filter.SysListen:
+		s.listen(c, fd)
+	case filter.SysGetpeername:
+		s.getpeername(c, fd, a[1], a[2])
+	case filter.SysSendto:
+		s.send(c, sendArgs{fd: fd, buf: a[1], len: a[2], flags: int(int32(uint32(a[3]))), name: a[4], namelen: a[5], fromMemory: true})
+	case filter.SysSendmsg:
+		s.send(c, sendArgs{fd: fd, msg: a[1], flags: int(int32(uint32(a[2]))), kind: kindSendmsg, fromMemory: true})
+	case filter.SysSendmmsg:
+		s.send(c, sendArgs{fd: fd, msg: a[1], vlen: a[2], flags: int(int32(uint32(a[3]))), kind: kindSendmmsg, fromMemory: true})
+	}
+}
+
+// socket refuses (with the reason) a socket the filter did not allow by itself. For the i386
+// socketcall, whose arguments are in memory, an allowed socket is created here and installed in
+// the program (letting the kernel re-read the arguments would let a racing thread swap them).
+func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) {
+	d := s.pol.Socket(domain, typ, proto)
+	if d.Action == policy.Refuse {
+		c.open() // for the pid in the log line; failure only loses the tgid
+		c.refuse(d.Errno, d.Reason)
+		return
+	}
+	if !viaMemory {
+		// The filter notifies only sockets it refuses; policy and filter disagree. Fail closed.
+		c.refuse(unix.EPERM, fmt.Sprintf("socket(%d, %d, %d) refused: internal policy mismatch", domain, typ, proto))
+		return
+	}
+	fd, err := unix.Socket(domain, typ, proto)
+	if err != nil {
+		c.fail(errnoOf(err))
+		return
+	}
+	defer unix.Close(fd)
+	if _, err := c.s.l.AddFDAndReturn(c.id, fd, typ&unix.SOCK_CLOEXEC != 0); err != nil {
+		c.failErr("socket", err)
+		return
+	}
+	c.finish(nil)
+}
+
+// listen refuses listening on a non-loopback address unless AllowInbound. Letting the kernel run
+// an allowed listen is safe: its arguments are registers, and the bound address read here cannot
+// change (an unbound socket counts as the wildcard address and is refused).
+func (s *Supervisor) listen(c *call, fd int) {
+	cp, err := c.getfd(fd)
+	if err != nil {
+		c.failErr("listen", err)
+		return
+	}
+	defer unix.Close(cp)
+	si, err := getSockInfo(cp)
+	if err != nil {
+		c.failErr("listen", err)
+		return
+	}
+	if !si.isInet() {
+		c.cont()
+		return
+	}
+	local, err := boundAddr(cp, si.domain)
+	if err != nil {
+		c.failErr("listen", err)
+		return
+	}
+	if d := s.pol.Listen(local); d.Action == policy.Refuse {
+		c.refuse(d.Errno, d.Reason)
+		return
+	}
+	c.cont()
+}
+
+// getpeername answers with the destination the program asked for on proxied sockets (the kernel
+// would show Tor's address). Other sockets: the kernel answers; getpeername sends nothing.
+func (s *Supervisor) getpeername(c *call, fd int, addr, lenAddr uint64) {
+	cp, err := c.getfd(fd)
+	if err != nil {
+		c.failErr("getpeername", err)
+		return
+	}
+	defer unix.Close(cp)
+	si, err := getSockInfo(cp)
+	if err != nil || !si.isInet() {
+		c.cont()
+		return
+	}
+	conn := s.reg.Lookup(si.cookie)
+	if conn == nil {
+		c.cont()
+		return
+	}
+	defer conn.Put()
+	lb, err := c.read(lenAddr, 4)
+	if err != nil {
+		c.failErr("getpeername", err)
+		return
+	}
+	have := int(int32(uint32(lb[0]) | uint32(lb[1])<<8 | uint32(lb[2])<<16 | uint32(lb[3])<<24))
+	if have < 0 {
+		c.fail(unix.EINVAL)
+		return
+	}
+	sa := sockaddrBytes(si.domain, conn.Dest)
+	out := sa
+	if have < len(out) {
+		out = out[:have]
+	}
+	if err := c.write(addr, out); err != nil {
+		c.failErr("getpeername", err)
+		return
+	}
+	n := uint32(len(sa))
+	if err := c.write(lenAddr, []byte{byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)}); err != nil {
+		c.failErr("getpeername", err)
+		return
+	}
+	c.ok(0)
+}
+
+func errnoOf(err error) unix.Errno {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return unix.EPERM
+}

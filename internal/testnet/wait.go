@@ -1,0 +1,236 @@
+package testnet
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// consensusRouter is one router entry of a consensus.
+type consensusRouter struct {
+	Nickname string
+	Flags    []string
+}
+
+// parseConsensus returns the valid-after line and the routers of a
+// network-status consensus document.
+func parseConsensus(data []byte) (validAfter string, routers []consensusRouter) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "valid-after "):
+			validAfter = strings.TrimPrefix(line, "valid-after ")
+		case strings.HasPrefix(line, "r "):
+			f := strings.Fields(line)
+			if len(f) > 1 {
+				routers = append(routers, consensusRouter{Nickname: f[1]})
+			}
+		case strings.HasPrefix(line, "s ") && len(routers) > 0:
+			routers[len(routers)-1].Flags = strings.Fields(line)[1:]
+		}
+	}
+	return validAfter, routers
+}
+
+func hasFlag(flags []string, f string) bool {
+	for _, x := range flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// waitConsensus waits until an authority's cached consensus lists every
+// relay as Running and Valid.
+func (n *Network) waitConsensus(ctx context.Context) error {
+	relays := n.relays()
+	var auths []*Node
+	for _, nd := range relays {
+		if nd.Role == RoleAuthority {
+			auths = append(auths, nd)
+		}
+	}
+	lastSeen := ""
+	return n.poll(ctx, "a consensus listing every relay Running", 200*time.Millisecond, auths, func() (bool, error) {
+		for _, a := range auths {
+			data, err := os.ReadFile(filepath.Join(a.Dir, "data", "cached-consensus"))
+			if err != nil {
+				continue
+			}
+			va, routers := parseConsensus(data)
+			running := map[string]bool{}
+			for _, r := range routers {
+				if hasFlag(r.Flags, "Running") && hasFlag(r.Flags, "Valid") {
+					running[r.Nickname] = true
+				}
+			}
+			k := 0
+			for _, nd := range relays {
+				if running[nd.Name] {
+					k++
+				}
+			}
+			if seen := fmt.Sprintf("%s %d", va, k); seen != lastSeen {
+				lastSeen = seen
+				n.logf("consensus valid-after %s: %d/%d relays Running", va, k, len(relays))
+			}
+			if k == len(relays) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// waitBootstrap waits for the client's "Bootstrapped 100%".
+func (n *Network) waitBootstrap(ctx context.Context) error {
+	client := n.node(RoleClient)
+	var cc *controlConn
+	defer func() {
+		if cc != nil {
+			cc.Close()
+		}
+	}()
+	lastTag := ""
+	return n.poll(ctx, "the client to bootstrap", 250*time.Millisecond, []*Node{client}, func() (bool, error) {
+		if cc == nil {
+			if _, err := os.Stat(n.CookieFile); err != nil {
+				return false, nil // tor has not opened its ControlPort yet
+			}
+			c, err := dialControl(ctx, n.ControlAddr.String(), n.CookieFile)
+			if err != nil {
+				return false, nil
+			}
+			cc = c
+		}
+		r, err := cc.do("GETINFO status/bootstrap-phase")
+		if err != nil {
+			cc.Close()
+			cc = nil
+			return false, nil
+		}
+		v, err := getInfoValue(r, "status/bootstrap-phase")
+		if err != nil {
+			return false, err
+		}
+		// NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"
+		tag := ""
+		progress := ""
+		for _, f := range strings.Fields(v) {
+			if t, ok := strings.CutPrefix(f, "TAG="); ok {
+				tag = t
+			}
+			if p, ok := strings.CutPrefix(f, "PROGRESS="); ok {
+				progress = p
+			}
+		}
+		if tag != lastTag {
+			lastTag = tag
+			n.logf("client bootstrap %s%% %s", progress, tag)
+		}
+		return progress == "100", nil
+	})
+}
+
+// waitOnion reads the onion service's address and waits until the client
+// can fetch its descriptor from an HSDir (HSFETCH, HS_DESC RECEIVED).
+func (n *Network) waitOnion(ctx context.Context) error {
+	onion := n.node(RoleOnion)
+	client := n.node(RoleClient)
+	hostFile := filepath.Join(onion.Dir, "hs", "hostname")
+	err := n.poll(ctx, "the onion service's hostname file", 100*time.Millisecond, []*Node{onion}, func() (bool, error) {
+		data, err := os.ReadFile(hostFile)
+		if err != nil {
+			return false, nil
+		}
+		n.OnionHost = strings.TrimSpace(string(data))
+		return strings.HasSuffix(n.OnionHost, ".onion"), nil
+	})
+	if err != nil {
+		return err
+	}
+	addr := strings.TrimSuffix(n.OnionHost, ".onion")
+
+	cc, err := dialControl(ctx, n.ControlAddr.String(), n.CookieFile)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	if _, err := cc.do("SETEVENTS HS_DESC"); err != nil {
+		return err
+	}
+	replies := make(chan controlReply, 16)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			r, err := cc.read()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			replies <- r
+		}
+	}()
+
+	var attempt *time.Timer
+	newAttempt := func() error {
+		if err := cc.send("HSFETCH " + addr); err != nil {
+			return err
+		}
+		attempt = time.NewTimer(5 * time.Second)
+		return nil
+	}
+	if err := newAttempt(); err != nil {
+		return err
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	failures := 0
+	var lastFailure string
+	for {
+		select {
+		case r := <-replies:
+			line := strings.Join(r.Lines, " ")
+			switch {
+			case r.Code == 650 && strings.HasPrefix(line, "HS_DESC RECEIVED "+addr+" "):
+				return nil
+			case r.Code == 650 && strings.HasPrefix(line, "HS_DESC FAILED "+addr+" "):
+				failures++
+				lastFailure = line
+				attempt.Stop()
+				if err := newAttempt(); err != nil {
+					return err
+				}
+			case r.Code/100 != 2 && r.Code != 650:
+				// HSFETCH refused (e.g. no usable HSDir yet): retry soon.
+				lastFailure = r.String()
+				attempt.Reset(time.Second)
+			}
+		case <-attempt.C:
+			if err := newAttempt(); err != nil {
+				return err
+			}
+		case err := <-readErr:
+			return err
+		case <-tick.C:
+			if err := n.checkAlive(); err != nil {
+				return fmt.Errorf("%w (while waiting for the onion descriptor)", err)
+			}
+		case <-ctx.Done():
+			msg := "no answer"
+			if lastFailure != "" {
+				msg = fmt.Sprintf("%d failed fetches, last: %s", failures, lastFailure)
+			}
+			return fmt.Errorf("testnet: timed out waiting for the client to fetch the descriptor of %s (%s): %w%s%s",
+				n.OnionHost, msg, ctx.Err(), onion.Excerpt(), client.Excerpt())
+		}
+	}
+}
