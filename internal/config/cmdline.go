@@ -292,11 +292,11 @@ Options:
 			if o.arg != "" {
 				name += " " + o.arg
 			}
-			fmt.Fprintf(&b, "  %-28s %s\n", name, o.help)
+			fmt.Fprintf(&b, "  %-31s %s\n", name, o.help)
 		}
 	}
 	writeOpts(false)
-	b.WriteString(`  on, off, show                Not available: they need LD_PRELOAD (use --shell)
+	b.WriteString(`  on, off, show                   Not available: they need LD_PRELOAD (use --shell)
 
 Additions of this torsocks:
 `)

@@ -53,7 +53,7 @@ type Conn struct {
 // lock.
 func NewConn(cookie uint64, dest netip.AddrPort, host string, pid int, release func()) *Conn {
 	c := &Conn{Cookie: cookie, Dest: dest, Host: host, PID: pid, release: release}
-	c.refs.Store(1)
+	c.refs.Store(1) // add 2) new_conn refcount = 1
 	return c
 }
 
@@ -62,9 +62,9 @@ func NewConn(cookie uint64, dest netip.AddrPort, host string, pid int, release f
 // "lookup" step 8, "destroy" step 7: free). Putting more references than were
 // taken is a bug in the caller and panics.
 func (c *Conn) Put() {
-	n := c.refs.Add(-1)
+	n := c.refs.Add(-1) // lookup 7), destroy 6) if atomic_dec_return(conn refcount) == 0:
 	if n == 0 && c.release != nil {
-		c.release()
+		c.release() // lookup 8), destroy 7) free conn
 	}
 	if n < 0 {
 		panic(fmt.Sprintf("registry: Put on released connection (cookie %d, refs %d)", c.Cookie, n))
@@ -119,7 +119,7 @@ func (r *Registry) Add(c *Conn) error {
 		return ErrExists
 	}
 	r.gen++
-	r.m[c.Cookie] = entry{conn: c, gen: r.gen} // add 3) add to registry (2: refcount 1, set by NewConn)
+	r.m[c.Cookie] = entry{conn: c, gen: r.gen} // add 3) add to registry
 	r.peak = max(r.peak, len(r.m))
 	r.n.Store(int64(len(r.m)))
 	r.mu.Unlock() // add 4) unlock(registry)
@@ -156,7 +156,7 @@ func (r *Registry) Destroy(cookie uint64) bool {
 	if !ok {
 		return false
 	}
-	e.conn.Put() // destroy 6) atomic_dec_return, 7) free at 0
+	e.conn.Put() // destroy 6), 7): see Put
 	return true
 }
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -212,6 +213,7 @@ func (r *reaper) exit() int {
 	signal.Reset(sig)
 	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}) // the program dumped core if it was to; we do not
 	unix.Kill(os.Getpid(), sig)
+	time.Sleep(time.Second) // the signal is delivered asynchronously; do not exit before it lands
 	return 128 + int(sig)
 }
 

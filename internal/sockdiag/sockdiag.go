@@ -27,6 +27,8 @@ const (
 	sizeofInetDiagMsg = 4 + sizeofInetDiagSockid + 5*4 // 72
 	// Offset of id.idiag_cookie inside struct inet_diag_msg.
 	cookieOffset = 4 + 2 + 2 + 16 + 16 + 4 // 44
+	// Offset of idiag_inode inside struct inet_diag_msg.
+	inodeOffset = 4 + sizeofInetDiagSockid + 4*4 // 68
 	// struct nlattr (len u16, type u16) with a u32 payload.
 	sizeofProtocolAttr = 8
 	// INET_DIAG_REQ_PROTOCOL, from the enum in linux/inet_diag.h.
@@ -38,28 +40,31 @@ const (
 	recvBufSize = 32 << 10
 )
 
-// TCP states (include/net/tcp_states.h) left out of the dump. A TIME_WAIT or
-// NEW_SYN_RECV entry is a kernel mini-socket that no file descriptor refers to:
-// a TIME_WAIT mini-socket carries on the cookie of the closed socket it
-// replaces (inet_twsk_alloc copies sk_cookie), so reporting it would keep the
-// registry entry of a closed socket alive for the TIME_WAIT period (60 s).
+// TCP states (include/net/tcp_states.h) left out of the dump: TIME_WAIT and
+// NEW_SYN_RECV entries are kernel mini-sockets that no descriptor refers to
+// (the orphan rule below would drop them anyway; the kernel need not send
+// them). A TIME_WAIT mini-socket carries on the cookie of the closed socket it
+// replaces (inet_twsk_alloc copies sk_cookie).
 const (
 	tcpTimeWait   = 6
 	tcpNewSynRecv = 12
 	dumpStates    = 0xffffffff &^ (1<<tcpTimeWait | 1<<tcpNewSynRecv)
 )
 
-// LiveTCPCookies returns the SO_COOKIE of every TCP socket (IPv4 and IPv6) in
-// the caller's network namespace, in every state a file descriptor can refer
-// to: all but TIME_WAIT and NEW_SYN_RECV. MPTCP sockets (IPPROTO_MPTCP, which
-// Go 1.24+ uses for listeners by default) are TCP sockets to the program and
-// are listed too, by the cookie of the MPTCP socket itself, not of its
-// subflows. Sockets of other network namespaces are not listed.
+// LiveTCPCookies returns the SO_COOKIE of every TCP socket (IPv4 and IPv6) of
+// the caller's network namespace that a file descriptor still refers to. MPTCP
+// sockets (IPPROTO_MPTCP, which Go 1.24+ uses for listeners by default) are
+// TCP sockets to the program and are listed too, by the cookie of the MPTCP
+// socket itself. Sockets of other network namespaces are not listed.
 //
-// A socket that is connected, listening, connecting, or closing with its
-// descriptor still open is listed; a socket in the CLOSE state (never bound or
-// connected, or its connection fully finished) is not, since the kernel keeps
-// it in no TCP table.
+// Listed: a socket that is connected, listening, connecting, or shutting down
+// while a descriptor (in any process) still refers to it. Not listed:
+//   - orphans, sockets whose last descriptor is closed but which the kernel
+//     keeps while TCP finishes its close (FIN_WAIT1, FIN_WAIT2, LAST_ACK,
+//     CLOSING, and TIME_WAIT mini-sockets): they keep the closed socket's
+//     cookie, and are recognised by an inode number of 0 (no struct socket);
+//   - sockets in the CLOSE state (never bound or connected, or their
+//     connection fully finished), which the kernel keeps in no TCP table.
 //
 // A dump is not an atomic snapshot: a socket created during the dump may or may
 // not be listed, and the kernel resumes a dump by position within a hash
@@ -67,12 +72,17 @@ const (
 // another socket of the same bucket goes away between two batches. Callers
 // that must not miss a live socket take the union of two dumps.
 func LiveTCPCookies() (map[uint64]struct{}, error) {
-	return cookies(dumpStates)
+	return cookies(query{states: dumpStates})
 }
 
-// cookies dumps the TCP and MPTCP sockets in the given states (a bit mask of
-// 1<<state).
-func cookies(states uint32) (map[uint64]struct{}, error) {
+// query says which sockets a dump lists.
+type query struct {
+	states  uint32 // bit mask of 1<<state
+	orphans bool   // also list sockets no descriptor refers to (tests)
+}
+
+// cookies dumps the TCP and MPTCP sockets q selects.
+func cookies(q query) (map[uint64]struct{}, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sockdiag: netlink socket: %w", err)
@@ -84,7 +94,7 @@ func cookies(states uint32) (map[uint64]struct{}, error) {
 	for _, protocol := range [...]uint32{unix.IPPROTO_TCP, unix.IPPROTO_MPTCP} {
 		for _, family := range [...]uint8{unix.AF_INET, unix.AF_INET6} {
 			seq++
-			err := dump(fd, family, protocol, states, seq, buf, set)
+			err := dump(fd, family, protocol, q, seq, buf, set)
 			if err != nil && protocol == unix.IPPROTO_MPTCP && errors.Is(err, unix.ENOENT) && !mptcpAvailable() {
 				// No MPTCP diag handler, and no MPTCP socket can be made
 				// here: there is none to list.
@@ -136,11 +146,12 @@ func request(family uint8, protocol, states, seq uint32) []byte {
 	return b
 }
 
-// dump runs one family's dump on fd and adds the cookies it reports to set.
-func dump(fd int, family uint8, protocol, states, seq uint32, buf []byte, set map[uint64]struct{}) error {
+// dump runs one dump (one family, one protocol) on fd and adds the cookies it
+// reports to set.
+func dump(fd int, family uint8, protocol uint32, q query, seq uint32, buf []byte, set map[uint64]struct{}) error {
 	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
 	for {
-		err := unix.Sendto(fd, request(family, protocol, states, seq), 0, kernel)
+		err := unix.Sendto(fd, request(family, protocol, q.states, seq), 0, kernel)
 		if err == unix.EINTR {
 			continue
 		}
@@ -163,15 +174,16 @@ func dump(fd int, family uint8, protocol, states, seq uint32, buf []byte, set ma
 		if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
 			continue // not from the kernel
 		}
-		done, err := parse(buf[:n], seq, set)
+		done, err := parse(buf[:n], seq, q.orphans, set)
 		if err != nil || done {
 			return err
 		}
 	}
 }
 
-// parse reads one batch of netlink messages. It reports done at NLMSG_DONE.
-func parse(b []byte, seq uint32, set map[uint64]struct{}) (done bool, err error) {
+// parse reads one batch of netlink messages into set, leaving out orphans
+// unless asked. It reports done at NLMSG_DONE.
+func parse(b []byte, seq uint32, orphans bool, set map[uint64]struct{}) (done bool, err error) {
 	ne := binary.NativeEndian
 	for len(b) >= sizeofNlMsghdr {
 		l := ne.Uint32(b[0:])
@@ -209,6 +221,9 @@ func parse(b []byte, seq uint32, set map[uint64]struct{}) (done bool, err error)
 		case unix.SOCK_DIAG_BY_FAMILY:
 			if len(payload) < sizeofInetDiagMsg {
 				return false, fmt.Errorf("sockdiag: short inet_diag_msg (%d bytes)", len(payload))
+			}
+			if !orphans && ne.Uint32(payload[inodeOffset:]) == 0 {
+				continue // no descriptor refers to it
 			}
 			c0 := ne.Uint32(payload[cookieOffset:])
 			c1 := ne.Uint32(payload[cookieOffset+4:])

@@ -72,17 +72,21 @@ func (n *Network) waitConsensus(ctx context.Context) error {
 					running[r.Nickname] = true
 				}
 			}
-			k := 0
+			var missing []string
 			for _, nd := range relays {
-				if running[nd.Name] {
-					k++
+				if !running[nd.Name] {
+					missing = append(missing, nd.Name)
 				}
 			}
-			if seen := fmt.Sprintf("%s %d", va, k); seen != lastSeen {
+			if seen := fmt.Sprintf("%s %v", va, missing); seen != lastSeen {
 				lastSeen = seen
-				n.logf("consensus valid-after %s: %d/%d relays Running", va, k, len(relays))
+				msg := ""
+				if len(missing) > 0 {
+					msg = fmt.Sprintf(" (not yet: %s)", strings.Join(missing, ", "))
+				}
+				n.logf("%s: consensus valid-after %s: %d/%d relays Running%s", a.Name, va, len(relays)-len(missing), len(relays), msg)
 			}
-			if k == len(relays) {
+			if len(missing) == 0 {
 				return true, nil
 			}
 		}

@@ -1,0 +1,40 @@
+# The two commands the README starts with:
+#   make demo   private Tor network on loopback (own network namespace) + programs through torsocks
+#   make test   every test: lint, unit, integration (SOCKS test server) and end to end (real tor)
+
+GO       ?= go
+BIN      ?= bin/torsocks
+PACKAGES  = ./...
+
+.PHONY: all build deps demo test lint unit bench fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/torsocks
+
+# Installs what the tests and the demo need on a bare Debian 12 machine (root).
+deps:
+	scripts/install-deps.sh
+
+demo: deps build
+	scripts/demo.sh
+
+test: deps lint unit
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet $(PACKAGES)
+	$$($(GO) env GOPATH)/bin/staticcheck $(PACKAGES)
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/torsocks
+	GOARCH=amd64 CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/torsocks
+
+unit:
+	$(GO) test -race -count=1 -timeout 40m $(PACKAGES)
+
+bench: build
+	scripts/bench.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
+)
+
+// slowSocks starts a SOCKS server on 127.0.0.1:port that waits delay before answering each request.
+func slowSocks(t *testing.T, port string, delay time.Duration) *socks5test.Server {
+	t.Helper()
+	s, err := socks5test.Start(socks5test.Options{
+		Listen:   []string{"127.0.0.1:" + port},
+		SourceV4: netnstest.SocksSrcV4,
+		SourceV6: netnstest.SocksSrcV6,
+		ReplyFor: func(string, uint16) byte { time.Sleep(delay); return 0 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Threads blocked in a proxied connect get a storm of signals: every request stays byte-correct
+// (WAIT_KILLABLE_RECV keeps the notification alive; no SOCKS bytes reach the program's stream).
+func TestSignalStorm(t *testing.T) {
+	env(t)
+	slowSocks(t, "9061", 30*time.Millisecond)
+	bin := buildC(t, "rb_storm")
+	r := torsocks(t, []string{"TORSOCKS_TOR_PORT=9061"}, bin, "203.0.113.10", "80")
+	if r.code != 0 || !strings.Contains(r.stdout, "bad=0") {
+		t.Fatalf("signal storm: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	t.Log(strings.TrimSpace(r.stdout))
+	noLeaks(t)
+}
+
+// The supervisor killed while the program is blocked in a proxied connect: the program gets an
+// error, and nothing reaches the destination except through the SOCKS server.
+func TestSupervisorKilledMidConnect(t *testing.T) {
+	env(t)
+	slowSocks(t, "9062", 3*time.Second)
+	bin := buildC(t, "rb_connect1")
+	cmd := exec.Command(torsocksBin, bin, "203.0.113.10", "80")
+	cmd.Env = append(os.Environ(), "TORSOCKS_TOR_PORT=9062")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "READY" {
+		t.Fatalf("no READY line: %q %s", sc.Text(), stderr.String())
+	}
+	time.Sleep(500 * time.Millisecond) // the connect is now waiting for the slow SOCKS reply
+	cmd.Process.Kill()
+	var rest []string
+	for sc.Scan() {
+		rest = append(rest, sc.Text())
+	}
+	cmd.Wait()
+	out := strings.Join(rest, "\n")
+	if !strings.Contains(out, "RESULT connect=-1") {
+		t.Fatalf("program did not get an error after the supervisor died: %q", out)
+	}
+	t.Log(out)
+	noLeaks(t)
+}
+
+func TestExitStatusAndSignals(t *testing.T) {
+	env(t)
+	if r := torsocks(t, nil, "sh", "-c", "exit 7"); r.code != 7 {
+		t.Errorf("exit status: got %d, want 7", r.code)
+	}
+	// Killed by a signal: torsocks dies of the same signal, as the shell would report it.
+	cmd := exec.Command(torsocksBin, "sh", "-c", "kill -TERM $$")
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("want the signal to pass through, got %v", err)
+	}
+	if ws := ee.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("want death by SIGTERM, got %v", ws)
+	}
+	// A signal sent to torsocks reaches the program.
+	cmd = exec.Command(torsocksBin, "sh", "-c", `trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done`)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("no ready line")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	sc.Scan()
+	if sc.Text() != "got-term" {
+		t.Errorf("program did not see SIGTERM: %q", sc.Text())
+	}
+	cmd.Wait()
+	if cmd.ProcessState.ExitCode() != 3 {
+		t.Errorf("exit after trap: %d", cmd.ProcessState.ExitCode())
+	}
+	// stdin passes through.
+	cmd = exec.Command(torsocksBin, "cat")
+	cmd.Stdin = strings.NewReader("hello through torsocks\n")
+	if b, err := cmd.Output(); err != nil || string(b) != "hello through torsocks\n" {
+		t.Errorf("stdin: %q %v", b, err)
+	}
+}
+
+// Orphans are served until they exit, and torsocks waits for them.
+func TestOrphansServed(t *testing.T) {
+	env(t)
+	out := filepath.Join(t.TempDir(), "page")
+	start := time.Now()
+	r := torsocks(t, nil, "sh", "-c", "(sleep 0.5; curl -sS --max-time 20 http://203.0.113.10/ > "+out+") & exit 0")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if time.Since(start) < 500*time.Millisecond {
+		t.Errorf("torsocks returned before the orphan finished")
+	}
+	b, err := os.ReadFile(out)
+	if err != nil || !strings.Contains(string(b), "canary") {
+		t.Fatalf("orphan's fetch: %q %v", b, err)
+	}
+	noLeaks(t)
+}
+
+func TestRefusesToStart(t *testing.T) {
+	env(t)
+	// Command not found: exit 1 and a clear line, like torsocks.
+	r := torsocks(t, nil, "no-such-command-xyz")
+	if r.code != 1 || !strings.Contains(r.stderr, "command not found") {
+		t.Errorf("missing command: %d %q", r.code, r.stderr)
+	}
+	// Inside torsocks, a second torsocks cannot install its own listener.
+	r = torsocks(t, nil, torsocksBin, "true")
+	if r.code != 1 || !strings.Contains(r.stderr, "already running under a seccomp") {
+		t.Errorf("nested torsocks: %d %q", r.code, r.stderr)
+	}
+	// setuid program.
+	dir := t.TempDir()
+	suid := filepath.Join(dir, "suid-true")
+	b, _ := os.ReadFile("/bin/true")
+	os.WriteFile(suid, b, 0o755)
+	if err := syscall.Chmod(suid, 0o4755); err != nil {
+		t.Fatal(err)
+	}
+	r = torsocks(t, nil, suid)
+	if r.code != 1 || !strings.Contains(r.stderr, "setuid") {
+		t.Errorf("setuid target: %d %q", r.code, r.stderr)
+	}
+}
+
+// An internet socket inherited from the caller would let traffic around Tor: torsocks refuses to
+// start and names the descriptor.
+func TestInheritedSocketRefused(t *testing.T) {
+	env(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	f, _ := conn.(*net.TCPConn).File()
+	defer f.Close()
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	uf, _ := udp.(*net.UDPConn).File()
+	defer uf.Close()
+	for name, file := range map[string]*os.File{"tcp": f, "udp": uf} {
+		cmd := exec.Command(torsocksBin, "true")
+		cmd.ExtraFiles = []*os.File{file}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if err == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr.String(), "descriptor 3") {
+			t.Errorf("%s: inherited socket not refused: %v %q", name, err, stderr.String())
+		}
+	}
+}
