@@ -42,7 +42,6 @@ func main() {
 	flag.BoolVar(&quiet, "q", false, "no progress messages on stderr")
 	flag.Parse()
 	log.SetFlags(0)
-	log.SetPrefix("testnet: ")
 	if opts.Dir == "" || flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)

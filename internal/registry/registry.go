@@ -5,10 +5,11 @@
 // every step of that design to the code below.
 //
 // Locks: Registry.mu (the registry lock) guards the map and the bookkeeping
-// next to it (gen, peak) and nothing else. It is never held across a system
-// call, a blocking call, a call to code outside this package (release
-// functions, the live callback of Reclaim), or a Put. A Conn has no lock: its
-// fields never change, and its reference count is atomic.
+// next to it (gen, peak, and the writes of the atomic length) and nothing
+// else. It is never held across a system call, a blocking call, a call to
+// code outside this package (release functions, the live callback of
+// Reclaim), or a Put. A Conn has no lock: its fields never change, and its
+// reference count is atomic.
 package registry
 
 import (
@@ -92,7 +93,7 @@ const (
 // Registry is the connection registry: a hash table of connection objects
 // indexed by SO_COOKIE. All its methods may be called from any goroutine.
 type Registry struct {
-	mu   sync.Mutex       // the registry lock: guards m, gen and peak
+	mu   sync.Mutex       // the registry lock: guards m, gen, peak, and writes of n
 	m    map[uint64]entry // registered connections by cookie
 	gen  uint64           // number of successful Adds so far
 	peak int              // most entries m has held since it was made
@@ -201,8 +202,8 @@ func (r *Registry) ReclaimUpTo(gen uint64, live func(cookie uint64) bool) int {
 		cookie uint64
 		conn   *Conn
 	}
-	r.mu.Lock()
-	cands := make([]cand, 0, len(r.m))
+	cands := make([]cand, 0, r.Len()) // allocated before taking the lock
+	r.mu.Lock()                       // pass 1, locked: copy the candidates
 	for cookie, e := range r.m {
 		if e.gen <= gen {
 			cands = append(cands, cand{cookie, e.conn})
@@ -211,7 +212,7 @@ func (r *Registry) ReclaimUpTo(gen uint64, live func(cookie uint64) bool) int {
 	r.mu.Unlock()
 
 	dead := cands[:0]
-	for _, c := range cands {
+	for _, c := range cands { // pass 2, unlocked: ask live
 		if !live(c.cookie) {
 			dead = append(dead, c)
 		}
@@ -221,10 +222,10 @@ func (r *Registry) ReclaimUpTo(gen uint64, live func(cookie uint64) bool) int {
 	}
 
 	removed := dead[:0]
-	r.mu.Lock()
+	r.mu.Lock() // pass 3, locked: destroy 1)-5) for each dead entry still there
 	for _, c := range dead {
 		if e, ok := r.m[c.cookie]; ok && e.conn == c.conn {
-			delete(r.m, c.cookie)
+			delete(r.m, c.cookie) // destroy 4)
 			removed = append(removed, c)
 		}
 	}
@@ -232,7 +233,7 @@ func (r *Registry) ReclaimUpTo(gen uint64, live func(cookie uint64) bool) int {
 	r.mu.Unlock()
 
 	for _, c := range removed {
-		c.conn.Put()
+		c.conn.Put() // destroy 6), 7), unlocked
 	}
 	return len(removed)
 }

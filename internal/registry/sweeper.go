@@ -10,9 +10,9 @@ import (
 // registry with the set of live sockets: after an Add, when Len() has reached
 // a threshold, one sweep runs in the background (never two at once), and the
 // threshold becomes max(min, 2*live) after it, live being the number of
-// entries the sweep found alive. Between sweeps the registry grows by at most
-// as many entries as it had live ones (or min), so the cost of the sweeps,
-// proportional to the registry's size, is O(1) per Add.
+// entries the sweep found alive. A sweep costs time proportional to the
+// registry's size, and the next one starts only when the registry has reached
+// twice the entries the last one kept (or min): amortized, O(1) per Add.
 //
 // Back-pressure: if Adds outrun the background sweep until Len() reaches
 // backlog times the threshold, Added waits for the running sweep to end. This

@@ -258,15 +258,13 @@ func (l *Listener) AddFDAndReturn(id uint64, srcfd int, cloexec bool) (int, erro
 // thread itself and polls readable when that thread exits; older kernels refuse pidfd_open on a
 // non-leader thread, so the fallback opens the thread group leader read from /proc/TID/status.
 // The caller must check the notification id afterwards: only then is tid known not to be recycled.
+//
+// tgid is 0 when the kernel opened the thread itself (the caller reads it with Tgid only when it
+// needs it: a /proc read costs as much as the rest of a notification's bookkeeping).
 func OpenThread(tid int) (pidfd int, tgid int, err error) {
 	fd, err := unix.PidfdOpen(tid, pidfdThread)
 	if err == nil {
-		tgid, terr := Tgid(tid)
-		if terr != nil {
-			unix.Close(fd)
-			return -1, 0, terr
-		}
-		return fd, tgid, nil
+		return fd, 0, nil
 	}
 	if err != unix.EINVAL && err != unix.ENOENT {
 		return -1, 0, fmt.Errorf("pidfd_open(%d): %w", tid, err)

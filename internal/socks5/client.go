@@ -80,6 +80,19 @@ func noEOF(err error) error {
 // the request, and the reply (see ReadReply). Each message goes out in a single Write
 // and nothing past the reply is read. The request is checked before anything is sent.
 func Handshake(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
+	return handshake(rw, req, auth, false)
+}
+
+// HandshakePipelined runs the same exchange but sends the greeting, the RFC 1929
+// sub-negotiation and the request in one Write before reading any answer, saving one or two
+// round trips. Tor's SocksPort parses pipelined messages (it keeps parsing what is left in its
+// buffer after each one); a server that does not may fail the handshake. The answers are read
+// and checked in order, exactly as Handshake reads them.
+func HandshakePipelined(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
+	return handshake(rw, req, auth, true)
+}
+
+func handshake(rw io.ReadWriter, req Request, auth *Auth, pipelined bool) (Reply, error) {
 	msg, err := AppendRequest(nil, req)
 	if err != nil {
 		return Reply{}, err
@@ -92,7 +105,12 @@ func Handshake(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
 	}
 
 	greeting := AppendGreeting(nil, auth != nil)
-	if err := writeMsg(rw, greeting, "greeting"); err != nil {
+	if pipelined {
+		all := append(append(append([]byte{}, greeting...), authMsg...), msg...)
+		if err := writeMsg(rw, all, "greeting and request"); err != nil {
+			return Reply{}, err
+		}
+	} else if err := writeMsg(rw, greeting, "greeting"); err != nil {
 		return Reply{}, err
 	}
 	var sel [2]byte
@@ -110,8 +128,10 @@ func Handshake(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
 	}
 
 	if auth != nil {
-		if err := writeMsg(rw, authMsg, "username/password"); err != nil {
-			return Reply{}, err
+		if !pipelined {
+			if err := writeMsg(rw, authMsg, "username/password"); err != nil {
+				return Reply{}, err
+			}
 		}
 		var st [2]byte
 		if _, err := io.ReadFull(rw, st[:]); err != nil {
@@ -126,8 +146,10 @@ func Handshake(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
 		}
 	}
 
-	if err := writeMsg(rw, msg, "request"); err != nil {
-		return Reply{}, err
+	if !pipelined {
+		if err := writeMsg(rw, msg, "request"); err != nil {
+			return Reply{}, err
+		}
 	}
 	return ReadReply(rw)
 }

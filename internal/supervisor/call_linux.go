@@ -148,10 +148,15 @@ func (c *call) failErr(what string, err error) {
 	c.fail(errno)
 }
 
-// pid is the process to name in log lines: the thread group id when known.
+// pid is the process that made the call (thread group id), read from /proc on first use; the
+// thread id if that fails (the thread is gone).
 func (c *call) pid() int {
-	if c.tgid != 0 {
-		return c.tgid
+	if c.tgid == 0 {
+		if tgid, err := seccomp.Tgid(c.tid); err == nil {
+			c.tgid = tgid
+		} else {
+			c.tgid = c.tid
+		}
 	}
-	return c.tid
+	return c.tgid
 }

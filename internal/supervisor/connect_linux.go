@@ -20,10 +20,12 @@ import (
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
-// goCall hands c to a goroutine (bounded by MaxInflight); f must answer it.
+// goCall runs f, which owns c from then on and must answer it (and close what it was given).
+// Calls are served by the worker that received them (see Serve), so this is a plain call today;
+// it marks where a handler takes over blocking work.
 func (s *Supervisor) goCall(c *call, f func()) {
 	c.handedOff = true
-	s.async(f)
+	f()
 }
 
 // connect decides and serves connect(fd, addr, addrlen).
@@ -179,21 +181,53 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 	if req.Host == "" {
 		req.Host = dest.Addr().WithZone("").String()
 	}
-	_, err := socks5.Handshake(rc, req, s.credentials(c.pid()))
+	auth := s.credentials(c)
+	var err error
+	if s.opts.StepByStep {
+		_, err = socks5.Handshake(rc, req, auth)
+	} else {
+		// Pipelined: every answer comes after one round trip. Raising the socket's receive
+		// low-water mark to the shortest complete answer prefix (method selection, the auth
+		// status if any, the reply header) makes poll wake once for all of it instead of once
+		// for the method selection and again for the reply. The mark is the program's socket
+		// option too, so it is put back as it was; nothing else uses the socket meanwhile (the
+		// program is inside connect).
+		lowat := 2 + 4
+		if auth != nil {
+			lowat += 2
+		}
+		old, gerr := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+		if gerr == nil {
+			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, lowat)
+		}
+		_, err = socks5.HandshakePipelined(rc, req, auth)
+		if gerr == nil {
+			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, old)
+		}
+	}
 	if err != nil {
 		// The socket is connected to Tor with a failed request on it: make sure the program cannot
 		// use it as if it were connected to dest.
 		unix.Shutdown(cp, unix.SHUT_RDWR)
 		return err
 	}
-	conn := registry.NewConn(si.cookie, dest, host, c.pid(), nil)
+	conn := registry.NewConn(si.cookie, dest, host, c.tid, nil)
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
 		unix.Shutdown(cp, unix.SHUT_RDWR)
 		return &setupError{errno: unix.EISCONN, msg: fmt.Sprintf("record connection: %v", err)}
 	}
 	s.sweeper.Added()
-	s.log.Debug(fmt.Sprintf("connection to %s (%s) carried through Tor", dest, req.Host), "pid", c.pid())
+	s.proxied.Add(1)
+	for n := int64(s.reg.Len()); ; {
+		p := s.peak.Load()
+		if n <= p || s.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	if s.debug() {
+		s.log.Debug(fmt.Sprintf("connection to %s (%s) carried through Tor", dest, req.Host), "pid", c.pid())
+	}
 	return nil
 }
 
@@ -327,11 +361,12 @@ type isoCredential struct {
 	auth  *socks5.Auth
 }
 
-// credentials returns the SOCKS credentials for a connect of process pid.
-func (s *Supervisor) credentials(pid int) *socks5.Auth {
+// credentials returns the SOCKS credentials for a connect made by c's process.
+func (s *Supervisor) credentials(c *call) *socks5.Auth {
 	if !s.opts.IsolatePID {
 		return s.opts.Auth
 	}
+	pid := c.pid()
 	start := processStart(pid)
 	s.isoMu.Lock()
 	defer s.isoMu.Unlock()

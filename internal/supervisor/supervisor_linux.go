@@ -1,11 +1,13 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,8 +35,13 @@ type Options struct {
 	Policy *policy.Policy
 	// ConnectTimeout bounds connecting to Tor plus the SOCKS handshake (default 120 s).
 	ConnectTimeout time.Duration
-	// MaxInflight bounds concurrent blocking handlers (default 256).
+	// MaxInflight bounds the workers serving notifications at once (default 256): as many
+	// connects can wait for Tor concurrently; more wait to be received.
 	MaxInflight int
+	// StepByStep makes the SOCKS5 client wait for each answer before sending the next message
+	// (as the C torsocks does) instead of pipelining greeting and request (one round trip less;
+	// Tor supports it).
+	StepByStep bool
 	// Logger receives torsocks-style log records; "pid" attributes name the program's process.
 	Logger *slog.Logger
 }
@@ -47,8 +54,20 @@ type Supervisor struct {
 	log     *slog.Logger
 	reg     *registry.Registry
 	sweeper *registry.Sweeper
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // running workers
+
+	// recvMu is the receiver role: its holder alone polls and receives from the listener.
+	// It also guards finished.
+	recvMu   sync.Mutex
+	finished bool         // the listener reported POLLHUP or failed: workers exit
+	workers  atomic.Int32 // running workers
+	idle     atomic.Int32 // workers waiting for recvMu
+
+	errMu sync.Mutex // guards err
+	err   error      // why serving stopped, if it was not POLLHUP
+
+	proxied atomic.Int64 // connections carried through Tor
+	peak    atomic.Int64 // largest registry size seen after an Add
 
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
@@ -74,13 +93,24 @@ func New(l *seccomp.Listener, opts Options) *Supervisor {
 		pol:  opts.Policy,
 		log:  opts.Logger,
 		reg:  registry.New(),
-		sem:  make(chan struct{}, opts.MaxInflight),
 		iso:  map[int]isoCredential{},
 	}
 	s.sweeper = registry.NewSweeper(s.reg, sockdiag.LiveTCPCookies, 1024, func(f string, a ...any) {
-		s.log.Debug(fmt.Sprintf(f, a...))
+		s.log.Warn(fmt.Sprintf(f, a...))
 	})
 	return s
+}
+
+// Stats are counters of a supervisor's work.
+type Stats struct {
+	Proxied      int64 // connections carried through Tor
+	RegistryLen  int   // entries in the connection registry now
+	RegistryPeak int64 // largest registry size seen
+}
+
+// Stats returns the current counters.
+func (s *Supervisor) Stats() Stats {
+	return Stats{Proxied: s.proxied.Load(), RegistryLen: s.reg.Len(), RegistryPeak: s.peak.Load()}
 }
 
 // Registry exposes the connection registry (tests, statistics).
@@ -88,42 +118,80 @@ func (s *Supervisor) Registry() *registry.Registry { return s.reg }
 
 // Serve answers notifications until no task uses the filter any more, then waits for the
 // handlers still running.
+//
+// Workers take turns as the receiver (leader/follower): the worker holding recvMu polls the
+// listener and receives one notification, makes sure another worker is waiting to take over
+// (starting one if none is idle and fewer than MaxInflight run), releases recvMu and serves the
+// call itself, SOCKS handshake included. The call is never handed to another thread, which would
+// cost a cross-thread wake-up on every connect; a slow handshake only occupies its own worker.
 func (s *Supervisor) Serve() error {
 	defer func() {
-		s.wg.Wait()
 		s.sweeper.Close()
+		if s.debug() {
+			st := s.Stats()
+			s.log.Debug(fmt.Sprintf("%d connections carried through Tor; registry: peak %d entries, %d at exit", st.Proxied, st.RegistryPeak, st.RegistryLen))
+		}
 	}()
+	s.startWorker()
+	s.wg.Wait()
+
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// spareWorkers is how many idle workers may wait for the receiver role before extra ones exit.
+const spareWorkers = 4
+
+func (s *Supervisor) startWorker() {
+	s.workers.Add(1)
+	s.wg.Add(1)
+	go s.worker()
+}
+
+func (s *Supervisor) worker() {
+	defer s.wg.Done()
+	defer s.workers.Add(-1)
 	var n seccomp.Notif
 	for {
+		s.idle.Add(1)
+		s.recvMu.Lock()
+		s.idle.Add(-1)
+		if s.finished {
+			s.recvMu.Unlock()
+			return
+		}
 		more, err := s.l.Wait()
-		if err != nil {
-			return err
-		}
-		if !more {
-			return nil
-		}
-		if err := s.l.Recv(&n); err != nil {
+		if err == nil && more {
+			err = s.l.Recv(&n)
 			if errors.Is(err, seccomp.ErrNotifGone) {
+				s.recvMu.Unlock()
 				continue
 			}
-			return err
 		}
+		if err != nil || !more {
+			s.finished = true
+			if err != nil {
+				s.errMu.Lock()
+				s.err = err
+				s.errMu.Unlock()
+			}
+			s.recvMu.Unlock()
+			return
+		}
+		if s.idle.Load() == 0 && int(s.workers.Load()) < s.opts.MaxInflight {
+			s.startWorker()
+		}
+		s.recvMu.Unlock()
 		s.dispatch(&n)
+		if s.idle.Load() >= spareWorkers {
+			return
+		}
 	}
 }
 
-// async runs f in a goroutine, waiting for a slot when MaxInflight handlers already run.
-func (s *Supervisor) async(f func()) {
-	s.sem <- struct{}{}
-	s.wg.Add(1)
-	go func() {
-		defer func() {
-			<-s.sem
-			s.wg.Done()
-		}()
-		f()
-	}()
-}
+// debug reports whether debug records are wanted (to skip formatting them otherwise).
+func (s *Supervisor) debug() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }
 
 func (s *Supervisor) dispatch(n *seccomp.Notif) {
 	abi := filter.Lookup(n.Data.Arch)

@@ -54,12 +54,41 @@ func (n *Network) nodeKeys(ctx context.Context, nd *Node) error {
 		}
 		nd.V3Ident = ident
 	}
+	// tor --list-fingerprint costs ~0.5 s of CPU; remember its answer next
+	// to the key it describes.
+	cache := filepath.Join(nd.Dir, "fingerprint")
+	if fp, ok := cachedFingerprint(cache, filepath.Join(keys, "secret_id_key")); ok {
+		nd.Fingerprint = fp
+		return nil
+	}
 	fp, err := n.listFingerprint(ctx, nd, keys)
 	if err != nil {
 		return err
 	}
 	nd.Fingerprint = fp
+	if err := os.WriteFile(cache, []byte(fp+"\n"), 0o644); err != nil {
+		return fmt.Errorf("testnet: %s: %w", nd.Name, err)
+	}
 	return nil
+}
+
+// cachedFingerprint returns the fingerprint stored in cache if it is newer
+// than the identity key.
+func cachedFingerprint(cache, key string) (string, bool) {
+	cst, err := os.Stat(cache)
+	if err != nil {
+		return "", false
+	}
+	kst, err := os.Stat(key)
+	if err != nil || kst.ModTime().After(cst.ModTime()) {
+		return "", false
+	}
+	data, err := os.ReadFile(cache)
+	fp := strings.TrimSpace(string(data))
+	if err != nil || len(fp) != 40 {
+		return "", false
+	}
+	return fp, true
 }
 
 // authorityKeys runs tor-gencert unless a certificate valid for at least

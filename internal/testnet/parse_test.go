@@ -1,6 +1,8 @@
 package testnet
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -74,16 +76,13 @@ func TestParseConsensus(t *testing.T) {
 }
 
 func TestVotingStartOffset(t *testing.T) {
-	launch := time.Unix(1_800_000_003, 0)
-	off := votingStartOffset(launch)
-	// The first interval boundary after launch (midnight + k*10 + off) minus
-	// the vote and dist delays is the first vote.
-	next := (launch.Unix()/initialVotingInterval)*initialVotingInterval + int64(off)
-	for next <= launch.Unix() {
-		next += initialVotingInterval
-	}
-	if vote := next - voteDelay - distDelay - launch.Unix(); vote != firstVoteAfter {
-		t.Errorf("offset %d: first vote %d s after launch, want %d", off, vote, firstVoteAfter)
+	for _, vote := range []int64{1_800_000_003, 1_800_000_016, 1_800_000_020} {
+		off := int64(votingStartOffset(time.Unix(vote, 0)))
+		// Intervals start at midnight (a multiple of the interval) plus the
+		// offset; the vote is VoteDelay+DistDelay before one starts.
+		if (vote+voteDelay+distDelay-off)%votingInterval != 0 || off < 0 || off >= votingInterval {
+			t.Errorf("vote at %d: offset %d", vote, off)
+		}
 	}
 }
 
@@ -117,7 +116,7 @@ func TestTorrc(t *testing.T) {
 		nd.Fingerprint, nd.V3Ident = strings.Repeat("F", 40), strings.Repeat("E", 40)
 	}
 	exit := n.Nodes[3]
-	rc := n.torrc(exit, time.Now())
+	rc := n.torrc(exit)
 	for _, want := range []string{
 		"TestingTorNetwork 1\n", "ORPort 127.0.0.1:15006\n", "ExitPolicyRejectPrivate 0\n",
 		"ExitPolicy reject *:25\nExitPolicy accept 127.0.0.0/8:*\n", "OutboundBindAddressExit 198.51.100.1\n",
@@ -128,11 +127,26 @@ func TestTorrc(t *testing.T) {
 			t.Errorf("exit torrc lacks %q:\n%s", want, rc)
 		}
 	}
-	rc = n.torrc(n.node(RoleClient), time.Now())
+	rc = n.torrc(n.node(RoleClient))
 	if !strings.Contains(rc, "SocksPort 127.0.0.1:15011 ExtendedErrors\n") || !strings.Contains(rc, "ControlPort 127.0.0.1:15010\n") {
 		t.Errorf("client torrc:\n%s", rc)
 	}
-	if rc := n.torrc(n.node(RoleOnion), time.Now()); !strings.Contains(rc, "HiddenServicePort 80 203.0.113.10:8080\n") {
+	if rc := n.torrc(n.node(RoleOnion)); !strings.Contains(rc, "HiddenServicePort 80 203.0.113.10:8080\n") {
 		t.Errorf("onion torrc:\n%s", rc)
+	}
+}
+
+func TestMicrodescDigests(t *testing.T) {
+	file := "@last-listed 2026-11-22 21:47:53\nonion-key\nntor-onion-key abc\nid ed25519 x\n@last-listed 2026-11-22 21:47:53\nonion-key\nntor-onion-key def\n"
+	got := map[string]bool{}
+	microdescDigests([]byte(file), got)
+	for _, body := range []string{"onion-key\nntor-onion-key abc\nid ed25519 x\n", "onion-key\nntor-onion-key def\n"} {
+		sum := sha256.Sum256([]byte(body))
+		if d := base64.RawStdEncoding.EncodeToString(sum[:]); !got[d] {
+			t.Errorf("digest of %q missing from %v", body, got)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("got %d digests", len(got))
 	}
 }

@@ -104,10 +104,10 @@ func (nd *Node) PID() int {
 }
 
 // checkAlive returns an error with a log excerpt if any started tor exited.
-func (n *Network) checkAlive() error {
+func (n *Network) checkAlive(what string) error {
 	for _, nd := range n.Nodes {
 		if nd.proc != nil && nd.proc.exited() {
-			return fmt.Errorf("testnet: %s exited (%v)%s", nd.Name, nd.proc.err, nd.Excerpt())
+			return fmt.Errorf("testnet: %s exited (%v) while waiting for %s:%s", nd.Name, nd.proc.err, what, nd.Excerpt())
 		}
 	}
 	return nil
@@ -120,8 +120,8 @@ func (n *Network) poll(ctx context.Context, what string, interval time.Duration,
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := n.checkAlive(); err != nil {
-			return fmt.Errorf("%w (while waiting for %s)", err, what)
+		if err := n.checkAlive(what); err != nil {
+			return err
 		}
 		ok, err := check()
 		if err != nil {
@@ -160,15 +160,16 @@ func (nd *Node) Excerpt() string {
 // excerpt keeps the last maxWarn [warn]/[err] lines and the last maxTail
 // lines of log, in order, without duplicates.
 func excerpt(name, log string, maxWarn, maxTail int) string {
-	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(log, "\n"), "\n") {
+		if !isBoringWarning(l) {
+			lines = append(lines, l)
+		}
+	}
 	keep := make([]bool, len(lines))
 	nw := 0
 	for i := len(lines) - 1; i >= 0 && nw < maxWarn; i-- {
 		if strings.Contains(lines[i], "[warn]") || strings.Contains(lines[i], "[err]") {
-			// Warnings every test network has are noise.
-			if isBoringWarning(lines[i]) {
-				continue
-			}
 			keep[i] = true
 			nw++
 		}
@@ -192,7 +193,11 @@ func excerpt(name, log string, maxWarn, maxTail int) string {
 	return b.String()
 }
 
+// isBoringWarning tells the warnings every test network logs.
 func isBoringWarning(line string) bool {
+	if !strings.Contains(line, "[warn]") {
+		return false
+	}
 	for _, s := range []string{
 		"TestingTorNetwork is set",
 		"You are running Tor as root",

@@ -12,9 +12,10 @@
 // Start launches the network in two phases (authorities and exits first, then
 // the client and the onion service once the consensus lists every relay as
 // Running), waits for the client to bootstrap and for the onion service's
-// descriptor to be fetchable, and returns. The settings follow
-// /work/shared/facts/tor-testnet.md: short voting intervals with the first
-// vote ~4 s after launch, equal measured bandwidths, empty GeoIP files and a
+// descriptor to be fetchable, and returns. The settings follow the notes in
+// the project's shared facts on Tor test networks: short voting intervals
+// with the first vote ~2 s after every relay's descriptor reached the authorities (SIGHUP
+// with a new start offset), equal measured bandwidths, empty GeoIP files and a
 // small glibc mmap threshold, which together bootstrap the client in ~12 s.
 //
 // Keys are kept in Options.Dir between runs (same fingerprints and onion
@@ -125,6 +126,7 @@ type Network struct {
 	Timings Timings
 
 	opts      Options
+	firstVote time.Time // the authorities' first vote (whole second)
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -140,17 +142,16 @@ const (
 // bootstrapped and, with an onion service, its descriptor can be fetched.
 // On failure every started tor is stopped and the error carries an excerpt of
 // the log of the tor that did not come up.
-func Start(ctx context.Context, opts Options) (n *Network, err error) {
+func Start(ctx context.Context, opts Options) (_ *Network, err error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	n = &Network{opts: opts}
+	n := &Network{opts: opts}
 	defer func() {
 		if err != nil {
 			n.Close()
-			n = nil
 		}
 	}()
 
@@ -170,12 +171,12 @@ func Start(ctx context.Context, opts Options) (n *Network, err error) {
 	n.Timings.Keys = time.Since(t0)
 	n.logf("keys ready in %v", n.Timings.Keys.Round(time.Millisecond))
 
-	// Phase 1: authorities and exits. The voting start offset is computed
-	// from the launch time, so write the torrcs just before launching.
+	// Phase 1: authorities and exits, with a provisional first vote.
 	launch := time.Now()
+	n.firstVote = launch.Add(provisionalVoteAfter).Truncate(time.Second)
 	relays := n.relays()
 	for _, nd := range relays {
-		if err := n.prepareNode(nd, launch); err != nil {
+		if err := n.prepareNode(nd); err != nil {
 			return nil, err
 		}
 	}
@@ -184,7 +185,16 @@ func Start(ctx context.Context, opts Options) (n *Network, err error) {
 			return nil, err
 		}
 	}
-	n.logf("launched %d authorities and %d exits; first vote due ~4s after launch", nAuthorities, opts.Exits)
+	n.logf("launched %d authorities and %d exits", nAuthorities, opts.Exits)
+
+	if err := n.waitDescriptors(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.rescheduleVote(); err != nil {
+		return nil, err
+	}
+	n.logf("every authority has every relay's descriptor after %v; first vote at +%v",
+		time.Since(launch).Round(time.Millisecond), n.firstVote.Sub(launch).Round(time.Millisecond))
 
 	if err := n.waitConsensus(ctx); err != nil {
 		return nil, err
@@ -202,12 +212,17 @@ func Start(ctx context.Context, opts Options) (n *Network, err error) {
 		}
 	}
 
+	if err := n.waitDirInfo(ctx); err != nil {
+		return nil, err
+	}
+	n.logf("every relay holds the consensus and all microdescriptors after %v", time.Since(launch).Round(time.Millisecond))
+
 	// Phase 2: client and onion service.
 	for _, nd := range n.Nodes {
 		if nd.Role != RoleClient && nd.Role != RoleOnion {
 			continue
 		}
-		if err := n.prepareNode(nd, launch); err != nil {
+		if err := n.prepareNode(nd); err != nil {
 			return nil, err
 		}
 		if err := n.startTor(nd); err != nil {

@@ -17,13 +17,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
+)
+
+var (
+	testHost   = netnstest.DestV4.String()     // the HTTP server and onion target
+	exitSource = netnstest.SocksSrcV4.String() // the exits' OutboundBindAddressExit
 )
 
 const (
-	testHost   = "203.0.113.10"
 	testPort   = 8080
-	exitSource = "198.51.100.1"
-	rejectPort = 25
+	rejectPort = 25 // every exit's policy rejects it
 )
 
 // TestNetwork brings the private Tor network up and checks the paths the
@@ -34,7 +39,7 @@ func TestNetwork(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real Tor network (~15 s); skipped with -short")
 	}
-	requireNetns(t)
+	netnstest.Require(t)
 	if _, err := exec.LookPath(findBinary("tor", "/usr/sbin/tor")); err != nil {
 		t.Skip("tor is not installed")
 	}
@@ -101,7 +106,7 @@ func TestNetwork(t *testing.T) {
 		if body != "hello from the test host\n" {
 			t.Errorf("onion: body %q", body)
 		}
-		t.Logf("onion reachable %v after Start was called (%v after its descriptor)",
+		t.Logf("onion reachable %v after Start was called (CONNECT and GET took %v)",
 			time.Since(began).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	})
 

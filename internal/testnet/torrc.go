@@ -8,17 +8,19 @@ import (
 	"time"
 )
 
-// Voting schedule of the authorities (seconds). Never change it for a running
-// network: the onion service's time period derives from it.
+// Voting schedule of the authorities (seconds). Never change the interval
+// of a running network: the onion service's time period derives from it.
 const (
-	votingInterval        = 20
-	initialVotingInterval = 10
-	voteDelay             = 2
-	distDelay             = 2
-	// firstVoteAfter is how long after launch the authorities first vote:
-	// relays upload their descriptors ~1.5-2 s after launch, and a vote
-	// before that yields a consensus without them.
-	firstVoteAfter = 4
+	votingInterval = 20
+	voteDelay      = 2
+	distDelay      = 2
+	// provisionalVoteAfter is when the authorities first vote if Start
+	// does not reschedule: the vote is moved earlier (SIGHUP) as soon as
+	// every relay's descriptor has reached every authority. A vote before
+	// that yields a consensus without some relays and costs an interval.
+	provisionalVoteAfter = 15 * time.Second
+	// voteLead is how long after that moment the rescheduled vote is.
+	voteLead = 1500 * time.Millisecond
 )
 
 func (n *Network) emptyFile() string     { return filepath.Join(n.opts.Dir, "empty") }
@@ -43,29 +45,33 @@ func (n *Network) writeCommonFiles() error {
 
 // prepareNode clears the node's data directory and old logs and writes its
 // torrc.
-func (n *Network) prepareNode(nd *Node, launch time.Time) error {
+func (n *Network) prepareNode(nd *Node) error {
 	for _, name := range []string{"data", "notice.log", "stdout.log", "tor.pid"} {
 		if err := os.RemoveAll(filepath.Join(nd.Dir, name)); err != nil {
 			return fmt.Errorf("testnet: %s: %w", nd.Name, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(nd.Dir, "torrc"), []byte(n.torrc(nd, launch)), 0o644); err != nil {
+	return n.writeTorrc(nd)
+}
+
+func (n *Network) writeTorrc(nd *Node) error {
+	if err := os.WriteFile(filepath.Join(nd.Dir, "torrc"), []byte(n.torrc(nd)), 0o644); err != nil {
 		return fmt.Errorf("testnet: %s torrc: %w", nd.Name, err)
 	}
 	return nil
 }
 
-// votingStartOffset returns the TestingV3AuthVotingStartOffset that puts the
-// first vote firstVoteAfter seconds after launch. Tor starts voting intervals
-// at midnight UTC plus the offset; a vote happens VoteDelay+DistDelay before
-// the interval starts.
-func votingStartOffset(launch time.Time) int {
-	validAfter := launch.Unix() + firstVoteAfter + voteDelay + distDelay
-	return int(validAfter % initialVotingInterval)
+// votingStartOffset returns the TestingV3AuthVotingStartOffset that makes
+// the authorities vote at the whole second firstVote (before any consensus
+// exists). Tor starts voting intervals at midnight UTC plus the offset, and
+// votes VoteDelay+DistDelay before an interval starts.
+func votingStartOffset(firstVote time.Time) int {
+	validAfter := firstVote.Unix() + voteDelay + distDelay
+	return int(validAfter % votingInterval)
 }
 
 // torrc returns the configuration of nd.
-func (n *Network) torrc(nd *Node, launch time.Time) string {
+func (n *Network) torrc(nd *Node) string {
 	o := n.opts
 	var b strings.Builder
 	set := func(key string, vals ...any) {
@@ -123,10 +129,11 @@ func (n *Network) torrc(nd *Node, launch time.Time) string {
 		set("V3AuthVotingInterval", votingInterval)
 		set("V3AuthVoteDelay", voteDelay)
 		set("V3AuthDistDelay", distDelay)
-		set("TestingV3AuthInitialVotingInterval", initialVotingInterval)
+		// The same initial interval lets the first vote be up to 20 s away.
+		set("TestingV3AuthInitialVotingInterval", votingInterval)
 		set("TestingV3AuthInitialVoteDelay", voteDelay)
 		set("TestingV3AuthInitialDistDelay", distDelay)
-		set("TestingV3AuthVotingStartOffset", votingStartOffset(launch))
+		set("TestingV3AuthVotingStartOffset", votingStartOffset(n.firstVote))
 		set("V3BandwidthsFile", n.bandwidthFile())
 		// A consensus every 20 s makes diff computation grow without bound.
 		set("MaxConsensusAgeForDiffs", "1 minute")

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +17,8 @@ import (
 type consensusRouter struct {
 	Nickname string
 	Flags    []string
+	// Microdesc is the digest of its microdescriptor (microdesc flavor only).
+	Microdesc string
 }
 
 // parseConsensus returns the valid-after line and the routers of a
@@ -34,6 +38,8 @@ func parseConsensus(data []byte) (validAfter string, routers []consensusRouter) 
 			}
 		case strings.HasPrefix(line, "s ") && len(routers) > 0:
 			routers[len(routers)-1].Flags = strings.Fields(line)[1:]
+		case strings.HasPrefix(line, "m ") && len(routers) > 0:
+			routers[len(routers)-1].Microdesc = strings.TrimSpace(line[2:])
 		}
 	}
 	return validAfter, routers
@@ -46,6 +52,64 @@ func hasFlag(flags []string, f string) bool {
 		}
 	}
 	return false
+}
+
+// waitDescriptors waits until every authority holds every relay's server
+// descriptor (in its descriptor cache journal).
+func (n *Network) waitDescriptors(ctx context.Context) error {
+	relays := n.relays()
+	var auths []*Node
+	for _, nd := range relays {
+		if nd.Role == RoleAuthority {
+			auths = append(auths, nd)
+		}
+	}
+	return n.poll(ctx, "every relay's descriptor at every authority", 100*time.Millisecond, relays, func() (bool, error) {
+		for _, a := range auths {
+			have := map[string]bool{}
+			for _, f := range []string{"cached-descriptors", "cached-descriptors.new"} {
+				data, err := os.ReadFile(filepath.Join(a.Dir, "data", f))
+				if err != nil {
+					continue
+				}
+				for _, line := range strings.Split(string(data), "\n") {
+					if rest, ok := strings.CutPrefix(line, "router "); ok {
+						nick, _, _ := strings.Cut(rest, " ")
+						have[nick] = true
+					}
+				}
+			}
+			for _, nd := range relays {
+				if !have[nd.Name] {
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+}
+
+// rescheduleVote moves the authorities' first vote to voteLead from now
+// (rounded up to a whole second) by rewriting their torrcs and sending them
+// SIGHUP, unless the provisional vote is about as soon.
+func (n *Network) rescheduleVote() error {
+	vote := time.Now().Add(voteLead).Truncate(time.Second).Add(time.Second)
+	if n.firstVote.Sub(vote) < time.Second {
+		return nil
+	}
+	n.firstVote = vote
+	for _, nd := range n.Nodes {
+		if nd.Role != RoleAuthority {
+			continue
+		}
+		if err := n.writeTorrc(nd); err != nil {
+			return err
+		}
+		if err := nd.proc.signal(sigHUP); err != nil {
+			return fmt.Errorf("testnet: SIGHUP %s: %w", nd.Name, err)
+		}
+	}
+	return nil
 }
 
 // waitConsensus waits until an authority's cached consensus lists every
@@ -91,6 +155,69 @@ func (n *Network) waitConsensus(ctx context.Context) error {
 			}
 		}
 		return false, nil
+	})
+}
+
+// microdescDigests returns the digests (unpadded base64 SHA-256, as in a
+// consensus's "m" lines) of the microdescriptors in a tor microdescriptor
+// cache file, whose entries are each preceded by an "@last-listed" line.
+func microdescDigests(data []byte, into map[string]bool) {
+	for len(data) > 0 {
+		if bytes.HasPrefix(data, []byte("@")) {
+			if i := bytes.IndexByte(data, '\n'); i >= 0 {
+				data = data[i+1:]
+				continue
+			}
+			return
+		}
+		end := bytes.Index(data, []byte("\n@"))
+		if end < 0 {
+			end = len(data)
+		} else {
+			end++
+		}
+		sum := sha256.Sum256(data[:end])
+		into[base64.RawStdEncoding.EncodeToString(sum[:])] = true
+		data = data[end:]
+	}
+}
+
+// waitDirInfo waits until every relay holds a microdesc consensus listing
+// every relay Running and all the microdescriptors it names. Clients fetch
+// microdescriptors from any directory cache; one that lacks some makes a
+// client wait ~10 s to retry.
+func (n *Network) waitDirInfo(ctx context.Context) error {
+	relays := n.relays()
+	ready := map[string]bool{}
+	return n.poll(ctx, "every relay to hold the consensus and every microdescriptor", 200*time.Millisecond, relays, func() (bool, error) {
+		for _, nd := range relays {
+			if ready[nd.Name] {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(nd.Dir, "data", "cached-microdesc-consensus"))
+			if err != nil {
+				return false, nil
+			}
+			_, routers := parseConsensus(data)
+			byName := map[string]consensusRouter{}
+			for _, r := range routers {
+				byName[r.Nickname] = r
+			}
+			have := map[string]bool{}
+			for _, f := range []string{"cached-microdescs", "cached-microdescs.new"} {
+				if md, err := os.ReadFile(filepath.Join(nd.Dir, "data", f)); err == nil {
+					microdescDigests(md, have)
+				}
+			}
+			for _, want := range relays {
+				r, ok := byName[want.Name]
+				if !ok || !hasFlag(r.Flags, "Running") || !have[r.Microdesc] {
+					return false, nil
+				}
+			}
+			ready[nd.Name] = true
+		}
+		return true, nil
 	})
 }
 
@@ -225,8 +352,8 @@ func (n *Network) waitOnion(ctx context.Context) error {
 		case err := <-readErr:
 			return err
 		case <-tick.C:
-			if err := n.checkAlive(); err != nil {
-				return fmt.Errorf("%w (while waiting for the onion descriptor)", err)
+			if err := n.checkAlive("the onion descriptor"); err != nil {
+				return err
 			}
 		case <-ctx.Done():
 			msg := "no answer"

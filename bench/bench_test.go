@@ -1,0 +1,175 @@
+// Package bench measures what torsocks costs a program, in one run, against the alternatives: no
+// proxy at all, the program speaking SOCKS5 itself, and the C torsocks (LD_PRELOAD, Debian's
+// package). Everything runs inside a private network namespace (internal/netnstest) against a
+// local SOCKS5 server and a local destination. Run: go test -run '^$' -bench . ./bench/
+//
+// Results are ratios, written up in docs/benchmarks.md; nothing here asserts a time.
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
+)
+
+func TestMain(m *testing.M) { netnstest.Main(m) }
+
+var (
+	once                    sync.Once
+	onceErr                 error
+	dir, torsocksGo, connbn string
+)
+
+const destHost, destPort = "203.0.113.10", "8080"
+
+func setup(b testing.TB) {
+	b.Helper()
+	netnstest.Require(b)
+	once.Do(func() {
+		dir, onceErr = os.MkdirTemp("", "torsocks-bench-")
+		if onceErr != nil {
+			return
+		}
+		torsocksGo = filepath.Join(dir, "torsocks")
+		build := exec.Command("go", "build", "-trimpath", "-o", torsocksGo, "github.com/gotorsocks/torsocks/cmd/torsocks")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			onceErr = fmt.Errorf("build: %v\n%s", err, out)
+			return
+		}
+		connbn = filepath.Join(dir, "connbench")
+		if out, err := exec.Command("gcc", "-O2", "-o", connbn, "testdata/connbench.c").CombinedOutput(); err != nil {
+			onceErr = fmt.Errorf("gcc: %v\n%s", err, out)
+			return
+		}
+		// Destination: accept, read one byte, close.
+		ln, err := net.Listen("tcp", destHost+":"+destPort)
+		if err != nil {
+			onceErr = err
+			return
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(io.Discard, c); c.Close() }()
+			}
+		}()
+		_, onceErr = socks5test.Start(socks5test.Options{Listen: []string{"127.0.0.1:9050"}, SourceV4: netnstest.SocksSrcV4})
+	})
+	if onceErr != nil {
+		b.Fatal(onceErr)
+	}
+}
+
+// run runs connbench with n connects under the given wrapper and returns its output lines.
+func run(b testing.TB, wrapper []string, mode string, n int, env ...string) map[string]string {
+	b.Helper()
+	args := append(append([]string{}, wrapper...), connbn, mode, strconv.Itoa(n), destHost, destPort)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%v: %v\n%s%s", args, err, out.String(), errb.String())
+	}
+	res := map[string]string{}
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			res[k] = v
+		} else if k, v, ok := strings.Cut(sc.Text(), ":"); ok {
+			res[k] = strings.TrimSpace(v)
+		}
+	}
+	return res
+}
+
+func cTorsocks(b testing.TB) []string {
+	if _, err := exec.LookPath("torsocks"); err != nil {
+		b.Skip("Debian's torsocks is not installed")
+	}
+	// Its own config file, whatever /etc/tor/torsocks.conf says (an empty one would crash 2.4.0).
+	conf := filepath.Join(dir, "c-torsocks.conf")
+	if err := os.WriteFile(conf, []byte("TorAddress 127.0.0.1\nTorPort 9050\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return []string{"env", "TORSOCKS_CONF_FILE=" + conf, "/usr/bin/torsocks"}
+}
+
+// BenchmarkConnect: one op is one TCP connect (and close) made by a C program.
+func BenchmarkConnect(b *testing.B) {
+	setup(b)
+	cases := []struct {
+		name    string
+		wrapper func(testing.TB) []string
+		mode    string
+	}{
+		{"direct", func(testing.TB) []string { return nil }, "direct"},
+		{"client-socks5", func(testing.TB) []string { return nil }, "socks"},
+		{"torsocks-go", func(testing.TB) []string { return []string{torsocksGo} }, "direct"},
+		{"torsocks-c", cTorsocks, "direct"},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			w := c.wrapper(b)
+			res := run(b, w, c.mode, b.N)
+			ns, _ := strconv.ParseFloat(res["ns_per_connect"], 64)
+			b.ReportMetric(ns, "ns/connect")
+		})
+	}
+}
+
+// TestReport prints, from one run, the per-connect cost of each way as a ratio to the client
+// speaking SOCKS5 itself, and the supervisor's memory after many short connections. It only
+// reports (go test -run TestReport -v ./bench/); set BENCH_CONNECTS to change the count.
+func TestReport(t *testing.T) {
+	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+	}
+	setup(t)
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_CONNECTS")); err == nil {
+		n = v
+	}
+	ns := map[string]float64{}
+	modes := []struct {
+		name    string
+		wrapper []string
+		mode    string
+	}{
+		{"direct", nil, "direct"},
+		{"client-socks5", nil, "socks"},
+		{"torsocks-go", []string{torsocksGo}, "direct"},
+		{"torsocks-c", cTorsocks(t), "direct"},
+	}
+	for round := 0; round < 3; round++ { // interleaved rounds, best of three
+		for _, m := range modes {
+			res := run(t, m.wrapper, m.mode, n/3)
+			v, _ := strconv.ParseFloat(res["ns_per_connect"], 64)
+			if old, ok := ns[m.name]; !ok || v < old {
+				ns[m.name] = v
+			}
+		}
+	}
+	base := ns["client-socks5"]
+	for _, m := range modes {
+		t.Logf("%-14s %8.1f µs/connect  ratio to client-socks5 %.2f", m.name, ns[m.name]/1000, ns[m.name]/base)
+	}
+	res := run(t, []string{torsocksGo, "-d"}, "direct", n, "BENCH_PARENT_STATUS=1")
+	t.Logf("torsocks-go supervisor after %d connects: VmHWM %s, VmRSS %s", n, res["parent_VmHWM"], res["parent_VmRSS"])
+}
