@@ -527,11 +527,11 @@ for host, fam, connect_first in (("203.0.113.10", socket.AF_INET, True), ("2001:
 		conf9050 := confFile(t, "TorAddress 127.0.0.1\nTorPort 9050\n")
 		conf9071 := confFile(t, "TorAddress 127.0.0.1\nTorPort 9071")
 		for _, tc := range []struct {
-			name       string
-			env, opts  []string
-			dest       netip.AddrPort
-			wantOther  bool
-			wantPlain  bool
+			name      string
+			env, opts []string
+			dest      netip.AddrPort
+			wantOther bool
+			wantPlain bool
 		}{
 			{name: "flags -a -P", opts: []string{"-a", "127.0.0.1", "-P", "9071"}, dest: dest4, wantOther: true},
 			{name: "long flags", opts: []string{"--address=127.0.0.1", "--port", "9071"}, dest: dest4, wantOther: true},
@@ -581,4 +581,3 @@ func sockLen(host string) string {
 	}
 	return "16"
 }
-

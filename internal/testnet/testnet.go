@@ -40,6 +40,11 @@ import (
 type Options struct {
 	// Dir is the working directory (keys, torrcs, logs, data directories).
 	Dir string
+	// KeyCache, if set, is a directory keeping the relays' and the onion
+	// service's keys across networks (e.g. under os.UserCacheDir()): nodes
+	// without keys in Dir take them from it, and new keys are added to it.
+	// Generating keys costs a few seconds of CPU.
+	KeyCache string
 	// TorBinary is the tor executable; default "tor" from PATH, then /usr/sbin/tor.
 	TorBinary string
 	// GencertBinary is tor-gencert; default from PATH, then /usr/bin/tor-gencert.
@@ -165,9 +170,13 @@ func Start(ctx context.Context, opts Options) (_ *Network, err error) {
 	if err := n.writeCommonFiles(); err != nil {
 		return nil, err
 	}
+	if err := n.loadKeyCache(); err != nil {
+		return nil, err
+	}
 	if err := n.makeKeys(ctx); err != nil {
 		return nil, err
 	}
+	n.saveKeyCache(RoleAuthority, RoleExit)
 	n.Timings.Keys = time.Since(t0)
 	n.logf("keys ready in %v", n.Timings.Keys.Round(time.Millisecond))
 
@@ -241,6 +250,7 @@ func Start(ctx context.Context, opts Options) (_ *Network, err error) {
 			return nil, err
 		}
 		n.Timings.Onion = time.Since(launch)
+		n.saveKeyCache(RoleOnion)
 		n.logf("onion service %s descriptor fetched after %v", n.OnionHost, n.Timings.Onion.Round(time.Millisecond))
 	}
 	return n, nil

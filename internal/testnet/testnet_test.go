@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -46,9 +48,14 @@ func TestNetwork(t *testing.T) {
 
 	srv := startHTTP(t, net.JoinHostPort(testHost, fmt.Sprint(testPort)))
 
+	keyCache := ""
+	if dir, err := os.UserCacheDir(); err == nil {
+		keyCache = filepath.Join(dir, "gotorsocks", "testnet-keys")
+	}
 	began := time.Now()
 	n, err := Start(context.Background(), Options{
 		Dir:         t.TempDir(),
+		KeyCache:    keyCache,
 		ExitSource:  netip.MustParseAddr(exitSource),
 		OnionTarget: net.JoinHostPort(testHost, fmt.Sprint(testPort)),
 		RejectPorts: []uint16{rejectPort},

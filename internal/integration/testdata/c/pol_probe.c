@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
 		const char msg[] = "pol-probe-echo\n";
 		char buf[64] = {0};
 		ssize_t n = write(fd, msg, sizeof msg - 1);
-		if (n == (ssize_t)sizeof msg - 1) n = recv(fd, buf, sizeof buf - 1, MSG_WAITALL);
+		if (n == (ssize_t)sizeof msg - 1) n = recv(fd, buf, sizeof msg - 1, MSG_WAITALL);
 		printf("echo=%s\n", n == (ssize_t)sizeof msg - 1 && !memcmp(buf, msg, n) ? "ok" : "bad");
 		return 0;
 	}
