@@ -223,12 +223,15 @@ func TestPolicy(t *testing.T) {
 
 	// Loopback: EPERM and one warning line in torsocks' format, naming the program; nothing
 	// reaches a listener there, nothing goes to Tor.
-	for _, host := range []string{"127.0.0.1", "::1"} {
-		t.Run("loopback-refused/"+host, func(t *testing.T) {
-			c := startCanary(t, net.JoinHostPort(host, "0"))
+	// The whole of 127/8 is loopback, and so is an IPv4-mapped loopback address on an IPv6 socket.
+	for _, tc := range []struct{ host, listen string }{
+		{"127.0.0.1", "127.0.0.1"}, {"::1", "::1"}, {"127.0.0.2", "127.0.0.2"}, {"::ffff:127.0.0.1", "127.0.0.1"},
+	} {
+		t.Run("loopback-refused/"+tc.host, func(t *testing.T) {
+			c := startCanary(t, net.JoinHostPort(tc.listen, "0"))
 			port := strconv.Itoa(int(c.AddrPort().Port()))
 			n := len(socks.Requests())
-			r := probe(t, nil, nil, "connect", host, port)
+			r := probe(t, nil, nil, "connect", tc.host, port)
 			wantLines(t, r, "connect=-1 errno=EPERM")
 			oneRefusal(t, r, c.AddrPort().String())
 			if c.WaitAccepted(1, 200*time.Millisecond) {
@@ -280,10 +283,10 @@ func TestPolicy(t *testing.T) {
 		c := startCanary(t, "[::]:0")
 		port := strconv.Itoa(int(c.AddrPort().Port()))
 		n := len(socks.Requests())
-		for _, host := range []string{"0.0.0.0", "::"} {
+		for _, host := range []string{"0.0.0.0", "::", "::ffff:0.0.0.0"} {
 			r := probe(t, nil, nil, "connect", host, port)
 			wantLines(t, r, "connect=-1 errno=EPERM")
-			oneRefusal(t, r, net.JoinHostPort(host, port))
+			oneRefusal(t, r, net.JoinHostPort(strings.TrimPrefix(host, "::ffff:"), port))
 		}
 		if c.WaitAccepted(1, 200*time.Millisecond) {
 			t.Errorf("connect to the unspecified address reached %v", c.Remotes())
@@ -321,6 +324,49 @@ func TestPolicy(t *testing.T) {
 			if p := u.Packets(); p != 0 {
 				t.Errorf("LEAK: %d datagrams reached %v from %v", p, u.Addr(), u.Sources())
 			}
+		}
+	})
+
+	// AllowOutboundLocalhost 2: UDP to loopback goes direct too (a local DNS resolver, say); UDP
+	// anywhere else stays refused. 1 keeps UDP refused altogether.
+	t.Run("udp-loopback", func(t *testing.T) {
+		remote, err := socks5test.StartUDPCanary("203.0.113.10:9998")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer remote.Close()
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			u, err := socks5test.StartUDPCanary(net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			port := strconv.Itoa(u.Addr().(*net.UDPAddr).Port)
+			r := probe(t, []string{"TORSOCKS_CONF_FILE=" + confFile(t, "AllowOutboundLocalhost 1\n")}, nil, "udp", host, port)
+			if !strings.Contains(r.stdout, "socket=-1 errno=EPERM") {
+				t.Errorf("AllowOutboundLocalhost 1: UDP to %s not refused:\n%s", host, r.stdout)
+			}
+			conf2 := []string{"TORSOCKS_CONF_FILE=" + confFile(t, "AllowOutboundLocalhost 2\n")}
+			r = probe(t, conf2, nil, "udp", host, port)
+			wantLines(t, r, "socket=0 errno=0", "sendto=19 errno=0", "sendmsg=19 errno=0", "connect=0 errno=0", "send=19 errno=0")
+			for i := 0; i < 100 && u.Packets() < 3; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if u.Packets() != 3 {
+				t.Errorf("AllowOutboundLocalhost 2: %d of 3 datagrams reached %v", u.Packets(), u.Addr())
+			}
+			r = probe(t, conf2, nil, "udp", "203.0.113.10", "9998")
+			if !strings.Contains(r.stdout, "socket=-1 errno=EPERM") {
+				for _, op := range []string{"sendto", "sendmsg", "send"} {
+					if !regexp.MustCompile(`(?m)^` + op + `=-1 errno=E[A-Z]+$`).MatchString(r.stdout) {
+						t.Errorf("AllowOutboundLocalhost 2: UDP %s to 203.0.113.10 did not fail:\n%s", op, r.stdout)
+					}
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		if p := remote.Packets(); p != 0 {
+			t.Errorf("LEAK: %d datagrams reached %v", p, remote.Addr())
 		}
 	})
 
@@ -488,6 +534,9 @@ for host, fam, connect_first in (("203.0.113.10", socket.AF_INET, True), ("2001:
 		{"conf-file", func(t *testing.T) []string {
 			return []string{"TORSOCKS_CONF_FILE=" + confFile(t, "EnableIPv6 0\n")}
 		}},
+		{"conf-file-no", func(t *testing.T) []string {
+			return []string{"TORSOCKS_CONF_FILE=" + confFile(t, "EnableIPv6 no")}
+		}},
 	} {
 		t.Run("ipv6-disabled/"+tc.name, func(t *testing.T) {
 			e := tc.env(t)
@@ -501,15 +550,41 @@ for host, fam, connect_first in (("203.0.113.10", socket.AF_INET, True), ("2001:
 		})
 	}
 
-	// IPv6 is on by default (ours works, unlike torsocks'): -6 changes nothing.
+	// IPv6 is on by default (ours works, unlike torsocks'): -6 changes nothing, and beats
+	// TORSOCKS_ENABLE_IPV6=0.
 	t.Run("ipv6-default", func(t *testing.T) {
-		for _, opts := range [][]string{nil, {"-6"}} {
-			r := probe(t, nil, opts, "socket6")
+		for _, tc := range []struct{ env, opts []string }{{}, {opts: []string{"-6"}}, {env: []string{"TORSOCKS_ENABLE_IPV6=0"}, opts: []string{"--ipv6"}}} {
+			r := probe(t, tc.env, tc.opts, "socket6")
 			wantLines(t, r, "socket=0 errno=0")
 			if r.stderr != "" {
 				t.Errorf("IPv6 socket logged: %q", r.stderr)
 			}
 		}
+	})
+
+	// A Tor-aware program may talk SOCKS to Tor's SocksPort itself: that loopback connection is
+	// let through (direct), and the request is the program's own.
+	t.Run("socksport-direct", func(t *testing.T) {
+		n := len(socks.Requests())
+		r := torsocks(t, nil, "curl", "-sS", "--max-time", "20", "--socks5-hostname", "127.0.0.1:9050", "http://example.invalid/")
+		// The test server cannot resolve the name: curl reports the SOCKS failure, but the request
+		// reached the SOCKS server as the program sent it (by name).
+		q := newRequests(socks, n)
+		if len(q) != 1 || q[0].Host != "example.invalid" || q[0].Port != 80 {
+			t.Fatalf("SocksPort connection: exit %d, requests %+v\n%s", r.code, q, r.stderr)
+		}
+		if lines, _ := parseLog(r.stderr); len(lines) != 0 {
+			t.Errorf("connecting to the SocksPort logged: %q", r.stderr)
+		}
+		n = len(socks.Requests())
+		r = torsocks(t, nil, "curl", "-sS", "--max-time", "20", "--socks5", "127.0.0.1:9050", "http://203.0.113.10/")
+		if r.code != 0 || !strings.Contains(r.stdout, "canary") {
+			t.Fatalf("curl --socks5: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		if q := newRequests(socks, n); len(q) != 1 || q[0].Host != "203.0.113.10" {
+			t.Errorf("curl --socks5: requests %+v", q)
+		}
+		noLeaks(t)
 	})
 
 	// -a/-P, TORSOCKS_TOR_ADDRESS/TORSOCKS_TOR_PORT and TorAddress/TorPort in the file point at

@@ -22,6 +22,9 @@ const (
 	Direct
 	// Refuse fails the call with Errno.
 	Refuse
+	// Sandboxed creates the socket inside the UDP sandbox (internal/sandbox), whose datagrams
+	// cannot leave the machine; only the DNS responder answers there.
+	Sandboxed
 )
 
 func (a Action) String() string {
@@ -30,6 +33,8 @@ func (a Action) String() string {
 		return "proxy"
 	case Direct:
 		return "direct"
+	case Sandboxed:
+		return "sandboxed"
 	default:
 		return "refuse"
 	}
@@ -54,6 +59,8 @@ type Policy struct {
 	EnableIPv6 bool
 	// SocksPorts are Tor's SocksPort addresses: a Tor-aware program may connect to them directly.
 	SocksPorts []netip.AddrPort
+	// UDPSandbox: UDP sockets are created in the sandbox (so DNS works) instead of refused.
+	UDPSandbox bool
 }
 
 func refuse(errno unix.Errno, format string, args ...any) Decision {
@@ -101,6 +108,8 @@ func (p *Policy) Socket(domain, typ, proto int) Decision {
 			return refuse(unix.EPERM, "%s stream socket with protocol %d refused: Tor carries plain TCP only", familyName(domain), proto)
 		case base == unix.SOCK_DGRAM && (proto == unix.IPPROTO_ICMP || proto == unix.IPPROTO_ICMPV6):
 			return refuse(unix.EPERM, "ICMP socket refused: Tor carries TCP only")
+		case base == unix.SOCK_DGRAM && p.UDPSandbox && (proto == 0 || proto == unix.IPPROTO_UDP):
+			return Decision{Action: Sandboxed}
 		case base == unix.SOCK_DGRAM:
 			return refuse(unix.EPERM, "UDP socket refused: Tor carries TCP only")
 		case base == unix.SOCK_RAW:
@@ -113,6 +122,14 @@ func (p *Policy) Socket(domain, typ, proto int) Decision {
 	default:
 		return refuse(unix.EAFNOSUPPORT, "socket of address family %d refused: only unix, netlink, IPv4 and IPv6 TCP sockets are allowed under torsocks", domain)
 	}
+}
+
+// UDPConnect decides connect() on a sandboxed UDP socket: only DNS (port 53) is answered there.
+func (p *Policy) UDPConnect(dest netip.AddrPort) Decision {
+	if dest.Port() == 53 {
+		return Decision{Action: Sandboxed}
+	}
+	return refuse(unix.EPERM, "UDP to %s refused: Tor carries TCP only", dest)
 }
 
 // Listen decides listen() on a socket bound to local (unbound sockets listen on the wildcard

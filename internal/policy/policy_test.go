@@ -44,6 +44,7 @@ func TestConnect(t *testing.T) {
 func TestSocket(t *testing.T) {
 	p := &Policy{EnableIPv6: true}
 	no6 := &Policy{}
+	udp := &Policy{EnableIPv6: true, UDPSandbox: true}
 	for _, c := range []struct {
 		p                 *Policy
 		domain, typ, prot int
@@ -60,6 +61,11 @@ func TestSocket(t *testing.T) {
 		{p, unix.AF_INET6, unix.SOCK_STREAM, 0, Direct, 0},
 		{no6, unix.AF_INET6, unix.SOCK_STREAM, 0, Refuse, unix.ENOSYS},
 		{p, unix.AF_UNIX, unix.SOCK_STREAM, 0, Direct, 0},
+		{udp, unix.AF_INET, unix.SOCK_DGRAM, 0, Sandboxed, 0},
+		{udp, unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_UDP, Sandboxed, 0},
+		{udp, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP, Refuse, unix.EPERM},
+		{udp, unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP, Refuse, unix.EPERM},
+		{udp, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE, Refuse, unix.EPERM},
 	} {
 		d := c.p.Socket(c.domain, c.typ, c.prot)
 		if d.Action != c.want || d.Errno != c.errno {
@@ -87,5 +93,15 @@ func TestListen(t *testing.T) {
 		if d := c.p.Listen(netip.MustParseAddrPort(c.addr)); d.Action != c.want {
 			t.Errorf("Listen(%s) = %v, want %v", c.addr, d.Action, c.want)
 		}
+	}
+}
+
+func TestUDPConnect(t *testing.T) {
+	p := &Policy{UDPSandbox: true}
+	if d := p.UDPConnect(netip.MustParseAddrPort("192.0.2.53:53")); d.Action != Sandboxed {
+		t.Errorf("DNS: %v", d)
+	}
+	if d := p.UDPConnect(netip.MustParseAddrPort("203.0.113.10:443")); d.Action != Refuse || d.Reason == "" {
+		t.Errorf("QUIC: %v", d)
 	}
 }

@@ -57,7 +57,7 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		c.refuse(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
 		return
 	case !si.isTCP():
-		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
+		s.connectUDP(c, cp, si, addr, addrlen)
 		return
 	}
 	if addrlen > maxSockaddrLen {
@@ -90,6 +90,32 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		c.fail(unix.EISCONN)
 		return
 	}
+	if dest.Port() == 53 && s.opts.DNSTCP != nil {
+		closeCopy = false
+		s.goCall(c, func() {
+			defer unix.Close(cp)
+			s.connectDNS(c, cp, si, dest)
+		})
+		return
+	}
+	if s.opts.StandIn != nil {
+		if name, release, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap()); isStandIn {
+			if !ok {
+				c.refuse(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
+				return
+			}
+			closeCopy = false
+			s.goCall(c, func() {
+				defer unix.Close(cp)
+				if err := s.proxyNamed(c, cp, si, dest, name, release); err != nil {
+					s.failProxy(c, dest, err)
+					return
+				}
+				c.ok(0)
+			})
+			return
+		}
+	}
 	d := s.pol.Connect(dest)
 	switch d.Action {
 	case policy.Refuse:
@@ -111,6 +137,89 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 			c.ok(0)
 		})
 	}
+}
+
+// connectUDP serves connect() on a datagram socket. Only sockets of the UDP sandbox exist (others
+// are refused at creation; one inherited would be refused at start): letting the kernel run their
+// connect is safe whatever address it reads, since nothing sent from the sandbox leaves it.
+// Destinations other than DNS get a clear refusal instead of silence.
+func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint64) {
+	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
+		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
+		return
+	}
+	if addrlen > maxSockaddrLen {
+		addrlen = maxSockaddrLen
+	}
+	raw, err := c.read(addr, int(addrlen))
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
+	dest, unspec, err := parseSockaddr(si.domain, raw)
+	if err != nil || unspec {
+		c.cont() // malformed or AF_UNSPEC: the kernel answers; the socket is sandboxed either way
+		return
+	}
+	if d := s.pol.UDPConnect(dest); d.Action == policy.Refuse {
+		c.refuse(d.Errno, d.Reason)
+		return
+	}
+	c.cont()
+}
+
+// connectDNS connects a TCP socket aimed at port 53 (of any address) to the supervisor's DNS
+// responder instead: names go through Tor like every other lookup. getpeername still shows the
+// nameserver the program asked for.
+func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) {
+	target := s.opts.DNSTCP.TCPAddr()
+	local := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	if si.domain == unix.AF_INET6 {
+		if v6only, _ := unix.GetsockoptInt(cp, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); v6only == 1 {
+			c.refuse(unix.ENETUNREACH, fmt.Sprintf("DNS over TCP to %s refused: an IPv6-only socket cannot reach torsocks' resolver", dest))
+			return
+		}
+		target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
+		local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+	}
+	bound, err := boundAddr(cp, si.domain)
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
+	if bound.Port() == 0 {
+		sa, _ := toSockaddr(si.domain, local)
+		if err := unix.Bind(cp, sa); err != nil {
+			c.fail(errnoOf(err))
+			return
+		}
+		if bound, err = boundAddr(cp, si.domain); err != nil {
+			c.failErr("connect", err)
+			return
+		}
+	}
+	s.opts.DNSTCP.Expect(bound.Port())
+	sa, _ := toSockaddr(si.domain, target)
+	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+	err = unix.Connect(cp, sa)
+	if err == unix.EINPROGRESS || err == unix.EINTR {
+		if err = rc.wait(unix.POLLOUT); err == nil {
+			if soerr, _ := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR); soerr != 0 {
+				err = unix.Errno(soerr)
+			}
+		}
+	}
+	if err != nil {
+		c.failErr("DNS over TCP", err)
+		return
+	}
+	conn := registry.NewConn(si.cookie, dest, "", c.tid, nil)
+	if err := s.reg.Add(conn); err != nil {
+		conn.Put()
+	} else {
+		s.sweeper.Added()
+	}
+	c.ok(0)
 }
 
 // disconnect is connect(fd, {AF_UNSPEC}), which x/sys/unix cannot express.
@@ -172,6 +281,18 @@ var errTaskGone = errors.New("the calling thread exited")
 // proxy carries the program's socket (copy cp) through Tor to dest (or to host, when set, by
 // name), records it in the registry, and returns nil once the program may use the connection.
 func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, host string) error {
+	return s.proxyNamed(c, cp, si, dest, host, nil)
+}
+
+// proxyNamed is proxy with a release function that runs when the connection's registry entry is
+// freed (for a stand-in: the reference that keeps its name from being reused), or at once if the
+// connection fails.
+func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPort, host string, release func()) (err error) {
+	defer func() {
+		if err != nil && release != nil {
+			release()
+		}
+	}()
 	deadline := time.Now().Add(s.opts.ConnectTimeout)
 	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: deadline}
 	if err := s.connectTor(rc, si); err != nil {
@@ -182,7 +303,6 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 		req.Host = dest.Addr().WithZone("").String()
 	}
 	auth := s.credentials(c)
-	var err error
 	if s.opts.StepByStep {
 		_, err = socks5.Handshake(rc, req, auth)
 	} else {
@@ -211,7 +331,8 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 		unix.Shutdown(cp, unix.SHUT_RDWR)
 		return err
 	}
-	conn := registry.NewConn(si.cookie, dest, host, c.tid, nil)
+	conn := registry.NewConn(si.cookie, dest, host, c.tid, release)
+	release = nil // owned by conn now
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
 		unix.Shutdown(cp, unix.SHUT_RDWR)

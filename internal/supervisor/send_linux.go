@@ -67,6 +67,10 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 		return
 	}
 	if !si.isTCP() {
+		if s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp) {
+			c.cont() // a sandboxed UDP socket: whatever it sends stays in the sandbox
+			return
+		}
 		c.refuse(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/registry"
+	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 	"github.com/gotorsocks/torsocks/internal/sockdiag"
 	"github.com/gotorsocks/torsocks/internal/socks5"
@@ -44,6 +45,20 @@ type Options struct {
 	StepByStep bool
 	// Logger receives torsocks-style log records; "pid" attributes name the program's process.
 	Logger *slog.Logger
+	// Sandbox, when set, is where the program's UDP sockets are created (Policy.UDPSandbox).
+	Sandbox *sandbox.Sandbox
+	// DNSTCP, when set, receives the program's TCP connections to port 53 (DNS over TCP).
+	DNSTCP DNSTCP
+	// StandIn, when set, maps a stand-in address (.onion, map mode) to the name Tor must connect
+	// to, holding a reference on the entry until release is called. isStandIn reports that a is in
+	// a stand-in range; ok that it is allocated.
+	StandIn func(a netip.Addr) (name string, release func(), isStandIn, ok bool)
+}
+
+// DNSTCP is the supervisor's DNS-over-TCP listener (internal/dnsserver).
+type DNSTCP interface {
+	TCPAddr() netip.AddrPort
+	Expect(localPort uint16)
 }
 
 // Supervisor serves one seccomp listener.
@@ -267,22 +282,27 @@ func (s *Supervisor) socketcall(c *call) {
 	}
 }
 
-// socket refuses (with the reason) a socket the filter did not allow by itself. For the i386
-// socketcall, whose arguments are in memory, an allowed socket is created here and installed in
-// the program (letting the kernel re-read the arguments would let a racing thread swap them).
+// socket serves a socket() the filter did not allow by itself: refusals (with the reason), UDP
+// sockets made in the sandbox, and for the i386 socketcall, whose arguments are in memory, any
+// allowed socket (created here: letting the kernel re-read the arguments would let a racing
+// thread swap them). Sockets made here are installed in the program with ADDFD.
 func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) {
 	d := s.pol.Socket(domain, typ, proto)
-	if d.Action == policy.Refuse {
-		c.open() // for the pid in the log line; failure only loses the tgid
+	var fd int
+	var err error
+	switch {
+	case d.Action == policy.Refuse:
 		c.refuse(d.Errno, d.Reason)
 		return
-	}
-	if !viaMemory {
-		// The filter notifies only sockets it refuses; policy and filter disagree. Fail closed.
+	case d.Action == policy.Sandboxed && s.opts.Sandbox != nil:
+		fd, err = s.opts.Sandbox.Socket(domain, typ, proto)
+	case d.Action == policy.Direct && viaMemory:
+		fd, err = unix.Socket(domain, typ, proto)
+	default:
+		// The filter notifies only sockets it does not allow; policy and filter disagree.
 		c.refuse(unix.EPERM, fmt.Sprintf("socket(%d, %d, %d) refused: internal policy mismatch", domain, typ, proto))
 		return
 	}
-	fd, err := unix.Socket(domain, typ, proto)
 	if err != nil {
 		c.fail(errnoOf(err))
 		return

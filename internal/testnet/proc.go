@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -45,7 +46,7 @@ func (n *Network) startTor(nd *Node) error {
 		Setpgid:   true, // a terminal's ^C goes to us, and we stop tor in order
 		Pdeathsig: syscall.SIGTERM,
 	}
-	if err := cmd.Start(); err != nil {
+	if err := n.spawn(cmd.Start); err != nil {
 		out.Close()
 		return fmt.Errorf("testnet: start %s (%s): %w", nd.Name, n.opts.TorBinary, err)
 	}
@@ -57,6 +58,26 @@ func (n *Network) startTor(nd *Node) error {
 		close(p.done)
 	}()
 	return nil
+}
+
+// spawn runs start (an exec.Cmd's Start) on a locked OS thread kept for the
+// network's lifetime. Pdeathsig follows the thread that forked the child,
+// not the process: a child forked by a thread that later exits (a goroutine
+// ending while locked to it) would be sent SIGTERM at once.
+func (n *Network) spawn(start func() error) error {
+	n.spawnOnce.Do(func() {
+		n.spawnReq = make(chan func())
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for f := range n.spawnReq {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	n.spawnReq <- func() { errc <- start() }
+	return <-errc
 }
 
 func (p *proc) exited() bool {

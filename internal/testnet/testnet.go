@@ -132,6 +132,8 @@ type Network struct {
 
 	opts      Options
 	firstVote time.Time // the authorities' first vote (whole second)
+	spawnOnce sync.Once
+	spawnReq  chan func() // runs cmd.Start on one locked thread; see spawn
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -429,6 +431,9 @@ func (n *Network) Close() error {
 			}
 		}
 		n.closeErr = errors.Join(errs...)
+		if n.spawnReq != nil {
+			close(n.spawnReq)
+		}
 	})
 	return n.closeErr
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 var (
@@ -29,6 +30,8 @@ var (
 )
 
 const (
+	testName   = "web.test" // the test DNS server's name for testHost
+	dnsAddr    = "127.0.0.1:5353"
 	testPort   = 8080
 	rejectPort = 25 // every exit's policy rejects it
 )
@@ -47,6 +50,7 @@ func TestNetwork(t *testing.T) {
 	}
 
 	srv := startHTTP(t, net.JoinHostPort(testHost, fmt.Sprint(testPort)))
+	startDNS(t, dnsAddr, map[string]netip.Addr{testName + ".": netnstest.DestV4})
 
 	keyCache := ""
 	if dir, err := os.UserCacheDir(); err == nil {
@@ -59,6 +63,7 @@ func TestNetwork(t *testing.T) {
 		ExitSource:  netip.MustParseAddr(exitSource),
 		OnionTarget: net.JoinHostPort(testHost, fmt.Sprint(testPort)),
 		RejectPorts: []uint16{rejectPort},
+		Resolver:    dnsAddr,
 		Logf:        t.Logf,
 	})
 	if err != nil {
@@ -90,6 +95,21 @@ func TestNetwork(t *testing.T) {
 				t.Errorf("via %v: test host saw the connection from %s, want the exits' source %s", socks, remote, exitSource)
 			}
 		}
+	})
+
+	t.Run("ExitByName", func(t *testing.T) {
+		c, rep, err := socksConnect(n.SocksAddr, testName, testPort, "", "")
+		if err != nil {
+			t.Fatalf("CONNECT %s:%d: reply %#x: %v", testName, testPort, rep, err)
+		}
+		if body, remote := httpGet(t, c, testName, srv); body != "hello from the test host\n" || remote != exitSource {
+			t.Errorf("body %q from %s", body, remote)
+		}
+		_, rep, err = socksConnect(n.SocksAddr, "unknown.test", testPort, "", "")
+		if err == nil {
+			t.Fatal("CONNECT to a name the resolver does not know succeeded")
+		}
+		t.Logf("unknown name: reply %#x", rep)
 	})
 
 	t.Run("Onion", func(t *testing.T) {
@@ -185,6 +205,51 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("want alice and bob on two different circuits, got %v", users)
 		}
 	})
+}
+
+// startDNS serves A records for names (fully qualified) over UDP at addr:
+// the exits' resolver. Other names get NXDOMAIN.
+func startDNS(t *testing.T, addr string, names map[string]netip.Addr) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			nr, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:nr])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			a, known := names[strings.ToLower(q.Name.String())]
+			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
+			if !known {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, rh)
+			b.EnableCompression()
+			b.StartQuestions()
+			b.Question(q)
+			b.StartAnswers()
+			if known && q.Type == dnsmessage.TypeA {
+				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a.As4()})
+			}
+			if msg, err := b.Finish(); err == nil {
+				pc.WriteTo(msg, from)
+			}
+		}
+	}()
 }
 
 // testServer is the HTTP server on the test host; it records the source

@@ -1,0 +1,345 @@
+// Package dnsserver puts the DNS responder on the wire for the traced program: on UDP port 53 of
+// every address inside the UDP sandbox (answering from the very address the program sent to, so
+// resolvers that check the source of an answer accept it), on a loopback TCP listener that the
+// supervisor connects the program's port-53 TCP sockets to (DNS over TCP, used after truncation),
+// and with a catch-all that logs, once in a while, the datagrams to other ports that the sandbox
+// swallows. What to answer is the Answerer's business (internal/dns).
+package dnsserver
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/sandbox"
+)
+
+// Answerer answers one DNS query message; nil means drop it.
+type Answerer interface {
+	Answer(ctx context.Context, query []byte, maxSize int) []byte
+}
+
+// Server serves an Answerer.
+type Server struct {
+	ans  Answerer
+	log  *slog.Logger
+	sem  chan struct{} // bounds queries being answered at once
+	tcp  net.Listener
+	udp4 *ipv4.PacketConn
+	udp6 *ipv6.PacketConn
+	raw  []*os.File
+
+	mu     sync.Mutex               // guards expect and lastLog
+	expect map[uint16]time.Time     // local ports of program sockets being connected to the TCP listener
+	seen   map[netip.Addr]time.Time // last catch-all log line per destination
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start serves ans inside sb (UDP) and on a loopback TCP listener in the caller's namespace.
+func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger) (*Server, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{ans: ans, log: log, sem: make(chan struct{}, 256), expect: map[uint16]time.Time{},
+		seen: map[netip.Addr]time.Time{}, ctx: ctx, cancel: cancel}
+	fail := func(err error) (*Server, error) {
+		s.Close()
+		return nil, err
+	}
+	pc4, err := sandboxUDP(sb, unix.AF_INET, &unix.SockaddrInet4{Port: 53})
+	if err != nil {
+		return fail(err)
+	}
+	s.udp4 = ipv4.NewPacketConn(pc4)
+	if err := s.udp4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		return fail(fmt.Errorf("IP_PKTINFO: %w", err))
+	}
+	pc6, err := sandboxUDP(sb, unix.AF_INET6, &unix.SockaddrInet6{Port: 53})
+	if err != nil {
+		return fail(err)
+	}
+	s.udp6 = ipv6.NewPacketConn(pc6)
+	if err := s.udp6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		return fail(fmt.Errorf("IPV6_RECVPKTINFO: %w", err))
+	}
+	if s.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return fail(fmt.Errorf("DNS TCP listener: %w", err))
+	}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		fd, err := sb.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+		if err != nil {
+			return fail(err)
+		}
+		if fam == unix.AF_INET6 {
+			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+		s.raw = append(s.raw, os.NewFile(uintptr(fd), "udp-catch-all"))
+	}
+	s.wg.Add(5)
+	go s.serveUDP4()
+	go s.serveUDP6()
+	go s.serveTCP()
+	go s.catchAll(s.raw[0], unix.AF_INET)
+	go s.catchAll(s.raw[1], unix.AF_INET6)
+	return s, nil
+}
+
+func sandboxUDP(sb *sandbox.Sandbox, family int, sa unix.Sockaddr) (net.PacketConn, error) {
+	fd, err := sb.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if family == unix.AF_INET6 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind DNS responder in the sandbox: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "dns-udp")
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("DNS responder socket: %w", err)
+	}
+	return pc, nil
+}
+
+// TCPAddr is where the supervisor connects the program's port-53 TCP sockets.
+func (s *Server) TCPAddr() netip.AddrPort {
+	return s.tcp.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// Expect announces that a program socket bound to local port port is about to connect to the TCP
+// listener; connections from other ports (other local users) are refused.
+func (s *Server) Expect(port uint16) {
+	s.mu.Lock()
+	s.expect[port] = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *Server) expected(port uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.expect[port]
+	delete(s.expect, port)
+	for p, t := range s.expect { // forget announcements whose connect never came
+		if time.Since(t) > time.Minute {
+			delete(s.expect, p)
+		}
+	}
+	return ok
+}
+
+// Close stops serving and waits.
+func (s *Server) Close() error {
+	s.cancel()
+	if s.udp4 != nil {
+		s.udp4.Close()
+	}
+	if s.udp6 != nil {
+		s.udp6.Close()
+	}
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
+	for _, f := range s.raw {
+		f.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) answer(q []byte, max int, reply func([]byte)) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.ctx.Done():
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer func() { <-s.sem; s.wg.Done() }()
+		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+		defer cancel()
+		if r := s.ans.Answer(ctx, q, max); r != nil {
+			reply(r)
+		}
+	}()
+}
+
+func (s *Server) serveUDP4() {
+	defer s.wg.Done()
+	for {
+		buf := make([]byte, 4096)
+		n, cm, src, err := s.udp4.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if cm == nil || cm.Dst == nil {
+			continue
+		}
+		// Answer from the address the program sent to, so it sees its nameserver answering.
+		out := &ipv4.ControlMessage{Src: cm.Dst}
+		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) { s.udp4.WriteTo(r, out, src) })
+	}
+}
+
+func (s *Server) serveUDP6() {
+	defer s.wg.Done()
+	for {
+		buf := make([]byte, 4096)
+		n, cm, src, err := s.udp6.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if cm == nil || cm.Dst == nil {
+			continue
+		}
+		out := &ipv6.ControlMessage{Src: cm.Dst}
+		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) { s.udp6.WriteTo(r, out, src) })
+	}
+}
+
+// udpMax is the largest UDP answer the query allows: 512, or its EDNS buffer size (up to 4096).
+func udpMax(q []byte) int {
+	var p dnsmessage.Parser
+	if _, err := p.Start(q); err != nil {
+		return 512
+	}
+	if err := p.SkipAllQuestions(); err != nil {
+		return 512
+	}
+	if err := p.SkipAllAnswers(); err != nil {
+		return 512
+	}
+	if err := p.SkipAllAuthorities(); err != nil {
+		return 512
+	}
+	for {
+		h, err := p.AdditionalHeader()
+		if err != nil {
+			return 512
+		}
+		if h.Type == dnsmessage.TypeOPT {
+			size := int(h.Class)
+			return min(max(size, 512), 4096)
+		}
+		if err := p.SkipAdditional(); err != nil {
+			return 512
+		}
+	}
+}
+
+func (s *Server) serveTCP() {
+	defer s.wg.Done()
+	for {
+		c, err := s.tcp.Accept()
+		if err != nil {
+			return
+		}
+		port := c.RemoteAddr().(*net.TCPAddr).AddrPort().Port()
+		if !s.expected(port) {
+			c.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			var wmu sync.Mutex
+			for {
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				var l [2]byte
+				if _, err := io.ReadFull(c, l[:]); err != nil {
+					return
+				}
+				q := make([]byte, binary.BigEndian.Uint16(l[:]))
+				if _, err := io.ReadFull(c, q); err != nil {
+					return
+				}
+				s.answer(q, 65535, func(r []byte) {
+					wmu.Lock()
+					defer wmu.Unlock()
+					b := binary.BigEndian.AppendUint16(nil, uint16(len(r)))
+					c.Write(append(b, r...))
+				})
+			}
+		}()
+	}
+}
+
+// catchAll reads copies of every UDP datagram delivered in the sandbox and logs, at most once a
+// minute per destination, those that were not DNS: they went nowhere.
+func (s *Server) catchAll(f *os.File, family int) {
+	defer s.wg.Done()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 2048)
+	oob := make([]byte, 128)
+	for {
+		var n, oobn int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil || (rerr != nil && rerr != unix.EINTR) {
+			return
+		}
+		if rerr != nil {
+			continue
+		}
+		var dst netip.Addr
+		var udp []byte
+		if family == unix.AF_INET {
+			if n < 20 {
+				continue
+			}
+			ihl := int(buf[0]&0xf) * 4
+			if n < ihl+8 {
+				continue
+			}
+			dst = netip.AddrFrom4([4]byte(buf[16:20]))
+			udp = buf[ihl:n]
+		} else {
+			if n < 8 {
+				continue
+			}
+			udp = buf[:n]
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16 {
+					dst = netip.AddrFrom16([16]byte(m.Data[:16]))
+				}
+			}
+		}
+		sport, dport := binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
+		if dport == 53 || sport == 53 {
+			continue
+		}
+		s.mu.Lock()
+		last, ok := s.seen[dst]
+		if !ok || time.Since(last) > time.Minute {
+			s.seen[dst] = time.Now()
+			s.mu.Unlock()
+			s.log.Warn(fmt.Sprintf("UDP to %s refused: Tor carries TCP only (the datagram was dropped)", netip.AddrPortFrom(dst, dport)))
+			continue
+		}
+		s.mu.Unlock()
+	}
+}
