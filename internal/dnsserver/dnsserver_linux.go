@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/portgate"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 )
 
@@ -41,9 +42,10 @@ type Server struct {
 	udp6 *ipv6.PacketConn
 	raw  []*os.File
 
-	mu     sync.Mutex               // guards expect and lastLog
-	expect map[uint16]time.Time     // local ports of program sockets being connected to the TCP listener
-	seen   map[netip.Addr]time.Time // last catch-all log line per destination
+	gate portgate.Gate // local ports of program sockets being connected to the TCP listener
+
+	mu   sync.Mutex               // guards seen
+	seen map[netip.Addr]time.Time // last catch-all log line per destination
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,7 +55,7 @@ type Server struct {
 // Start serves ans inside sb (UDP) and on a loopback TCP listener in the caller's namespace.
 func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ans: ans, log: log, sem: make(chan struct{}, 256), expect: map[uint16]time.Time{},
+	s := &Server{ans: ans, log: log, sem: make(chan struct{}, 256),
 		seen: map[netip.Addr]time.Time{}, ctx: ctx, cancel: cancel}
 	fail := func(err error) (*Server, error) {
 		s.Close()
@@ -125,24 +127,7 @@ func (s *Server) TCPAddr() netip.AddrPort {
 
 // Expect announces that a program socket bound to local port port is about to connect to the TCP
 // listener; connections from other ports (other local users) are refused.
-func (s *Server) Expect(port uint16) {
-	s.mu.Lock()
-	s.expect[port] = time.Now()
-	s.mu.Unlock()
-}
-
-func (s *Server) expected(port uint16) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.expect[port]
-	delete(s.expect, port)
-	for p, t := range s.expect { // forget announcements whose connect never came
-		if time.Since(t) > time.Minute {
-			delete(s.expect, p)
-		}
-	}
-	return ok
-}
+func (s *Server) Expect(port uint16) { s.gate.Expect(port) }
 
 // Close stops serving and waits.
 func (s *Server) Close() error {
@@ -251,7 +236,7 @@ func (s *Server) serveTCP() {
 			return
 		}
 		port := c.RemoteAddr().(*net.TCPAddr).AddrPort().Port()
-		if !s.expected(port) {
+		if !s.gate.Admit(port) {
 			c.Close()
 			continue
 		}

@@ -188,9 +188,34 @@ func TestPolicyIsolationCredentials(t *testing.T) {
 		})
 	}
 
+	// At debug level the credentials are in use but the password is never written.
+	t.Run("password not logged", func(t *testing.T) {
+		r := probe(t, nil, []string{"-d", "-P", port, "-u", "alice", "-p", "secret"}, "connect", "203.0.113.10", "80")
+		wantLines(t, r, "connect=0 errno=0", "echo=ok")
+		if strings.Contains(r.stderr, "secret") {
+			t.Errorf("the password is in the log:\n%s", r.stderr)
+		}
+		noLeaks(t)
+	})
+
+	// No credentials against a server that requires them: the connect fails, nothing is reached.
+	t.Run("credentials missing", func(t *testing.T) {
+		n, acc := len(srv.Requests()), canary4.Accepted()
+		r := probe(t, []string{"TORSOCKS_TOR_PORT=" + port}, nil, "connect", "203.0.113.10", "80")
+		if !regexp.MustCompile(`(?m)^connect=-1 errno=E[A-Z]+$`).MatchString(r.stdout) {
+			t.Errorf("connect did not fail:\n%s", r.stdout)
+		}
+		if lines, _ := parseLog(r.stderr); len(lines) != 1 || !strings.Contains(lines[0].msg, "203.0.113.10:80") {
+			t.Errorf("want one line naming the destination: %q", r.stderr)
+		}
+		if q := newRequests(srv, n); len(q) != 0 || canary4.WaitAccepted(acc+1, 200*time.Millisecond) {
+			t.Errorf("a request passed without credentials: %+v", q)
+		}
+	})
+
 	t.Run("wrong password", func(t *testing.T) {
 		n, acc := len(srv.Requests()), canary4.Accepted()
-		r := probe(t, nil, []string{"-P", port, "-u", "alice", "-p", "wrong"}, "connect", "203.0.113.10", "80")
+		r := probe(t, nil, []string{"-P", port, "-u", "alice", "-p", "Wr0ngPassw0rd"}, "connect", "203.0.113.10", "80")
 		wantLines(t, r, "connect=-1 errno=EINVAL")
 		pid, _ := progPIDs(t, r.stdout)
 		lines, other := parseLog(r.stderr)
@@ -199,6 +224,9 @@ func TestPolicyIsolationCredentials(t *testing.T) {
 		}
 		if l := lines[0]; l.pid != pid || !strings.Contains(l.msg, "203.0.113.10:80") || !strings.Contains(strings.ToLower(l.msg), "authentication failed") {
 			t.Errorf("the line should name the program (pid %d), the destination and the authentication failure: %q", pid, l.raw)
+		}
+		if strings.Contains(r.stderr, "Wr0ngPassw0rd") {
+			t.Errorf("the password is in the log: %q", r.stderr)
 		}
 		if q := newRequests(srv, n); len(q) != 0 {
 			t.Errorf("a request passed a failed authentication: %+v", q)
@@ -217,6 +245,7 @@ var randomHex = regexp.MustCompile(`[0-9a-f]{16,}`)
 // that execs, and from the process again; it prints one "TAG pid" line per connection, in order.
 const isoScript = `
 import os, socket, subprocess, sys, threading
+out = threading.Lock()
 def conn(tag):
     s = socket.create_connection(("203.0.113.10", 80), timeout=20)
     s.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -227,7 +256,8 @@ def conn(tag):
         body += b
     assert b"canary" in body, body
     s.close()
-    print(tag, os.getpid(), flush=True)
+    with out:
+        print(tag, os.getpid(), flush=True)
 conn("parent")
 ts = [threading.Thread(target=conn, args=("thread",)) for _ in range(2)]
 for t in ts: t.start()

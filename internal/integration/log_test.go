@@ -291,6 +291,26 @@ func TestPolicyCommandLine(t *testing.T) {
 		}
 	})
 
+	// Invalid settings are a start-up error: exit 1, one clear line, the program never runs.
+	t.Run("invalid settings", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			env  []string
+			want string
+		}{
+			{"log level", []string{"TORSOCKS_LOG_LEVEL=9"}, "TORSOCKS_LOG_LEVEL"},
+			{"log time", []string{"TORSOCKS_LOG_TIME=maybe"}, "TORSOCKS_LOG_TIME"},
+			{"tor port", []string{"TORSOCKS_TOR_PORT=70000"}, "TORSOCKS_TOR_PORT"},
+			{"conf line", []string{"TORSOCKS_CONF_FILE=" + confFile(t, "TorPort 9050\nAllowInbound perhaps\n")}, "torsocks.conf:2:"},
+			{"user without password", []string{emptyConf(t), "TORSOCKS_USERNAME=alice"}, "password"},
+		} {
+			r := torsocks(t, tc.env, "sh", "-c", "echo ran")
+			if r.code != 1 || strings.Contains(r.stdout, "ran") || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Errorf("%s: want exit 1 and one line naming %q; exit %d, stdout %q, stderr %q", tc.name, tc.want, r.code, r.stdout, r.stderr)
+			}
+		}
+	})
+
 	// --shell runs $SHELL under torsocks: its commands are torified, its exit status is ours.
 	t.Run("shell", func(t *testing.T) {
 		n := len(socks.Requests())

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,17 +99,14 @@ func probe(t *testing.T, env, opts []string, args ...string) result {
 func wantLines(t *testing.T, r result, lines ...string) {
 	t.Helper()
 	have := strings.Split(r.stdout, "\n")
+	var missing []string
 	for _, w := range lines {
-		found := false
-		for _, h := range have {
-			if h == w {
-				found = true
-				break
-			}
+		if !slices.Contains(have, w) {
+			missing = append(missing, w)
 		}
-		if !found {
-			t.Errorf("missing line %q\nstdout: %s\nstderr: %s", w, r.stdout, r.stderr)
-		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("missing lines %q\nstdout: %s\nstderr: %s", missing, r.stdout, r.stderr)
 	}
 }
 

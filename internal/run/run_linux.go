@@ -28,6 +28,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/socks5"
 	"github.com/gotorsocks/torsocks/internal/supervisor"
 	"github.com/gotorsocks/torsocks/internal/tslog"
+	"github.com/gotorsocks/torsocks/internal/unixrelay"
 )
 
 // Version is this torsocks' version.
@@ -86,9 +87,6 @@ func Main(args []string) int {
 	if err := seccomp.CheckSizes(); err != nil {
 		return fail("%v", err)
 	}
-	if cfg.SocksUnix != "" {
-		return fail("TorAddress %s: a unix-socket SocksPort is not supported yet; use Tor's TCP SocksPort", cfg.SocksUnix)
-	}
 	if inv.Shell {
 		fmt.Fprintln(os.Stderr, "New torified shell coming right up...")
 	}
@@ -118,6 +116,14 @@ func Main(args []string) int {
 	signal.Notify(sigs, forwarded()...)
 	signal.Notify(sigs, unix.SIGCHLD)
 
+	var relay *unixrelay.Relay
+	if cfg.SocksUnix != "" {
+		if relay, err = unixrelay.Start(cfg.SocksUnix); err != nil {
+			return fail("%v", err)
+		}
+		defer relay.Close()
+	}
+
 	child, err := launch.Start("/proc/self/exe", path, inv.Command, os.Environ(), prog)
 	if err != nil {
 		return fail("%v", err)
@@ -132,6 +138,7 @@ func Main(args []string) int {
 	}
 	sup := supervisor.New(child.Listener, supervisor.Options{
 		Socks:          cfg.SocksAddr,
+		SocksRelay:     gated(relay),
 		SocksV6:        cfg.SocksAddrV6,
 		Auth:           auth,
 		IsolatePID:     cfg.IsolatePID,
@@ -310,4 +317,12 @@ func sockaddrString(sa unix.Sockaddr) string {
 		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr), uint16(v.Port)).String()
 	}
 	return "?"
+}
+
+// gated returns r as the supervisor's interface, or a nil interface for a nil relay.
+func gated(r *unixrelay.Relay) supervisor.Gated {
+	if r == nil {
+		return nil
+	}
+	return r
 }

@@ -172,45 +172,9 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint
 // responder instead: names go through Tor like every other lookup. getpeername still shows the
 // nameserver the program asked for.
 func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) {
-	target := s.opts.DNSTCP.TCPAddr()
-	local := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-	if si.domain == unix.AF_INET6 {
-		if v6only, _ := unix.GetsockoptInt(cp, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); v6only == 1 {
-			c.refuse(unix.ENETUNREACH, fmt.Sprintf("DNS over TCP to %s refused: an IPv6-only socket cannot reach torsocks' resolver", dest))
-			return
-		}
-		target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
-		local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
-	}
-	bound, err := boundAddr(cp, si.domain)
-	if err != nil {
-		c.failErr("connect", err)
-		return
-	}
-	if bound.Port() == 0 {
-		sa, _ := toSockaddr(si.domain, local)
-		if err := unix.Bind(cp, sa); err != nil {
-			c.fail(errnoOf(err))
-			return
-		}
-		if bound, err = boundAddr(cp, si.domain); err != nil {
-			c.failErr("connect", err)
-			return
-		}
-	}
-	s.opts.DNSTCP.Expect(bound.Port())
-	sa, _ := toSockaddr(si.domain, target)
 	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
-	err = unix.Connect(cp, sa)
-	if err == unix.EINPROGRESS || err == unix.EINTR {
-		if err = rc.wait(unix.POLLOUT); err == nil {
-			if soerr, _ := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR); soerr != 0 {
-				err = unix.Errno(soerr)
-			}
-		}
-	}
-	if err != nil {
-		c.failErr("DNS over TCP", err)
+	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
+		c.failErr("DNS over TCP to "+dest.String(), err)
 		return
 	}
 	conn := registry.NewConn(si.cookie, dest, "", c.tid, nil)
@@ -220,6 +184,53 @@ func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPor
 		s.sweeper.Added()
 	}
 	c.ok(0)
+}
+
+// connectGated connects the program's socket (its copy in rc) to one of the supervisor's own
+// loopback listeners (IPv4 target), announcing the socket's local port to the listener first
+// (binding it to an ephemeral port if the program has not bound it), so the listener can refuse
+// everybody else.
+func connectGated(rc *rawConn, si sockInfo, target netip.AddrPort, expect func(uint16)) error {
+	local := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	if si.domain == unix.AF_INET6 {
+		if v6only, _ := unix.GetsockoptInt(rc.fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); v6only == 1 {
+			return &setupError{errno: unix.ENETUNREACH, msg: "an IPv6-only socket cannot reach torsocks' own loopback listener " + target.String()}
+		}
+		target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
+		local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+	}
+	bound, err := boundAddr(rc.fd, si.domain)
+	if err != nil {
+		return err
+	}
+	if bound.Port() == 0 {
+		sa, _ := toSockaddr(si.domain, local)
+		if err := unix.Bind(rc.fd, sa); err != nil {
+			return fmt.Errorf("bind before connecting to %s: %w", target, err)
+		}
+		if bound, err = boundAddr(rc.fd, si.domain); err != nil {
+			return err
+		}
+	}
+	expect(bound.Port())
+	sa, _ := toSockaddr(si.domain, target)
+	return connectWait(rc, sa)
+}
+
+// connectWait connects the copy in rc to sa, waiting (within rc's deadline) when the program's
+// socket is non-blocking.
+func connectWait(rc *rawConn, sa unix.Sockaddr) error {
+	err := unix.Connect(rc.fd, sa)
+	if err == unix.EINPROGRESS || err == unix.EINTR || err == unix.EALREADY {
+		if err = rc.wait(unix.POLLOUT); err == nil {
+			var soerr int
+			soerr, err = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			if err == nil && soerr != 0 {
+				err = unix.Errno(soerr)
+			}
+		}
+	}
+	return err
 }
 
 // disconnect is connect(fd, {AF_UNSPEC}), which x/sys/unix cannot express.
@@ -355,7 +366,12 @@ func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPor
 // connectTor connects the copy to Tor's SocksPort, choosing the address family the socket can use.
 func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 	target := s.opts.Socks
-	if si.domain == unix.AF_INET6 {
+	var err error
+	switch {
+	case s.opts.SocksRelay != nil:
+		target = s.opts.SocksRelay.Addr()
+		err = connectGated(rc, si, target, s.opts.SocksRelay.Expect)
+	case si.domain == unix.AF_INET6:
 		v6only, _ := unix.GetsockoptInt(rc.fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
 		switch {
 		case s.opts.SocksV6.IsValid():
@@ -365,32 +381,29 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 		case target.Addr().Is4():
 			target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
 		}
-	} else if !target.Addr().Unmap().Is4() {
-		return &setupError{errno: unix.EAFNOSUPPORT, msg: fmt.Sprintf("an IPv4 socket cannot reach Tor's IPv6 SocksPort %s; set TorAddress to an IPv4 address", target)}
-	}
-	sa, err := toSockaddr(si.domain, target)
-	if err != nil {
-		return &setupError{errno: unix.EAFNOSUPPORT, msg: err.Error()}
-	}
-	err = unix.Connect(rc.fd, sa)
-	if err == unix.EINPROGRESS || err == unix.EINTR || err == unix.EALREADY {
-		if err = rc.wait(unix.POLLOUT); err == nil {
-			var soerr int
-			soerr, err = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err == nil && soerr != 0 {
-				err = unix.Errno(soerr)
-			}
+		sa, _ := toSockaddr(si.domain, target)
+		err = connectWait(rc, sa)
+	default:
+		if !target.Addr().Unmap().Is4() {
+			return &setupError{errno: unix.EAFNOSUPPORT, msg: fmt.Sprintf("an IPv4 socket cannot reach Tor's IPv6 SocksPort %s; set TorAddress to an IPv4 address", target)}
 		}
+		sa, _ := toSockaddr(si.domain, target)
+		err = connectWait(rc, sa)
 	}
 	if err != nil {
-		if errors.Is(err, errTaskGone) {
+		var se *setupError
+		if errors.Is(err, errTaskGone) || errors.As(err, &se) {
 			return err
 		}
 		errno := errnoOf(err)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			errno = unix.ETIMEDOUT
 		}
-		return &setupError{errno: errno, msg: fmt.Sprintf("cannot reach Tor's SocksPort %s: %v (is tor running?)", target, err)}
+		where := target.String()
+		if s.opts.SocksRelay != nil {
+			where = "(through its unix-socket relay)"
+		}
+		return &setupError{errno: errno, msg: fmt.Sprintf("cannot reach Tor's SocksPort %s: %v (is tor running?)", where, err)}
 	}
 	return nil
 }

@@ -26,6 +26,9 @@ type Options struct {
 	// Socks is Tor's SocksPort. IPv4 sockets reach it as is; IPv6 sockets through ::ffff: when it
 	// is IPv4 (unless SocksV6 is set).
 	Socks netip.AddrPort
+	// SocksRelay, when set, replaces Socks: Tor's SocksPort is a unix socket reached through this
+	// loopback relay (internal/unixrelay).
+	SocksRelay Gated
 	// SocksV6, when valid, is an IPv6 SocksPort used by IPv6 sockets (required for IPV6_V6ONLY ones).
 	SocksV6 netip.AddrPort
 	// Auth, when set, is sent (RFC 1929) on every SOCKS request.
@@ -58,6 +61,12 @@ type Options struct {
 // DNSTCP is the supervisor's DNS-over-TCP listener (internal/dnsserver).
 type DNSTCP interface {
 	TCPAddr() netip.AddrPort
+	Expect(localPort uint16)
+}
+
+// Gated is a loopback listener of the supervisor that admits only announced local ports.
+type Gated interface {
+	Addr() netip.AddrPort
 	Expect(localPort uint16)
 }
 

@@ -9,17 +9,22 @@
 // they connect out from that address, so a canary can tell a connection that
 // went through Tor from a leak.
 //
-// Start launches the network in two phases (authorities and exits first, then
-// the client and the onion service once the consensus lists every relay as
-// Running), waits for the client to bootstrap and for the onion service's
-// descriptor to be fetchable, and returns. The settings follow the notes in
-// the project's shared facts on Tor test networks: short voting intervals
-// with the first vote ~2 s after every relay's descriptor reached the authorities (SIGHUP
-// with a new start offset), equal measured bandwidths, empty GeoIP files and a
-// small glibc mmap threshold, which together bootstrap the client in ~12 s.
+// Start launches the network in two phases: authorities and exits first;
+// once every authority holds every relay's descriptor, the authorities are
+// told (SIGHUP, new TestingV3AuthVotingStartOffset) to vote ~2 s later; once
+// the consensus lists every relay Running and every relay holds it and all
+// microdescriptors, the client and the onion service start. Start returns
+// when the client has bootstrapped and can fetch the onion service's
+// descriptor. Other settings: 20 s voting intervals, equal measured
+// bandwidths (V3BandwidthsFile), empty GeoIP files, and a small glibc mmap
+// threshold (~14 MB per tor). The client bootstraps ~12 s after launch.
 //
-// Keys are kept in Options.Dir between runs (same fingerprints and onion
-// address); the tor data directories are wiped on every Start.
+// Keys are kept in Options.Dir (and Options.KeyCache) between runs, so
+// fingerprints and the onion address stay the same; the tor data
+// directories are wiped on every Start.
+//
+// Every tor runs with __OwningControllerProcess and a parent-death signal,
+// so none outlives the process that started it.
 package testnet
 
 import (
@@ -149,34 +154,37 @@ const (
 // bootstrapped and, with an onion service, its descriptor can be fetched.
 // On failure every started tor is stopped and the error carries an excerpt of
 // the log of the tor that did not come up.
-func Start(ctx context.Context, opts Options) (_ *Network, err error) {
+func Start(ctx context.Context, opts Options) (*Network, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	n := &Network{opts: opts}
-	defer func() {
-		if err != nil {
-			n.Close()
-		}
-	}()
+	if err := n.start(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
 
+func (n *Network) start(ctx context.Context) error {
+	opts := n.opts
 	t0 := time.Now()
 	if err := n.layout(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkPortsFree(n.ports()); err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.writeCommonFiles(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.loadKeyCache(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.makeKeys(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	n.saveKeyCache(RoleAuthority, RoleExit)
 	n.Timings.Keys = time.Since(t0)
@@ -188,27 +196,27 @@ func Start(ctx context.Context, opts Options) (_ *Network, err error) {
 	relays := n.relays()
 	for _, nd := range relays {
 		if err := n.prepareNode(nd); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, nd := range relays {
 		if err := n.startTor(nd); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	n.logf("launched %d authorities and %d exits", nAuthorities, opts.Exits)
 
 	if err := n.waitDescriptors(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.rescheduleVote(); err != nil {
-		return nil, err
+		return err
 	}
 	n.logf("every authority has every relay's descriptor after %v; first vote at +%v",
 		time.Since(launch).Round(time.Millisecond), n.firstVote.Sub(launch).Round(time.Millisecond))
 
 	if err := n.waitConsensus(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	n.Timings.Consensus = time.Since(launch)
 	n.logf("consensus lists all %d relays Running after %v", len(relays), n.Timings.Consensus.Round(time.Millisecond))
@@ -218,13 +226,13 @@ func Start(ctx context.Context, opts Options) (_ *Network, err error) {
 	for _, nd := range relays {
 		if nd.Role == RoleExit {
 			if err := nd.proc.signal(sigHUP); err != nil {
-				return nil, fmt.Errorf("testnet: SIGHUP %s: %w", nd.Name, err)
+				return fmt.Errorf("testnet: SIGHUP %s: %w", nd.Name, err)
 			}
 		}
 	}
 
 	if err := n.waitDirInfo(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	n.logf("every relay holds the consensus and all microdescriptors after %v", time.Since(launch).Round(time.Millisecond))
 
@@ -234,28 +242,28 @@ func Start(ctx context.Context, opts Options) (_ *Network, err error) {
 			continue
 		}
 		if err := n.prepareNode(nd); err != nil {
-			return nil, err
+			return err
 		}
 		if err := n.startTor(nd); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
 	if err := n.waitBootstrap(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	n.Timings.Bootstrap = time.Since(launch)
 	n.logf("client bootstrapped 100%% after %v (SOCKS %v, control %v)", n.Timings.Bootstrap.Round(time.Millisecond), n.SocksAddr, n.ControlAddr)
 
 	if n.node(RoleOnion) != nil {
 		if err := n.waitOnion(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		n.Timings.Onion = time.Since(launch)
 		n.saveKeyCache(RoleOnion)
 		n.logf("onion service %s descriptor fetched after %v", n.OnionHost, n.Timings.Onion.Round(time.Millisecond))
 	}
-	return n, nil
+	return nil
 }
 
 func (o *Options) setDefaults() error {

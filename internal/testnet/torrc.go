@@ -46,7 +46,7 @@ func (n *Network) writeCommonFiles() error {
 // prepareNode clears the node's data directory and old logs and writes its
 // torrc.
 func (n *Network) prepareNode(nd *Node) error {
-	for _, name := range []string{"data", "notice.log", "stdout.log", "tor.pid"} {
+	for _, name := range []string{"data", "notice.log", "stdout.log", "tor.pid", "control_auth_cookie"} {
 		if err := os.RemoveAll(filepath.Join(nd.Dir, name)); err != nil {
 			return fmt.Errorf("testnet: %s: %w", nd.Name, err)
 		}

@@ -300,6 +300,8 @@ func (n *Network) waitOnion(ctx context.Context) error {
 	}
 	replies := make(chan controlReply, 16)
 	readErr := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop) // runs before cc.Close, which ends the reader
 	go func() {
 		for {
 			r, err := cc.read()
@@ -307,25 +309,29 @@ func (n *Network) waitOnion(ctx context.Context) error {
 				readErr <- err
 				return
 			}
-			replies <- r
+			select {
+			case replies <- r:
+			case <-stop:
+				return
+			}
 		}
 	}()
 
-	var attempt *time.Timer
-	newAttempt := func() error {
-		if err := cc.send("HSFETCH " + addr); err != nil {
-			return err
-		}
-		attempt = time.NewTimer(5 * time.Second)
-		return nil
-	}
-	if err := newAttempt(); err != nil {
-		return err
-	}
+	// One HSFETCH asks one HSDir; ask again after a failure or silence.
+	attempt := time.NewTimer(0)
+	defer attempt.Stop()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	failures := 0
 	var lastFailure string
+	timedOut := func() error {
+		msg := "no answer"
+		if lastFailure != "" {
+			msg = fmt.Sprintf("%d failed fetches, last: %s", failures, lastFailure)
+		}
+		return fmt.Errorf("testnet: timed out waiting for the client to fetch the descriptor of %s (%s): %w%s%s",
+			n.OnionHost, msg, ctx.Err(), onion.Excerpt(), client.Excerpt())
+	}
 	for {
 		select {
 		case r := <-replies:
@@ -336,32 +342,28 @@ func (n *Network) waitOnion(ctx context.Context) error {
 			case r.Code == 650 && strings.HasPrefix(line, "HS_DESC FAILED "+addr+" "):
 				failures++
 				lastFailure = line
-				attempt.Stop()
-				if err := newAttempt(); err != nil {
-					return err
-				}
+				attempt.Reset(500 * time.Millisecond)
 			case r.Code/100 != 2 && r.Code != 650:
-				// HSFETCH refused (e.g. no usable HSDir yet): retry soon.
+				// HSFETCH refused (e.g. no usable HSDir yet).
 				lastFailure = r.String()
 				attempt.Reset(time.Second)
 			}
 		case <-attempt.C:
-			if err := newAttempt(); err != nil {
+			if err := cc.send("HSFETCH " + addr); err != nil {
 				return err
 			}
+			attempt.Reset(5 * time.Second)
 		case err := <-readErr:
+			if ctx.Err() != nil {
+				return timedOut()
+			}
 			return err
 		case <-tick.C:
 			if err := n.checkAlive("the onion descriptor"); err != nil {
 				return err
 			}
 		case <-ctx.Done():
-			msg := "no answer"
-			if lastFailure != "" {
-				msg = fmt.Sprintf("%d failed fetches, last: %s", failures, lastFailure)
-			}
-			return fmt.Errorf("testnet: timed out waiting for the client to fetch the descriptor of %s (%s): %w%s%s",
-				n.OnionHost, msg, ctx.Err(), onion.Excerpt(), client.Excerpt())
+			return timedOut()
 		}
 	}
 }
