@@ -30,6 +30,7 @@ var (
 	once                    sync.Once
 	onceErr                 error
 	dir, torsocksGo, connbn string
+	unixmsg                 string
 )
 
 const destHost, destPort = "203.0.113.10", "8080"
@@ -47,6 +48,11 @@ func setup(b testing.TB) {
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			onceErr = fmt.Errorf("build: %v\n%s", err, out)
+			return
+		}
+		unixmsg = filepath.Join(dir, "unixmsg")
+		if out, err := exec.Command("gcc", "-O2", "-o", unixmsg, "testdata/unixmsg.c", "-lpthread").CombinedOutput(); err != nil {
+			onceErr = fmt.Errorf("gcc: %v\n%s", err, out)
 			return
 		}
 		connbn = filepath.Join(dir, "connbench")
@@ -170,6 +176,26 @@ func TestReport(t *testing.T) {
 	for _, m := range modes {
 		t.Logf("%-14s %8.1f µs/connect  ratio to client-socks5 %.2f", m.name, ns[m.name]/1000, ns[m.name]/base)
 	}
-	res := run(t, []string{torsocksGo, "-d"}, "direct", n, "BENCH_PARENT_STATUS=1")
+	res := run(t, []string{torsocksGo}, "direct", n, "BENCH_PARENT_STATUS=1")
 	t.Logf("torsocks-go supervisor after %d connects: VmHWM %s, VmRSS %s", n, res["parent_VmHWM"], res["parent_VmRSS"])
+
+	// A program that never touches the network but talks a lot over unix sockets (D-Bus, Wayland):
+	// what the filter costs it.
+	plain, wrapped := 1e18, 1e18
+	for round := 0; round < 3; round++ {
+		for _, w := range [][]string{nil, {torsocksGo}} {
+			args := append(append([]string{}, w...), unixmsg, "200000")
+			out, err := exec.Command(args[0], args[1:]...).Output()
+			if err != nil {
+				t.Fatalf("%v: %v", args, err)
+			}
+			v, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(string(out), "ns_per_roundtrip=")), 64)
+			if w == nil {
+				plain = min(plain, v)
+			} else {
+				wrapped = min(wrapped, v)
+			}
+		}
+	}
+	t.Logf("unix sendmsg/recvmsg round trip: %.2f µs plain, %.2f µs under torsocks-go, ratio %.3f", plain/1000, wrapped/1000, wrapped/plain)
 }

@@ -368,6 +368,20 @@ func TestPolicy(t *testing.T) {
 		}
 	})
 
+	// sendto/sendmsg with MSG_FASTOPEN is a connect in disguise: proxied, then a plain send (C
+	// torsocks lets sendmsg's go direct).
+	t.Run("fastopen", func(t *testing.T) {
+		for _, op := range []string{"fastopen", "fastopen-msg"} {
+			for _, d := range []netip.AddrPort{dest4, dest6} {
+				n := len(socks.Requests())
+				r := probe(t, nil, nil, op, d.Addr().String(), "80")
+				wantLines(t, r, "send=18 errno=0", "peer="+d.String()+" len="+sockLen(d.Addr().String()), "page=canary")
+				wantConnectRequests(t, newRequests(socks, n), d)
+			}
+		}
+		noLeaks(t)
+	})
+
 	// A second connect on a proxied socket: EISCONN, as on any connected socket.
 	t.Run("second-connect-EISCONN", func(t *testing.T) {
 		for _, d := range []netip.AddrPort{dest4, dest6} {

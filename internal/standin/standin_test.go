@@ -106,8 +106,8 @@ func TestRanges(t *testing.T) {
 		{prefix: "10.0.0.0/30", want: []string{"10.0.0.1", "10.0.0.2"}},
 		{prefix: "10.0.0.4/30", want: []string{"10.0.0.5", "10.0.0.6"}},
 		{prefix: "10.0.0.8/29", reserved: []string{"10.0.0.10", "10.0.0.99"}, want: []string{"10.0.0.9", "10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"}},
-		{prefix: "127.42.42.200/29", want: rangeOf("127.42.42.", 201, 206)},   // not aligned on /24: stays inside
-		{prefix: "127.42.42.17/28", want: rangeOf("127.42.42.", 17, 30)},     // host bits set: masked to .16/28
+		{prefix: "127.42.42.200/29", want: rangeOf("127.42.42.", 201, 206)},              // not aligned on /24: stays inside
+		{prefix: "127.42.42.17/28", want: rangeOf("127.42.42.", 17, 30)},                 // host bits set: masked to .16/28
 		{prefix: "127.0.0.0/23", want: rangeOf2("127.0.0.", 1, 255, "127.0.1.", 0, 254)}, // .0.255 and .1.0 are inside, usable
 		{prefix: "fd00::/126", want: []string{"fd00::1", "fd00::2", "fd00::3"}},
 		{prefix: "fd00::/127", want: []string{"fd00::1"}},

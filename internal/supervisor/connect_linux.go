@@ -507,6 +507,15 @@ func (s *Supervisor) credentials(c *call) *socks5.Auth {
 	if cr, ok := s.iso[pid]; ok && cr.start == start {
 		return cr.auth
 	}
+	if len(s.iso) >= 1024 {
+		// Forget processes that are gone (or whose pid now names another process), so the table
+		// stays as large as the tree, not as its history.
+		for p, cr := range s.iso {
+			if processStart(p) != cr.start {
+				delete(s.iso, p)
+			}
+		}
+	}
 	b := make([]byte, 16)
 	rand.Read(b)
 	a := &socks5.Auth{Username: "torsocks-" + strconv.Itoa(pid) + "-" + hex.EncodeToString(b[:8]), Password: hex.EncodeToString(b[8:])}

@@ -229,6 +229,7 @@ func isBoringWarning(line string) bool {
 		"SR state file", "/sr-state\": No such file",
 		"approved-routers",
 		"is giving Tor only an IP address",
+		"404 (\"Not found\") from server", // consensus asked for before the first vote
 	} {
 		if strings.Contains(line, s) {
 			return true

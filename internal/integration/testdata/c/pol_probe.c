@@ -4,6 +4,8 @@
 //	pol_probe udp ADDR PORT       socket(SOCK_DGRAM), then sendto, connect+send and sendmsg if it exists
 //	pol_probe listen ADDR         socket, bind(ADDR:0), listen
 //	pol_probe socket6             socket(AF_INET6, SOCK_STREAM)
+//	pol_probe fastopen ADDR PORT  sendto(MSG_FASTOPEN) of an HTTP request, getpeername, the page
+//	pol_probe fastopen-msg ...    the same with sendmsg(MSG_FASTOPEN)
 //
 // ADDR is numeric IPv4 or IPv6. Every line also names the process: pid=... ppid=...
 #define _GNU_SOURCE
@@ -86,6 +88,33 @@ int main(int argc, char **argv) {
 		ssize_t n = write(fd, msg, sizeof msg - 1);
 		if (n == (ssize_t)sizeof msg - 1) n = recv(fd, buf, sizeof msg - 1, MSG_WAITALL);
 		printf("echo=%s\n", n == (ssize_t)sizeof msg - 1 && !memcmp(buf, msg, n) ? "ok" : "bad");
+		return 0;
+	}
+	if ((!strcmp(op, "fastopen") || !strcmp(op, "fastopen-msg")) && argc == 4) {
+		socklen_t len = parse(argv[2], atoi(argv[3]), &ss);
+		int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+		printf("socket=%d errno=%s\n", fd < 0 ? -1 : 0, en(fd));
+		if (fd < 0) return 0;
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		char req[] = "GET / HTTP/1.0\r\n\r\n";
+		ssize_t r;
+		if (!strcmp(op, "fastopen")) {
+			r = sendto(fd, req, sizeof req - 1, MSG_FASTOPEN, (struct sockaddr *)&ss, len);
+		} else {
+			struct iovec iov = {.iov_base = req, .iov_len = sizeof req - 1};
+			struct msghdr mh = {.msg_name = &ss, .msg_namelen = len, .msg_iov = &iov, .msg_iovlen = 1};
+			r = sendmsg(fd, &mh, MSG_FASTOPEN);
+		}
+		printf("send=%zd errno=%s\n", r, r < 0 ? strerrorname_np(errno) : "0");
+		if (r < 0) return 0;
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof peer;
+		if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0) show("peer", &peer, plen);
+		char buf[4096];
+		size_t got = 0;
+		while (got < sizeof buf - 1 && (r = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0) got += r;
+		buf[got] = 0;
+		printf("page=%s\n", strstr(buf, "canary") ? "canary" : "none");
 		return 0;
 	}
 	if (!strcmp(op, "udp") && argc == 4) {
