@@ -38,11 +38,11 @@ func (s *Server) Answer(ctx context.Context, query []byte, maxSize int) (resp []
 
 // response holds what goes into a response message.
 type response struct {
-	hdr      dnsmessage.Header
-	q        *dnsmessage.Question
-	ans      []record
-	rcode    int  // full RCODE: 12 bits with EDNS (BADVERS is 16), else 4
-	edns     bool // add an OPT record
+	hdr   dnsmessage.Header
+	q     *dnsmessage.Question
+	ans   []record
+	rcode int  // full RCODE: 12 bits with EDNS (BADVERS is 16), else 4
+	edns  bool // add an OPT record
 }
 
 func (s *Server) answer(ctx context.Context, query []byte, maxSize int) []byte {
@@ -60,6 +60,9 @@ func (s *Server) answer(ctx context.Context, query []byte, maxSize int) []byte {
 	}}
 	limit := maxSize
 	fail := func(rc dnsmessage.RCode) []byte {
+		if h.OpCode != 0 { // another opcode's message may have other sections: NOTIMP whatever they hold
+			rc = dnsmessage.RCodeNotImplemented
+		}
 		r.rcode = int(rc)
 		return r.build(limit)
 	}

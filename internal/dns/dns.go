@@ -155,12 +155,12 @@ type Options struct {
 
 // Server answers DNS queries. Its methods may be called from any goroutine.
 type Server struct {
-	mode               Mode
-	onion, map4, map6  *standin.Table // map4 is nil in resolve mode
-	resolver           Resolver
-	hosts              hostsTable
-	cache              *cache
-	logf               func(format string, args ...any)
+	mode              Mode
+	onion, map4, map6 *standin.Table // map4 is nil in resolve mode
+	resolver          Resolver
+	hosts             hostsTable
+	cache             *cache
+	logf              func(format string, args ...any)
 }
 
 // New returns a Server for opts.

@@ -4,15 +4,17 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// Every way out of a connect-only seccomp filter that docs/../shared/facts lists ("Traps found"),
+// Every way out of a connect-only seccomp filter that ../shared/facts/seccomp-unotify.md lists,
 // each tried by a small C program (testdata/c/bp_*.c) under torsocks against the canaries: the
 // program sees the expected refusal or a connection carried by the SOCKS server, and no canary sees
 // a connection from anywhere else.
@@ -133,8 +135,8 @@ func TestTFOKernelParity(t *testing.T) {
 			if len(want) == 0 {
 				t.Fatalf("native %s %s: no results\n%s", d.native, mode, nat.stdout)
 			}
-			for label, w := range want {
-				if g := got[label]; g != w {
+			for _, label := range slices.Sorted(maps.Keys(want)) {
+				if w, g := want[label], got[label]; g != w {
 					t.Errorf("%s %s: %s: kernel says %q, under torsocks %q", d.host, mode, label, w, g)
 				}
 			}

@@ -48,16 +48,33 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 	}
 	switch {
 	case si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK:
-		// A socket's family is fixed when it is created, so whatever address the kernel reads when
-		// it runs this call (a racing thread may have changed it since), this socket can only reach
-		// a unix or netlink peer on this machine: letting the kernel run it cannot go around Tor.
-		c.cont()
+		// This socket can only reach a unix or netlink peer on this machine. The connect is still
+		// made here, on the copy (see copy_linux.go): the kernel would look the descriptor number
+		// up again, and it may name another socket by then. (Unix peers then see the supervisor's
+		// pid in SO_PEERCRED; uid and gid are the program's.)
+		if addrlen > maxSockaddrLen {
+			addrlen = maxSockaddrLen
+		}
+		raw, err := c.read(addr, int(addrlen))
+		if err != nil {
+			c.failErr("connect", err)
+			return
+		}
+		closeCopy = false
+		s.goCall(c, func() {
+			defer unix.Close(cp)
+			s.connectCopy(c, cp, si, raw)
+		})
 		return
 	case !si.isInet():
 		c.refuse(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
 		return
 	case !si.isTCP():
-		s.connectUDP(c, cp, si, addr, addrlen)
+		closeCopy = false
+		s.goCall(c, func() {
+			defer unix.Close(cp)
+			s.connectUDP(c, cp, si, addr, addrlen)
+		})
 		return
 	}
 	if addrlen > maxSockaddrLen {
@@ -140,9 +157,9 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 }
 
 // connectUDP serves connect() on a datagram socket. Only sockets of the UDP sandbox exist (others
-// are refused at creation; one inherited would be refused at start): letting the kernel run their
-// connect is safe whatever address it reads, since nothing sent from the sandbox leaves it.
-// Destinations other than DNS get a clear refusal instead of silence.
+// are refused at creation; one inherited would be refused at start); nothing sent from there
+// leaves it. The connect is made on the copy (see copy_linux.go). Destinations other than DNS get
+// a clear refusal instead of silence.
 func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint64) {
 	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
 		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
@@ -157,15 +174,13 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint
 		return
 	}
 	dest, unspec, err := parseSockaddr(si.domain, raw)
-	if err != nil || unspec {
-		c.cont() // malformed or AF_UNSPEC: the kernel answers; the socket is sandboxed either way
-		return
+	if err == nil && !unspec {
+		if d := s.pol.UDPConnect(dest); d.Action == policy.Refuse {
+			c.refuse(d.Errno, d.Reason)
+			return
+		}
 	}
-	if d := s.pol.UDPConnect(dest); d.Action == policy.Refuse {
-		c.refuse(d.Errno, d.Reason)
-		return
-	}
-	c.cont()
+	s.connectCopy(c, cp, si, raw) // malformed addresses get the kernel's own error
 }
 
 // connectDNS connects a TCP socket aimed at port 53 (of any address) to the supervisor's DNS

@@ -38,8 +38,8 @@ type sendArgs struct {
 // send serves a send-family call the filter notified: one carrying MSG_FASTOPEN (a connect in
 // disguise), or any i386 socketcall send (its flags are in memory, beyond the filter's sight).
 //
-// On unix and netlink sockets the kernel runs it (the family is fixed; nothing can leave). On a
-// TCP socket:
+// On unix, netlink and sandboxed UDP sockets the supervisor sends the data itself (sendLocal). On
+// a TCP socket:
 //   - connected: MSG_FASTOPEN fails with EISCONN as the kernel would fail it; without it (i386
 //     socketcall only) the supervisor sends the data itself, so flags changed in memory by a racing
 //     thread after this decision cannot matter;
@@ -62,16 +62,21 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 		c.failErr("send", err)
 		return
 	}
-	if si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK {
-		c.cont() // see connect: the socket's family is fixed; nothing it sends leaves the machine
+	local := si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK ||
+		(!si.isTCP() && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp))
+	if !si.isTCP() && !local {
+		c.refuse(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
 		return
 	}
-	if !si.isTCP() {
-		if s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp) {
-			c.cont() // a sandboxed UDP socket: whatever it sends stays in the sandbox
-			return
-		}
-		c.refuse(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
+	if local {
+		// Nothing this socket sends can leave the machine, but the kernel must not run the call:
+		// it would look the descriptor number up again (see copy_linux.go). The supervisor sends
+		// the data itself on the copy.
+		handed = true
+		s.goCall(c, func() {
+			defer unix.Close(cp)
+			s.sendLocal(c, cp, si, a)
+		})
 		return
 	}
 	msg, err := s.readSend(c, a)
@@ -89,7 +94,7 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 		c.fail(unix.EPIPE)
 		return
 	case !connected && msg.name == nil:
-		c.fail(unix.EDESTADDRREQ)
+		c.fail(unix.EINVAL) // what the kernel answers: a Fast Open connect needs an address
 		return
 	}
 	handed = true
@@ -97,8 +102,12 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 		defer unix.Close(cp)
 		if !connected {
 			dest, unspec, err := parseSockaddr(si.domain, msg.name)
-			if err != nil || unspec {
-				c.fail(unix.EINVAL)
+			switch {
+			case unspec:
+				c.fail(unix.EOPNOTSUPP) // as the kernel: no Fast Open to AF_UNSPEC
+				return
+			case err != nil:
+				c.fail(errnoOf(err))
 				return
 			}
 			d := s.pol.Connect(dest)
@@ -140,13 +149,63 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 
 // sendMsg is what one send carries.
 type sendMsg struct {
-	name  []byte // destination sockaddr, nil if none
-	data  []byte // up to maxEmulatedSend bytes
-	flags int
+	name       []byte // destination sockaddr, nil if none
+	data       []byte // up to the limit given to readSend
+	flags      int
+	controlLen uint64 // bytes of ancillary data (not read)
+	total      uint64 // bytes the program asked to send (data may hold fewer)
+}
+
+// sendLocal sends, on the copy of a unix, netlink or sandboxed UDP socket, what the program asked
+// to send. A datagram is sent whole (up to 1 MiB) or not at all.
+func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) {
+	limit := maxEmulatedSend
+	if si.typ != unix.SOCK_STREAM {
+		limit = 1 << 20
+	}
+	msg, err := s.readSendLimit(c, a, limit)
+	if err != nil {
+		c.failErr("send", err)
+		return
+	}
+	if si.typ != unix.SOCK_STREAM && msg.total > uint64(len(msg.data)) {
+		c.fail(unix.EMSGSIZE)
+		return
+	}
+	if msg.controlLen > 0 {
+		c.refuse(unix.EOPNOTSUPP, "sendmsg with ancillary data through the i386 socketcall is not supported under torsocks")
+		return
+	}
+	name := msg.name
+	if si.domain == unix.AF_UNIX && len(name) > 0 {
+		var done func()
+		if name, done, err = c.unixAddr(name); err != nil {
+			c.failErr("send", err)
+			return
+		}
+		defer done()
+	}
+	n, err := sendRaw(cp, msg.data, name, msg.flags&^msgFastopen|unix.MSG_NOSIGNAL)
+	if err != nil {
+		c.fail(errnoOf(err))
+		return
+	}
+	if a.kind == kindSendmmsg {
+		c.writeMsgLen(a, n)
+		c.ok(1)
+		return
+	}
+	c.ok(int64(n))
 }
 
 // readSend reads the destination and data of a send-family call from the program's memory.
 func (s *Supervisor) readSend(c *call, a sendArgs) (sendMsg, error) {
+	return s.readSendLimit(c, a, maxEmulatedSend)
+}
+
+// readSendLimit is readSend reading at most limit bytes of data; a datagram socket's caller passes
+// a limit it checks against the message's full length.
+func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, error) {
 	m := sendMsg{flags: a.flags}
 	ps := uint64(c.abi.PtrSize)
 	word := func(b []byte) uint64 {
@@ -187,6 +246,7 @@ func (s *Supervisor) readSend(c *call, a sendArgs) (sendMsg, error) {
 		namelen := uint64(binary.LittleEndian.Uint32(h[ps:]))
 		iov := word(h[2*ps:])
 		iovlen := word(h[3*ps:])
+		m.controlLen = word(h[5*ps:])
 		if name != 0 && namelen > 0 {
 			if namelen > maxSockaddrLen {
 				return m, unix.EINVAL
@@ -209,9 +269,10 @@ func (s *Supervisor) readSend(c *call, a sendArgs) (sendMsg, error) {
 		}
 	}
 	for _, v := range iovs {
-		room := maxEmulatedSend - len(m.data)
+		m.total += v[1]
+		room := limit - len(m.data)
 		if room <= 0 {
-			break
+			continue // keep counting total
 		}
 		n := v[1]
 		if n > uint64(room) {

@@ -240,7 +240,7 @@ func (s *Supervisor) dispatch(n *seccomp.Notif) {
 	case abi.Getpeername:
 		s.getpeername(c, c.fdArg(0), c.arg(1), c.arg(2))
 	case abi.Listen:
-		s.listen(c, c.fdArg(0))
+		s.listen(c, c.fdArg(0), int(int32(c.arg(1))))
 	case abi.Socket:
 		s.socket(c, int(int32(c.arg(0))), int(int32(c.arg(1))), int(int32(c.arg(2))), false)
 	case abi.Sendto:
@@ -279,7 +279,7 @@ func (s *Supervisor) socketcall(c *call) {
 	case filter.SysConnect:
 		s.connect(c, fd, a[1], a[2])
 	case filter.SysListen:
-		s.listen(c, fd)
+		s.listen(c, fd, int(int32(uint32(a[1]))))
 	case filter.SysGetpeername:
 		s.getpeername(c, fd, a[1], a[2])
 	case filter.SysSendto:
@@ -324,10 +324,10 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) {
 	c.finish(nil)
 }
 
-// listen refuses listening on a non-loopback address unless AllowInbound. Letting the kernel run
-// an allowed listen is safe: its arguments are registers, and the bound address read here cannot
-// change (an unbound socket counts as the wildcard address and is refused).
-func (s *Supervisor) listen(c *call, fd int) {
+// listen refuses listening on a non-loopback address unless AllowInbound (an unbound socket counts
+// as the wildcard address). An allowed listen is made here on the copy, not by the kernel, which
+// would look the descriptor number up again (see copy_linux.go).
+func (s *Supervisor) listen(c *call, fd, backlog int) {
 	cp, err := c.getfd(fd)
 	if err != nil {
 		c.failErr("listen", err)
@@ -339,20 +339,22 @@ func (s *Supervisor) listen(c *call, fd int) {
 		c.failErr("listen", err)
 		return
 	}
-	if !si.isInet() {
-		c.cont()
+	if si.isInet() {
+		local, err := boundAddr(cp, si.domain)
+		if err != nil {
+			c.failErr("listen", err)
+			return
+		}
+		if d := s.pol.Listen(local); d.Action == policy.Refuse {
+			c.refuse(d.Errno, d.Reason)
+			return
+		}
+	}
+	if err := unix.Listen(cp, backlog); err != nil {
+		c.fail(errnoOf(err))
 		return
 	}
-	local, err := boundAddr(cp, si.domain)
-	if err != nil {
-		c.failErr("listen", err)
-		return
-	}
-	if d := s.pol.Listen(local); d.Action == policy.Refuse {
-		c.refuse(d.Errno, d.Reason)
-		return
-	}
-	c.cont()
+	c.ok(0)
 }
 
 // getpeername answers with the destination the program asked for on proxied sockets (the kernel

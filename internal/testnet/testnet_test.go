@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
-	"golang.org/x/net/dns/dnsmessage"
 )
 
 var (
@@ -50,7 +49,11 @@ func TestNetwork(t *testing.T) {
 	}
 
 	srv := startHTTP(t, net.JoinHostPort(testHost, fmt.Sprint(testPort)))
-	startDNS(t, dnsAddr, map[string]netip.Addr{testName + ".": netnstest.DestV4})
+	dns, err := StartDNSStub(dnsAddr, map[string]netip.Addr{testName: netnstest.DestV4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dns.Close() })
 
 	keyCache := ""
 	if dir, err := os.UserCacheDir(); err == nil {
@@ -205,51 +208,6 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("want alice and bob on two different circuits, got %v", users)
 		}
 	})
-}
-
-// startDNS serves A records for names (fully qualified) over UDP at addr:
-// the exits' resolver. Other names get NXDOMAIN.
-func startDNS(t *testing.T, addr string, names map[string]netip.Addr) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			nr, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:nr])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			a, known := names[strings.ToLower(q.Name.String())]
-			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
-			if !known {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, rh)
-			b.EnableCompression()
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			if known && q.Type == dnsmessage.TypeA {
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: a.As4()})
-			}
-			if msg, err := b.Finish(); err == nil {
-				pc.WriteTo(msg, from)
-			}
-		}
-	}()
 }
 
 // testServer is the HTTP server on the test host; it records the source

@@ -1,0 +1,142 @@
+package supervisor
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/seccomp"
+)
+
+// The supervisor decides on its copy of the program's socket. Letting the kernel run the call
+// afterwards (CONTINUE) would make it look the descriptor number up again, and a racing thread
+// may have dup2()ed another socket onto that number meanwhile (a TCP socket, connected directly).
+// So every call whose safety depends on which socket the number names is carried out here, on the
+// copy, with the arguments read once.
+
+// connectRaw connects fd to the raw sockaddr sa (as the program passed it).
+func connectRaw(fd int, sa []byte) error {
+	if len(sa) == 0 {
+		return unix.EINVAL
+	}
+	_, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// sendRaw sends data on fd to the raw sockaddr name (nil: none) with flags.
+func sendRaw(fd int, data, name []byte, flags int) (int, error) {
+	var msg unix.Msghdr
+	var iov unix.Iovec
+	if len(data) > 0 {
+		iov.Base = &data[0]
+		iov.SetLen(len(data))
+		msg.Iov = &iov
+		msg.SetIovlen(1)
+	}
+	if len(name) > 0 {
+		msg.Name = &name[0]
+		msg.Namelen = uint32(len(name))
+	}
+	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// unixAddr turns a unix-domain sockaddr of the program into one the supervisor can use for the
+// same socket file: a pathname is looked up in the program's root and working directory (its
+// mount namespace, chroot and cwd are not the supervisor's) and replaced by /proc/self/fd/K of an
+// O_PATH descriptor of the socket file, which done() closes. Abstract and unnamed addresses are
+// used as they are.
+func (c *call) unixAddr(raw []byte) (sa []byte, done func(), err error) {
+	done = func() {}
+	if len(raw) <= 2 || raw[2] == 0 {
+		return raw, done, nil
+	}
+	path := raw[2:]
+	if i := indexByte(path, 0); i >= 0 {
+		path = path[:i]
+	}
+	p := string(path)
+	var fd int
+	proc := "/proc/" + strconv.Itoa(c.tid)
+	if p[0] == '/' {
+		root, err := unix.Open(proc+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, done, fmt.Errorf("open root of pid %d: %w", c.tid, err)
+		}
+		fd, err = unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		unix.Close(root)
+		if err != nil {
+			return nil, done, err
+		}
+	} else {
+		cwd, err := unix.Open(proc+"/cwd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, done, fmt.Errorf("open cwd of pid %d: %w", c.tid, err)
+		}
+		fd, err = unix.Openat(cwd, p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		unix.Close(cwd)
+		if err != nil {
+			return nil, done, err
+		}
+	}
+	if err := c.s.l.Valid(c.id); err != nil {
+		unix.Close(fd)
+		return nil, done, err
+	}
+	sa = make([]byte, 2, 2+32)
+	binary.LittleEndian.PutUint16(sa, unix.AF_UNIX)
+	sa = append(sa, "/proc/self/fd/"+strconv.Itoa(fd)...)
+	sa = append(sa, 0)
+	return sa, func() { unix.Close(fd) }, nil
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// connectCopy connects the copy of a unix, netlink or sandboxed UDP socket to the address the
+// program passed, and answers the call with the result.
+func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) {
+	sa := raw
+	if si.domain == unix.AF_UNIX {
+		var done func()
+		var err error
+		if sa, done, err = c.unixAddr(raw); err != nil {
+			// ENOENT, EACCES...: what the kernel would have answered (glibc probes nscd's socket
+			// on every lookup and expects ENOENT); nothing to warn about.
+			c.quietFail(err)
+			return
+		}
+		defer done()
+	}
+	if err := connectRaw(cp, sa); err != nil {
+		c.fail(errnoOf(err))
+		return
+	}
+	c.ok(0)
+}
+
+// quietFail answers with err's errno (EPERM if it has none) without a warning: for errors the
+// kernel itself would have returned.
+func (c *call) quietFail(err error) {
+	if errors.Is(err, seccomp.ErrNotifGone) {
+		c.finish(nil)
+		return
+	}
+	c.fail(errnoOf(err))
+}
