@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"net"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -274,15 +273,9 @@ func buildCIn(t *testing.T, name string, flags ...string) string {
 // socket and a fresh TCP socket, or flips the descriptor in the i386 socketcall argument array:
 // whatever the supervisor inspected, the call must not connect the TCP socket directly.
 //
-// It leaks today (dozens of direct connections a second in every mode), and a leak poisons the
-// canaries for every later test of the run, so it runs only with TORSOCKS_TEST_KNOWN_BUGS=1.
+// Before the supervisor carried every such call out on its own copy of the socket, this leaked
+// dozens of direct connections a second in every mode.
 func TestBypassFDSwap(t *testing.T) {
-	if os.Getenv("TORSOCKS_TEST_KNOWN_BUGS") != "1" {
-		t.Skip("BUG: the supervisor CONTINUEs connect/listen/MSG_FASTOPEN sends on unix sockets (and socketcall " +
-			"sub-calls whose arguments are in memory) after inspecting the socket; the kernel then looks the " +
-			"descriptor (and the socketcall arguments) up again, and a racing dup2 makes it an inet socket that " +
-			"connects directly. Set TORSOCKS_TEST_KNOWN_BUGS=1 to run")
-	}
 	bin := buildCIn(t, "bp_fdswap", "-no-pie", "-static")
 	forDests(t, func(t *testing.T, d dest) {
 		for _, mode := range []string{"connect", "tfo", "socketcall", "scargs", "listen"} {

@@ -124,14 +124,6 @@ func (p *Policy) Socket(domain, typ, proto int) Decision {
 	}
 }
 
-// UDPConnect decides connect() on a sandboxed UDP socket: only DNS (port 53) is answered there.
-func (p *Policy) UDPConnect(dest netip.AddrPort) Decision {
-	if dest.Port() == 53 {
-		return Decision{Action: Sandboxed}
-	}
-	return refuse(unix.EPERM, "UDP to %s refused: Tor carries TCP only", dest)
-}
-
 // Listen decides listen() on a socket bound to local (unbound sockets listen on the wildcard
 // address, so callers pass the unspecified address for them).
 func (p *Policy) Listen(local netip.AddrPort) Decision {

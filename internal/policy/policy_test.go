@@ -95,13 +95,3 @@ func TestListen(t *testing.T) {
 		}
 	}
 }
-
-func TestUDPConnect(t *testing.T) {
-	p := &Policy{UDPSandbox: true}
-	if d := p.UDPConnect(netip.MustParseAddrPort("192.0.2.53:53")); d.Action != Sandboxed {
-		t.Errorf("DNS: %v", d)
-	}
-	if d := p.UDPConnect(netip.MustParseAddrPort("203.0.113.10:443")); d.Action != Refuse || d.Reason == "" {
-		t.Errorf("QUIC: %v", d)
-	}
-}

@@ -4,10 +4,12 @@
 package run
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -21,11 +23,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/config"
+	"github.com/gotorsocks/torsocks/internal/dns"
+	"github.com/gotorsocks/torsocks/internal/dnsserver"
 	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/standin"
 	"github.com/gotorsocks/torsocks/internal/supervisor"
 	"github.com/gotorsocks/torsocks/internal/tslog"
 	"github.com/gotorsocks/torsocks/internal/unixrelay"
@@ -116,6 +122,10 @@ func Main(args []string) int {
 	signal.Notify(sigs, forwarded()...)
 	signal.Notify(sigs, unix.SIGCHLD)
 
+	var auth *socks5.Auth
+	if cfg.Auth != nil {
+		auth = &socks5.Auth{Username: cfg.Auth.Username, Password: cfg.Auth.Password}
+	}
 	var relay *unixrelay.Relay
 	if cfg.SocksUnix != "" {
 		if relay, err = unixrelay.Start(cfg.SocksUnix); err != nil {
@@ -124,13 +134,14 @@ func Main(args []string) int {
 		defer relay.Close()
 	}
 
+	udp := startDNS(cfg, auth, log)
+	if udp.server != nil {
+		defer udp.server.Close()
+	}
+
 	child, err := launch.Start("/proc/self/exe", path, inv.Command, os.Environ(), prog)
 	if err != nil {
 		return fail("%v", err)
-	}
-	var auth *socks5.Auth
-	if cfg.Auth != nil {
-		auth = &socks5.Auth{Username: cfg.Auth.Username, Password: cfg.Auth.Password}
 	}
 	socksPorts := []netip.AddrPort{cfg.SocksAddr}
 	if cfg.SocksAddrV6.IsValid() {
@@ -149,7 +160,11 @@ func Main(args []string) int {
 			AllowInbound:           cfg.AllowInbound,
 			EnableIPv6:             cfg.EnableIPv6,
 			SocksPorts:             socksPorts,
+			UDPSandbox:             udp.server != nil,
 		},
+		Sandbox: udp.sandbox,
+		DNSTCP:  dnsTCP(udp.server),
+		StandIn: udp.standIn,
 	})
 
 	r := &reaper{child: child.Pid, done: make(chan struct{})}
@@ -325,4 +340,58 @@ func gated(r *unixrelay.Relay) supervisor.Gated {
 		return nil
 	}
 	return r
+}
+
+// udpDNS is the UDP sandbox and the DNS responder serving the program, when they could be made.
+type udpDNS struct {
+	sandbox *sandbox.Sandbox
+	server  *dnsserver.Server
+	standIn func(netip.Addr) (string, func(), bool, bool)
+}
+
+// startDNS makes the UDP sandbox and starts the DNS responder. Without them (no CAP_SYS_ADMIN to
+// make a network namespace) UDP sockets are refused, as the C torsocks refuses them, and names can
+// only be resolved by programs that ask Tor themselves; torsocks says so once.
+func startDNS(cfg *config.Config, auth *socks5.Auth, log *slog.Logger) udpDNS {
+	sb, err := sandbox.New()
+	if err != nil {
+		log.Warn(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail; run torsocks as root", err))
+		return udpDNS{}
+	}
+	onion, err := standin.New(cfg.OnionAddrRange)
+	if err != nil {
+		log.Error(fmt.Sprintf("OnionAddrRange %v: %v", cfg.OnionAddrRange, err))
+		return udpDNS{}
+	}
+	resolver := &dns.TorResolver{Auth: auth, Timeout: cfg.ConnectTimeout, Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		if cfg.SocksUnix != "" {
+			return d.DialContext(ctx, "unix", cfg.SocksUnix)
+		}
+		return d.DialContext(ctx, "tcp", cfg.SocksAddr.String())
+	}}
+	answerer, err := dns.New(dns.Options{
+		Mode:     dns.Mode(cfg.DNSMode),
+		Onion:    onion,
+		Resolver: resolver,
+		Logf:     func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
+	})
+	if err != nil {
+		log.Error(fmt.Sprintf("DNS: %v", err))
+		return udpDNS{}
+	}
+	srv, err := dnsserver.Start(sb, answerer, log)
+	if err != nil {
+		log.Warn(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
+		return udpDNS{}
+	}
+	return udpDNS{sandbox: sb, server: srv, standIn: answerer.StandIn}
+}
+
+// dnsTCP returns s as the supervisor's interface, or a nil interface for a nil server.
+func dnsTCP(s *dnsserver.Server) supervisor.DNSTCP {
+	if s == nil {
+		return nil
+	}
+	return s
 }

@@ -157,9 +157,11 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 }
 
 // connectUDP serves connect() on a datagram socket. Only sockets of the UDP sandbox exist (others
-// are refused at creation; one inherited would be refused at start); nothing sent from there
-// leaves it. The connect is made on the copy (see copy_linux.go). Destinations other than DNS get
-// a clear refusal instead of silence.
+// are refused at creation; one inherited would be refused at start), and nothing sent from there
+// leaves it, so any destination is allowed: glibc connects UDP sockets to every address
+// getaddrinfo returns just to sort them, sending nothing. Datagrams the sandbox swallows (anything
+// but DNS) are logged by the DNS server's catch-all, and the program's next receive on a connected
+// socket fails with ECONNREFUSED. The connect is made on the copy (see copy_linux.go).
 func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint64) {
 	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
 		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
@@ -173,14 +175,7 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint
 		c.failErr("connect", err)
 		return
 	}
-	dest, unspec, err := parseSockaddr(si.domain, raw)
-	if err == nil && !unspec {
-		if d := s.pol.UDPConnect(dest); d.Action == policy.Refuse {
-			c.refuse(d.Errno, d.Reason)
-			return
-		}
-	}
-	s.connectCopy(c, cp, si, raw) // malformed addresses get the kernel's own error
+	s.connectCopy(c, cp, si, raw)
 }
 
 // connectDNS connects a TCP socket aimed at port 53 (of any address) to the supervisor's DNS
