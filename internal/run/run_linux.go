@@ -78,6 +78,9 @@ func Main(args []string) int {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	if cfg.AllowOutboundLocalhost == 2 {
+		log.Warn("AllowOutboundLocalhost 2: UDP to loopback is not supported by this torsocks (UDP stays confined to its sandbox, only DNS is answered); TCP to loopback is allowed as with 1")
+	}
 	if cfg.LogLevel >= tslog.LevelDebug {
 		for _, line := range cfg.Describe() {
 			log.Debug("config: " + line)

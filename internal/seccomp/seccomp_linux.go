@@ -84,7 +84,7 @@ func CheckKernel() error {
 		return fmt.Errorf("cannot read the kernel version from %q", release)
 	}
 	if major < minimumKernelMajor || (major == minimumKernelMajor && minor < minimumKernelMinor) {
-		return fmt.Errorf("Linux %s is too old: torsocks needs Linux %d.%d or newer (seccomp user notification with WAIT_KILLABLE_RECV)",
+		return fmt.Errorf("this kernel (Linux %s) is too old: torsocks needs Linux %d.%d or newer (seccomp user notification with WAIT_KILLABLE_RECV)",
 			release, minimumKernelMajor, minimumKernelMinor)
 	}
 	return nil
