@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // Every way out of a connect-only seccomp filter that ../shared/facts/seccomp-unotify.md lists,
@@ -192,14 +194,24 @@ func startHTTPStub(t *testing.T, network, addr string) net.Listener {
 	return ln
 }
 
-// UDP, ICMP, raw, packet, SCTP, MPTCP, DCCP sockets and other families: refused at creation.
+// UDP sockets live in the sandbox (their datagrams never arrive); ICMP, raw, packet, SCTP, MPTCP,
+// DCCP sockets and other families: refused at creation.
 func TestBypassSockets(t *testing.T) {
 	bin := buildCIn(t, "bp_udp")
 	forDests(t, func(t *testing.T, d dest) {
+		u, err := socks5test.StartUDPCanary(net.JoinHostPort(d.ip, "9999"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
 		r := torsocks(t, nil, bin, d.ip, "80")
 		expectOK(t, "bp_udp", r)
-		if !strings.Contains(r.stderr, "UDP socket refused") {
-			t.Errorf("no stderr line saying why UDP was refused:\n%s", r.stderr)
+		if !strings.Contains(r.stderr, "UDP to ") || !strings.Contains(r.stderr, "refused") {
+			t.Errorf("no stderr line saying the datagram was refused:\n%s", r.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if n := u.Packets(); n != 0 {
+			t.Fatalf("LEAK: %d datagrams reached %v", n, u.Addr())
 		}
 	})
 }

@@ -157,7 +157,7 @@ attempt("loopback6", lambda: conn(socket.AF_INET6, "::1", 9))
 attempt("any4", lambda: conn(socket.AF_INET, "0.0.0.0", 80))
 attempt("any6", lambda: conn(socket.AF_INET6, "::", 80))
 attempt("multicast", lambda: conn(socket.AF_INET, "224.0.0.1", 80))
-attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+attempt("icmp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP))
 attempt("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
 attempt("listen", lambda: lis(socket.AF_INET, "0.0.0.0"))
@@ -182,7 +182,7 @@ os.waitpid(child, 0)
 			{"any4", "1", "0.0.0.0:80"},
 			{"any6", "1", "[::]:80"},
 			{"multicast", "101", "224.0.0.1:80"},
-			{"udp", "1", "UDP"},
+			{"icmp", "1", "ICMP"},
 			{"raw", "1", "raw"},
 			{"packet", "1", "packet"},
 			{"listen", "1", "0.0.0.0:"},

@@ -184,3 +184,18 @@ static __attribute__((unused)) void check(int ok, const char *fmt, ...)
 	if (!ok)
 		failures++;
 }
+
+/* sandboxed: fd lives in another network namespace than a plain TCP socket made now (torsocks' UDP
+ * sandbox, where nothing sent leaves the machine). SO_NETNS_COOKIE is 71. */
+static int sandboxed(int fd)
+{
+	unsigned long long a = 0, b = 0;
+	socklen_t l = sizeof a;
+	int t = socket(AF_INET, SOCK_STREAM, 0);
+	if (t < 0 || getsockopt(fd, SOL_SOCKET, 71, &a, &l) != 0)
+		return 0;
+	l = sizeof b;
+	int ok = getsockopt(t, SOL_SOCKET, 71, &b, &l) == 0 && a && b && a != b;
+	close(t);
+	return ok;
+}

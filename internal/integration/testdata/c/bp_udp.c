@@ -1,6 +1,7 @@
-/* bp_udp IP PORT: every socket that could carry traffic around Tor. Expected under torsocks: each
- * creation refused (EPERM; other address families refused too), while plain TCP still works.
- * If a socket is created anyway, a datagram to IP:PORT is attempted so the canaries can tell. */
+/* bp_udp IP PORT: every socket that could carry traffic around Tor. Expected under torsocks: UDP
+ * sockets are created inside torsocks' UDP sandbox (a datagram sent from them, here to IP:9999,
+ * must never arrive: the test's UDP canary listens there); every other kind is refused (EPERM;
+ * other address families refused too); plain TCP still works. */
 #include "bp_common.c"
 #include <linux/if_ether.h>
 
@@ -14,10 +15,23 @@
 static struct sockaddr_storage dest;
 static socklen_t dlen;
 
+#define SANDBOXED (-1)
+
 static void try(const char *what, int domain, int type, int proto, int want)
 {
 	int fd = socket(domain, type, proto);
 	int e = errno;
+	if (fd >= 0 && want == SANDBOXED) {
+		struct sockaddr_storage u = dest;
+		if (u.ss_family == AF_INET)
+			((struct sockaddr_in *)&u)->sin_port = htons(9999);
+		else
+			((struct sockaddr_in6 *)&u)->sin6_port = htons(9999);
+		long s = sendto(fd, "leak", 4, 0, (struct sockaddr *)&u, dlen);
+		check(1, "%s socket=%d sandboxed sendto=%ld", what, fd, s);
+		close(fd);
+		return;
+	}
 	if (fd >= 0) {
 		/* Created: show that it can send, so the failure is loud. */
 		long s = sendto(fd, "leak", 4, 0, (struct sockaddr *)&dest, dlen);
@@ -34,9 +48,9 @@ int main(int argc, char **argv)
 		return 2;
 	bounded(30);
 	dlen = parse_dest(argv[1], argv[2], &dest);
-	try("udp4", AF_INET, SOCK_DGRAM, 0, EPERM);
-	try("udp4-cloexec-nonblock", AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_UDP, EPERM);
-	try("udp6", AF_INET6, SOCK_DGRAM, 0, EPERM);
+	try("udp4", AF_INET, SOCK_DGRAM, 0, SANDBOXED);
+	try("udp4-cloexec-nonblock", AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_UDP, SANDBOXED);
+	try("udp6", AF_INET6, SOCK_DGRAM, 0, SANDBOXED);
 	try("udplite4", AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE, EPERM);
 	try("icmp4-dgram", AF_INET, SOCK_DGRAM, IPPROTO_ICMP, EPERM);
 	try("icmp6-dgram", AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6, EPERM);
