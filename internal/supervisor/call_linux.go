@@ -1,8 +1,13 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -124,8 +129,34 @@ func (c *call) cont() { c.finish(c.s.l.Continue(c.id)) }
 
 // refuse logs reason at warning level on behalf of the program and fails the call.
 func (c *call) refuse(errno unix.Errno, reason string) {
-	c.s.log.Warn(reason, "pid", c.pid())
+	c.logAt(slog.LevelWarn, reason)
 	c.fail(errno)
+}
+
+// logAt logs msg on behalf of the program's process, attributing the line (torsocks' "in func()
+// at file:line") to the handler that decided, not to this helper or its callers in this file.
+func (c *call) logAt(level slog.Level, msg string) {
+	ctx := context.Background()
+	if !c.s.log.Enabled(ctx, level) {
+		return
+	}
+	var pcs [8]uintptr
+	n := runtime.Callers(2, pcs[:])
+	pc := pcs[0]
+	frames := runtime.CallersFrames(pcs[:n])
+	for {
+		f, more := frames.Next()
+		if !strings.HasSuffix(f.File, "/call_linux.go") && !strings.HasSuffix(f.File, "/copy_linux.go") {
+			pc = f.PC
+			break
+		}
+		if !more {
+			break
+		}
+	}
+	r := slog.NewRecord(time.Now(), level, msg, pc)
+	r.AddAttrs(slog.Int("pid", c.pid()))
+	c.s.log.Handler().Handle(ctx, r)
 }
 
 // failErr answers with the errno that best describes err (fail closed: EPERM when unknown), unless
@@ -141,9 +172,9 @@ func (c *call) failErr(what string, err error) {
 	}
 	switch errno {
 	case unix.EBADF, unix.ENOTSOCK, unix.EFAULT, unix.EINVAL:
-		c.s.log.Debug(fmt.Sprintf("%s: %v", what, err), "pid", c.pid())
+		c.logAt(slog.LevelDebug, fmt.Sprintf("%s: %v", what, err))
 	default:
-		c.s.log.Warn(fmt.Sprintf("%s refused: %v", what, err), "pid", c.pid())
+		c.logAt(slog.LevelWarn, fmt.Sprintf("%s refused: %v", what, err))
 	}
 	c.fail(errno)
 }

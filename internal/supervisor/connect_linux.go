@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
@@ -285,7 +286,7 @@ func (s *Supervisor) failProxy(c *call, dest netip.AddrPort, err error) {
 	if errors.As(err, &se) {
 		errno = se.errno
 	}
-	c.s.log.Warn(fmt.Sprintf("connection to %s through Tor failed: %v", dest, err), "pid", c.pid())
+	c.logAt(slog.LevelWarn, fmt.Sprintf("connection to %s through Tor failed: %v", dest, err))
 	c.fail(errno)
 }
 
@@ -368,7 +369,7 @@ func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPor
 		}
 	}
 	if s.debug() {
-		s.log.Debug(fmt.Sprintf("connection to %s (%s) carried through Tor", dest, req.Host), "pid", c.pid())
+		c.logAt(slog.LevelDebug, fmt.Sprintf("connection to %s (%s) carried through Tor", dest, req.Host))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 
 	"golang.org/x/sys/unix"
 
@@ -298,6 +299,6 @@ func (c *call) writeMsgLen(a sendArgs, n int) {
 	}
 	v := uint32(n)
 	if err := c.write(a.msg+off, []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}); err != nil {
-		c.s.log.Debug(fmt.Sprintf("sendmmsg: store msg_len: %v", err), "pid", c.pid())
+		c.logAt(slog.LevelDebug, fmt.Sprintf("sendmmsg: store msg_len: %v", err))
 	}
 }
