@@ -85,7 +85,12 @@ func setup(b testing.TB) {
 // run runs connbench with n connects under the given wrapper and returns its output lines.
 func run(b testing.TB, wrapper []string, mode string, n int, env ...string) map[string]string {
 	b.Helper()
-	args := append(append([]string{}, wrapper...), connbn, mode, strconv.Itoa(n), destHost, destPort)
+	return runArgs(b, append(append([]string{}, wrapper...), connbn, mode, strconv.Itoa(n), destHost, destPort), env...)
+}
+
+// runArgs runs a command and returns its KEY=VALUE (or KEY: VALUE) output lines.
+func runArgs(b testing.TB, args []string, env ...string) map[string]string {
+	b.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
