@@ -181,8 +181,6 @@ func TestReport(t *testing.T) {
 	for _, m := range modes {
 		t.Logf("%-14s %8.1f µs/connect  ratio to client-socks5 %.2f", m.name, ns[m.name]/1000, ns[m.name]/base)
 	}
-	res := run(t, []string{torsocksGo}, "direct", n, "BENCH_PARENT_STATUS=1")
-	t.Logf("torsocks-go supervisor after %d connects: VmHWM %s, VmRSS %s", n, res["parent_VmHWM"], res["parent_VmRSS"])
 
 	// A program that never touches the network but talks a lot over unix sockets (D-Bus, Wayland):
 	// what the filter costs it.
@@ -203,4 +201,21 @@ func TestReport(t *testing.T) {
 		}
 	}
 	t.Logf("unix sendmsg/recvmsg round trip: %.2f µs plain, %.2f µs under torsocks-go, ratio %.3f", plain/1000, wrapped/1000, wrapped/plain)
+}
+
+// TestReportMemory reports the supervisor's memory after many short connections (default 100000,
+// BENCH_MEMORY_CONNECTS), read by the program itself from /proc/PPID/status at its end.
+func TestReportMemory(t *testing.T) {
+	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+	}
+	setup(t)
+	n := 100000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_MEMORY_CONNECTS")); err == nil {
+		n = v
+	}
+	for _, k := range []int{n / 10, n} {
+		res := run(t, []string{torsocksGo}, "direct", k, "BENCH_PARENT_STATUS=1")
+		t.Logf("torsocks-go supervisor after %d connects: VmHWM %s, VmRSS %s", k, res["parent_VmHWM"], res["parent_VmRSS"])
+	}
 }
