@@ -47,43 +47,34 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		c.failErr("connect", err)
 		return
 	}
+	if !si.isInet() && si.domain != unix.AF_UNIX && si.domain != unix.AF_NETLINK {
+		c.refuse(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
+		return
+	}
+	// The address is read once; every decision and the connect itself use these bytes.
+	raw, err := c.read(addr, int(min(addrlen, maxSockaddrLen)))
+	if err != nil {
+		c.failErr("connect", err)
+		return
+	}
 	switch {
 	case si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK:
 		// This socket can only reach a unix or netlink peer on this machine. The connect is still
 		// made here, on the copy (see copy_linux.go): the kernel would look the descriptor number
 		// up again, and it may name another socket by then. (Unix peers then see the supervisor's
 		// pid in SO_PEERCRED; uid and gid are the program's.)
-		if addrlen > maxSockaddrLen {
-			addrlen = maxSockaddrLen
-		}
-		raw, err := c.read(addr, int(addrlen))
-		if err != nil {
-			c.failErr("connect", err)
-			return
-		}
 		closeCopy = false
 		s.goCall(c, func() {
 			defer unix.Close(cp)
 			s.connectCopy(c, cp, si, raw)
 		})
 		return
-	case !si.isInet():
-		c.refuse(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
-		return
 	case !si.isTCP():
 		closeCopy = false
 		s.goCall(c, func() {
 			defer unix.Close(cp)
-			s.connectUDP(c, cp, si, addr, addrlen)
+			s.connectUDP(c, cp, si, raw)
 		})
-		return
-	}
-	if addrlen > maxSockaddrLen {
-		addrlen = maxSockaddrLen
-	}
-	raw, err := c.read(addr, int(addrlen))
-	if err != nil {
-		c.failErr("connect", err)
 		return
 	}
 	dest, unspec, err := parseSockaddr(si.domain, raw)
@@ -163,17 +154,9 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 // getaddrinfo returns just to sort them, sending nothing. Datagrams the sandbox swallows (anything
 // but DNS) are logged by the DNS server's catch-all, and the program's next receive on a connected
 // socket fails with ECONNREFUSED. The connect is made on the copy (see copy_linux.go).
-func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, addr, addrlen uint64) {
+func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) {
 	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
 		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
-		return
-	}
-	if addrlen > maxSockaddrLen {
-		addrlen = maxSockaddrLen
-	}
-	raw, err := c.read(addr, int(addrlen))
-	if err != nil {
-		c.failErr("connect", err)
 		return
 	}
 	s.connectCopy(c, cp, si, raw)

@@ -132,20 +132,24 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 				}
 			}
 		}
-		flags := msg.flags&^msgFastopen | unix.MSG_NOSIGNAL
-		n, err := unix.SendmsgN(cp, msg.data, nil, nil, flags)
-		if err != nil {
-			c.fail(errnoOf(err))
-			return
-		}
-		if a.kind == kindSendmmsg {
-			// One message was sent; the program learns it from the return value (and msg_len).
-			c.writeMsgLen(a, n)
-			c.ok(1)
-			return
-		}
-		c.ok(int64(n))
+		n, err := sendRaw(cp, msg.data, nil, msg.flags&^msgFastopen|unix.MSG_NOSIGNAL)
+		c.sent(a, n, err)
 	})
+}
+
+// sent answers a send-family call the supervisor carried out: the bytes sent, or for sendmmsg one
+// message (its msg_len set), or the error.
+func (c *call) sent(a sendArgs, n int, err error) {
+	if err != nil {
+		c.fail(errnoOf(err))
+		return
+	}
+	if a.kind == kindSendmmsg {
+		c.writeMsgLen(a, n)
+		c.ok(1)
+		return
+	}
+	c.ok(int64(n))
 }
 
 // sendMsg is what one send carries.
@@ -187,16 +191,7 @@ func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) {
 		defer done()
 	}
 	n, err := sendRaw(cp, msg.data, name, msg.flags&^msgFastopen|unix.MSG_NOSIGNAL)
-	if err != nil {
-		c.fail(errnoOf(err))
-		return
-	}
-	if a.kind == kindSendmmsg {
-		c.writeMsgLen(a, n)
-		c.ok(1)
-		return
-	}
-	c.ok(int64(n))
+	c.sent(a, n, err)
 }
 
 // readSend reads the destination and data of a send-family call from the program's memory.
