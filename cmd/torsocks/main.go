@@ -10,11 +10,17 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/run"
+	"github.com/gotorsocks/torsocks/internal/sandbox"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == launch.HelperArg {
-		launch.RunHelper(os.Args[2:])
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case launch.HelperArg:
+			launch.RunHelper(os.Args[2:])
+		case sandbox.FactoryArg:
+			sandbox.RunFactory()
+		}
 	}
 	os.Exit(run.Main(os.Args[1:]))
 }

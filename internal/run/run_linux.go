@@ -352,13 +352,14 @@ type udpDNS struct {
 	standIn func(netip.Addr) (string, func(), bool, bool)
 }
 
-// startDNS makes the UDP sandbox and starts the DNS responder. Without them (no CAP_SYS_ADMIN to
-// make a network namespace) UDP sockets are refused, as the C torsocks refuses them, and names can
-// only be resolved by programs that ask Tor themselves; torsocks says so once.
+// startDNS makes the UDP sandbox and starts the DNS responder. Without them (no network namespace
+// could be made: not root and user namespaces disabled) UDP sockets are refused, as the C torsocks
+// refuses them, and names can only be resolved by programs that ask Tor themselves; torsocks says
+// so once.
 func startDNS(cfg *config.Config, auth *socks5.Auth, log *slog.Logger) udpDNS {
-	sb, err := sandbox.New()
+	sb, err := sandbox.New("/proc/self/exe")
 	if err != nil {
-		log.Warn(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail; run torsocks as root", err))
+		log.Warn(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
 		return udpDNS{}
 	}
 	onion, err := standin.New(cfg.OnionAddrRange)

@@ -6,93 +6,166 @@
 // port find nothing (and are logged by a catch-all).
 //
 // Programs that never use UDP pay nothing for this: no send call needs a notification. UDP sockets
-// are created here by the supervisor (on the one OS thread that lives in the namespace) and
-// installed in the program with SECCOMP_IOCTL_NOTIF_ADDFD.
+// are created there on the supervisor's request and
+// installed in the program with SECCOMP_IOCTL_NOTIF_ADDFD. The namespace is held by a child process
+// (see Sandbox), so it works without root where user namespaces are allowed.
 package sandbox
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"runtime"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// Sandbox is a network namespace held by one locked OS thread.
+// FactoryArg is the first argument that makes the torsocks binary act as the sandbox's socket
+// factory (see RunFactory).
+const FactoryArg = "--internal-sandbox"
+
+// Sandbox is a network namespace held by a small child process, the socket factory, which creates
+// sockets there on request and passes them back over a unix socket (SCM_RIGHTS). A process is
+// needed because an unprivileged user can only make a network namespace inside a new user
+// namespace, which a multi-threaded Go program cannot enter; root gets the same design without the
+// user namespace.
 type Sandbox struct {
-	reqs   chan request
+	mu     sync.Mutex // guards conn: one request at a time
+	conn   int        // the supervisor's end of the socketpair with the factory
+	proc   *os.Process
 	cookie uint64 // the namespace's SO_NETNS_COOKIE
 }
 
-type request struct {
-	domain, typ, proto int
-	reply              chan result
-}
-
-type result struct {
-	fd  int
-	err error
-}
-
-// New creates the namespace (needs CAP_SYS_ADMIN: root). The thread that holds it is never given
-// back to the Go scheduler.
-func New() (*Sandbox, error) {
-	s := &Sandbox{reqs: make(chan request)}
-	ready := make(chan error, 1)
-	go s.hold(ready)
-	if err := <-ready; err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *Sandbox) hold(ready chan<- error) {
-	// Locked and never unlocked: when this goroutine ends, the runtime ends the thread with it,
-	// so no other goroutine ever runs inside the sandbox namespace.
-	runtime.LockOSThread()
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		ready <- fmt.Errorf("create the UDP sandbox network namespace: %w", err)
-		return
-	}
-	if err := setup(); err != nil {
-		ready <- fmt.Errorf("set up the UDP sandbox network namespace: %w", err)
-		return
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// New starts the socket factory in a new network namespace (and, when not root, a new user
+// namespace mapping the caller's uid and gid to root inside it). self is the torsocks binary.
+func New(self string) (*Sandbox, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		ready <- fmt.Errorf("sandbox socket: %w", err)
-		return
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	child := os.NewFile(uintptr(fds[1]), "sandbox")
+	defer child.Close()
+	// No Pdeathsig: Linux sends it when the forking thread (not process) ends. The factory ends
+	// when its socket to the supervisor closes instead, which happens when the supervisor exits.
+	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	if uid, gid := os.Getuid(), os.Getgid(); uid != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd := exec.Command(self, FactoryArg)
+	cmd.ExtraFiles = []*os.File{child} // fd 3
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = attr
+	if err := cmd.Start(); err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("start the UDP sandbox (a network namespace%s): %w", map[bool]string{true: " in a user namespace", false: ""}[attr.Cloneflags&syscall.CLONE_NEWUSER != 0], err)
+	}
+	go cmd.Wait() // reap it whenever it ends
+	s := &Sandbox{conn: fds[0], proc: cmd.Process}
+	// The factory's first message is its readiness (or why it failed).
+	fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		s.Close()
+		return nil, err
 	}
 	s.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	unix.Close(fd)
 	if err != nil {
-		ready <- fmt.Errorf("SO_NETNS_COOKIE: %w", err)
-		return
+		s.Close()
+		return nil, fmt.Errorf("SO_NETNS_COOKIE: %w", err)
 	}
-	ready <- nil
-	for r := range s.reqs {
-		fd, err := unix.Socket(r.domain, r.typ, r.proto)
-		r.reply <- result{fd, err}
+	return s, nil
+}
+
+// Close stops the factory. Sockets already made stay in the namespace, which lives as long as
+// they do.
+func (s *Sandbox) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn >= 0 {
+		unix.Close(s.conn)
+		s.conn = -1
 	}
+	return nil
 }
 
 // Socket creates a socket inside the sandbox.
 func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
-	reply := make(chan result, 1)
-	s.reqs <- request{domain, typ, proto, reply}
-	r := <-reply
-	if r.err != nil {
-		return -1, fmt.Errorf("socket(%d, %d, %d) in the UDP sandbox: %w", domain, typ, proto, r.err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn < 0 {
+		return -1, errors.New("the UDP sandbox is closed")
 	}
-	return r.fd, nil
+	req := make([]byte, 12)
+	binary.LittleEndian.PutUint32(req[0:], uint32(domain))
+	binary.LittleEndian.PutUint32(req[4:], uint32(typ))
+	binary.LittleEndian.PutUint32(req[8:], uint32(proto))
+	if _, err := unix.Write(s.conn, req); err != nil {
+		return -1, fmt.Errorf("ask the UDP sandbox for a socket: %w", err)
+	}
+	buf := make([]byte, 512)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(s.conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil || n == 0 {
+		return -1, fmt.Errorf("the UDP sandbox did not answer: %v", err)
+	}
+	if buf[0] != 'S' {
+		return -1, fmt.Errorf("socket(%d, %d, %d) in the UDP sandbox: %s", domain, typ, proto, buf[1:n])
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return -1, errors.New("the UDP sandbox sent no socket")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return -1, errors.New("the UDP sandbox sent no socket")
+	}
+	return fds[0], nil
 }
 
 // Contains reports whether socket fd lives in the sandbox namespace.
 func (s *Sandbox) Contains(fd int) bool {
 	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	return err == nil && c == s.cookie
+}
+
+// RunFactory is the socket factory's whole life (args follow FactoryArg; its socket is fd 3): it
+// makes lo up and every address local, then creates sockets on request until the supervisor goes.
+func RunFactory() {
+	const conn = 3
+	unix.CloseOnExec(conn)
+	fail := func(err error) {
+		unix.Write(conn, append([]byte{'E'}, err.Error()...))
+		os.Exit(1)
+	}
+	if err := setup(); err != nil {
+		// Read the first request so the error reaches the supervisor as its answer.
+		unix.Read(conn, make([]byte, 12))
+		fail(fmt.Errorf("set up the UDP sandbox network namespace: %w", err))
+	}
+	req := make([]byte, 12)
+	for {
+		n, err := unix.Read(conn, req)
+		if err != nil || n != 12 {
+			os.Exit(0)
+		}
+		fd, err := unix.Socket(int(int32(binary.LittleEndian.Uint32(req[0:]))), int(int32(binary.LittleEndian.Uint32(req[4:]))), int(int32(binary.LittleEndian.Uint32(req[8:]))))
+		if err != nil {
+			unix.Write(conn, append([]byte{'E'}, err.Error()...))
+			continue
+		}
+		err = unix.Sendmsg(conn, []byte{'S'}, unix.UnixRights(fd), nil, 0)
+		unix.Close(fd)
+		if err != nil {
+			os.Exit(0)
+		}
+	}
 }
 
 // setup brings lo up and makes every address local to it.
