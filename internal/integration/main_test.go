@@ -54,6 +54,9 @@ func setup() (func(), error) {
 		return nil, err
 	}
 	buildDir = dir
+	if err := os.Chmod(dir, 0o755); err != nil { // TestNonRoot runs binaries from here as nobody
+		return nil, err
+	}
 	torsocksBin = filepath.Join(dir, "torsocks")
 	build := exec.Command("go", "build", "-o", torsocksBin, "github.com/gotorsocks/torsocks/cmd/torsocks")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
