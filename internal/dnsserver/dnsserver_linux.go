@@ -34,13 +34,14 @@ type Answerer interface {
 
 // Server serves an Answerer.
 type Server struct {
-	ans  Answerer
-	log  *slog.Logger
-	sem  chan struct{} // bounds queries being answered at once
-	tcp  net.Listener
-	udp4 *ipv4.PacketConn
-	udp6 *ipv6.PacketConn
-	raw  []*os.File
+	ans     Answerer
+	log     *slog.Logger
+	dropped Dropped
+	sem     chan struct{} // bounds queries being answered at once
+	tcp     net.Listener
+	udp4    *ipv4.PacketConn
+	udp6    *ipv6.PacketConn
+	raw     []*os.File
 
 	gate portgate.Gate // local ports of program sockets being connected to the TCP listener
 
@@ -52,10 +53,15 @@ type Server struct {
 	wg     sync.WaitGroup
 }
 
+// Dropped is told of a datagram the sandbox swallowed (not DNS) and returns true if it took care
+// of it (then it is not logged as refused).
+type Dropped func(src, dst netip.AddrPort, payload []byte) bool
+
 // Start serves ans inside sb (UDP) and on a loopback TCP listener in the caller's namespace.
-func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger) (*Server, error) {
+// dropped, if not nil, sees each datagram the sandbox swallowed.
+func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ans: ans, log: log, sem: make(chan struct{}, 256),
+	s := &Server{ans: ans, log: log, dropped: dropped, sem: make(chan struct{}, 256),
 		seen: map[netip.Addr]time.Time{}, ctx: ctx, cancel: cancel}
 	fail := func(err error) (*Server, error) {
 		s.Close()
@@ -274,13 +280,14 @@ func (s *Server) catchAll(f *os.File, family int) {
 	if err != nil {
 		return
 	}
-	buf := make([]byte, 2048)
+	buf := make([]byte, 65536) // whole datagrams: a Dropped callback may forward them
 	oob := make([]byte, 128)
 	for {
 		var n, oobn int
+		var from unix.Sockaddr
 		var rerr error
 		err := rc.Read(func(fd uintptr) bool {
-			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
 			return rerr != unix.EAGAIN
 		})
 		if err != nil || (rerr != nil && rerr != unix.EINTR) {
@@ -289,7 +296,7 @@ func (s *Server) catchAll(f *os.File, family int) {
 		if rerr != nil {
 			continue
 		}
-		var dst netip.Addr
+		var src, dst netip.Addr
 		var udp []byte
 		if family == unix.AF_INET {
 			if n < 20 {
@@ -299,6 +306,7 @@ func (s *Server) catchAll(f *os.File, family int) {
 			if n < ihl+8 {
 				continue
 			}
+			src = netip.AddrFrom4([4]byte(buf[12:16]))
 			dst = netip.AddrFrom4([4]byte(buf[16:20]))
 			udp = buf[ihl:n]
 		} else {
@@ -306,6 +314,9 @@ func (s *Server) catchAll(f *os.File, family int) {
 				continue
 			}
 			udp = buf[:n]
+			if sa, ok := from.(*unix.SockaddrInet6); ok {
+				src = netip.AddrFrom16(sa.Addr)
+			}
 			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
 			for _, m := range msgs {
 				if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16 {
@@ -315,6 +326,9 @@ func (s *Server) catchAll(f *os.File, family int) {
 		}
 		sport, dport := binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
 		if dport == 53 || sport == 53 {
+			continue
+		}
+		if s.dropped != nil && s.dropped(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), udp[8:]) {
 			continue
 		}
 		s.mu.Lock()

@@ -34,6 +34,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/standin"
 	"github.com/gotorsocks/torsocks/internal/supervisor"
 	"github.com/gotorsocks/torsocks/internal/tslog"
+	"github.com/gotorsocks/torsocks/internal/udprelay"
 	"github.com/gotorsocks/torsocks/internal/unixrelay"
 )
 
@@ -77,9 +78,6 @@ func Main(args []string) int {
 	log := tslog.New(logw, tslog.Options{Level: cfg.LogLevel, Time: cfg.LogTime})
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
-	}
-	if cfg.AllowOutboundLocalhost == 2 {
-		log.Warn("AllowOutboundLocalhost 2: UDP to loopback is not supported by this torsocks (UDP stays confined to its sandbox, only DNS is answered); TCP to loopback is allowed as with 1")
 	}
 	if cfg.LogLevel >= tslog.LevelDebug {
 		for _, line := range cfg.Describe() {
@@ -165,9 +163,10 @@ func Main(args []string) int {
 			SocksPorts:             socksPorts,
 			UDPSandbox:             udp.server != nil,
 		},
-		Sandbox: udp.sandbox,
-		DNSTCP:  dnsTCP(udp.server),
-		StandIn: udp.standIn,
+		Sandbox:     udp.sandbox,
+		DNSTCP:      dnsTCP(udp.server),
+		UDPLoopback: udp.loopback(),
+		StandIn:     udp.standIn,
 	})
 
 	r := &reaper{child: child.Pid, done: make(chan struct{})}
@@ -350,6 +349,15 @@ type udpDNS struct {
 	sandbox *sandbox.Sandbox
 	server  *dnsserver.Server
 	standIn func(netip.Addr) (string, func(), bool, bool)
+	relay   *udprelay.Relay // AllowOutboundLocalhost 2 only
+}
+
+// loopback returns the relay as the supervisor's interface, or a nil interface.
+func (u udpDNS) loopback() interface{ Ensure(netip.AddrPort) error } {
+	if u.relay == nil {
+		return nil
+	}
+	return u.relay
 }
 
 // startDNS makes the UDP sandbox and starts the DNS responder. Without them (no network namespace
@@ -384,12 +392,27 @@ func startDNS(cfg *config.Config, auth *socks5.Auth, log *slog.Logger) udpDNS {
 		log.Error(fmt.Sprintf("DNS: %v", err))
 		return udpDNS{}
 	}
-	srv, err := dnsserver.Start(sb, answerer, log)
+	var relay *udprelay.Relay
+	var dropped dnsserver.Dropped
+	if cfg.AllowOutboundLocalhost == 2 {
+		// UDP to loopback goes to this machine's services (torsocks' AllowOutboundLocalhost 2).
+		relay = udprelay.New(sb)
+		dropped = func(src, dst netip.AddrPort, payload []byte) bool {
+			if !dst.Addr().Unmap().IsLoopback() {
+				return false
+			}
+			if err := relay.Inject(src, dst, payload); err != nil {
+				log.Warn(fmt.Sprintf("UDP to %s (AllowOutboundLocalhost 2): %v", dst, err))
+			}
+			return true
+		}
+	}
+	srv, err := dnsserver.Start(sb, answerer, log, dropped)
 	if err != nil {
 		log.Warn(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
 		return udpDNS{}
 	}
-	return udpDNS{sandbox: sb, server: srv, standIn: answerer.StandIn}
+	return udpDNS{sandbox: sb, server: srv, standIn: answerer.StandIn, relay: relay}
 }
 
 // dnsTCP returns s as the supervisor's interface, or a nil interface for a nil server.

@@ -159,6 +159,13 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) {
 		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
 		return
 	}
+	if s.opts.UDPLoopback != nil {
+		if dest, unspec, err := parseSockaddr(si.domain, raw); err == nil && !unspec && dest.Addr().IsLoopback() {
+			if err := s.opts.UDPLoopback.Ensure(dest); err != nil {
+				c.logAt(slog.LevelWarn, fmt.Sprintf("UDP to %s (AllowOutboundLocalhost 2): %v", dest, err))
+			}
+		}
+	}
 	s.connectCopy(c, cp, si, raw)
 }
 

@@ -52,6 +52,9 @@ type Options struct {
 	Sandbox *sandbox.Sandbox
 	// DNSTCP, when set, receives the program's TCP connections to port 53 (DNS over TCP).
 	DNSTCP DNSTCP
+	// UDPLoopback, when set (AllowOutboundLocalhost 2), makes a loopback destination of a UDP
+	// connect reachable from the sandbox (internal/udprelay).
+	UDPLoopback interface{ Ensure(netip.AddrPort) error }
 	// StandIn, when set, maps a stand-in address (.onion, map mode) to the name Tor must connect
 	// to, holding a reference on the entry until release is called. isStandIn reports that a is in
 	// a stand-in range; ok that it is allocated.
