@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"unsafe"
 
@@ -93,6 +94,10 @@ func (c *call) unixAddr(raw []byte) (sa []byte, done func(), err error) {
 		unix.Close(fd)
 		return nil, done, err
 	}
+	if d := resolverDaemon(fd); d != "" {
+		unix.Close(fd)
+		return nil, done, &resolverDaemonError{d}
+	}
 	sa = make([]byte, 2, 2+32)
 	binary.LittleEndian.PutUint16(sa, unix.AF_UNIX)
 	sa = append(sa, "/proc/self/fd/"+strconv.Itoa(fd)...)
@@ -118,7 +123,12 @@ func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) {
 		var err error
 		if sa, done, err = c.unixAddr(raw); err != nil {
 			// ENOENT, EACCES...: what the kernel would have answered (glibc probes nscd's socket
-			// on every lookup and expects ENOENT); nothing to warn about.
+			// on every lookup and expects ENOENT), or a local resolver daemon refused as if it were
+			// not running, so the lookup falls back to DNS; nothing to warn about.
+			var rd *resolverDaemonError
+			if errors.As(err, &rd) {
+				c.logAt(slog.LevelDebug, rd.Error())
+			}
 			c.quietFail(err)
 			return
 		}
@@ -139,4 +149,40 @@ func (c *call) quietFail(err error) {
 		return
 	}
 	c.fail(errnoOf(err))
+}
+
+// resolverDaemons are the unix sockets of local daemons that resolve names for their clients (and
+// so would send DNS queries for the program, around Tor): nscd, systemd-resolved's varlink
+// interface (nss-resolve), avahi (nss-mdns). Connecting to them is refused as if they were not
+// running, and the program's libc falls back to DNS, which torsocks answers through Tor.
+var resolverDaemons = []string{
+	"/run/nscd/socket",
+	"/run/systemd/resolve/io.systemd.Resolve",
+	"/run/systemd/resolve/io.systemd.Resolve.Monitor",
+	"/run/avahi-daemon/socket",
+}
+
+type resolverDaemonError struct{ name string }
+
+func (e *resolverDaemonError) Error() string {
+	return "connection to " + e.name + " refused: a local resolver daemon would look names up around Tor"
+}
+
+func (e *resolverDaemonError) Unwrap() error { return unix.ECONNREFUSED }
+
+// resolverDaemon names the resolver daemon socket that fd (an O_PATH descriptor of the file the
+// program connects to) is, or returns "". Files are compared by device and inode, so /var/run
+// links and relative paths do not matter.
+func resolverDaemon(fd int) string {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return ""
+	}
+	for _, p := range resolverDaemons {
+		var d unix.Stat_t
+		if unix.Stat(p, &d) == nil && d.Dev == st.Dev && d.Ino == st.Ino {
+			return p
+		}
+	}
+	return ""
 }
