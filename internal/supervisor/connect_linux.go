@@ -99,52 +99,69 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		c.fail(unix.EISCONN)
 		return
 	}
+	closeCopy = false
+	s.goCall(c, func() {
+		defer unix.Close(cp)
+		if err := s.connectTCP(c, cp, si, dest); err != nil {
+			s.failConnect(c, dest, err)
+			return
+		}
+		c.ok(0)
+	})
+}
+
+// refusal is a connect the policy refuses: answered with errno and one line saying why.
+type refusal struct {
+	errno  unix.Errno
+	reason string
+}
+
+func (r *refusal) Error() string { return r.reason }
+
+// quietErr is a connect error the kernel itself would have given (a direct connect to loopback
+// refused, say): answered with its errno, no log line.
+type quietErr struct{ errno unix.Errno }
+
+func (q *quietErr) Error() string { return q.errno.Error() }
+
+// connectTCP connects the copy cp of the program's TCP socket the way the policy says, and
+// registers it: port 53 of any address goes to the DNS responder; a stand-in address goes through
+// Tor by its name; loopback may go direct; the rest goes through Tor. It serves connect() and
+// TCP Fast Open sends alike.
+func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
 	if dest.Port() == 53 && s.opts.DNSTCP != nil {
-		closeCopy = false
-		s.goCall(c, func() {
-			defer unix.Close(cp)
-			s.connectDNS(c, cp, si, dest)
-		})
-		return
+		return s.connectDNS(c, cp, si, dest)
 	}
 	if s.opts.StandIn != nil {
 		if name, release, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap()); isStandIn {
 			if !ok {
-				c.refuse(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
-				return
+				return &refusal{unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest)}
 			}
-			closeCopy = false
-			s.goCall(c, func() {
-				defer unix.Close(cp)
-				if err := s.proxyNamed(c, cp, si, dest, name, release); err != nil {
-					s.failProxy(c, dest, err)
-					return
-				}
-				c.ok(0)
-			})
-			return
+			return s.proxyNamed(c, cp, si, dest, name, release)
 		}
 	}
 	d := s.pol.Connect(dest)
 	switch d.Action {
 	case policy.Refuse:
-		c.refuse(d.Errno, d.Reason)
+		return &refusal{d.Errno, d.Reason}
 	case policy.Direct:
-		closeCopy = false
-		s.goCall(c, func() {
-			defer unix.Close(cp)
-			s.direct(c, cp, si, dest)
-		})
-	case policy.Proxy:
-		closeCopy = false
-		s.goCall(c, func() {
-			defer unix.Close(cp)
-			if err := s.proxy(c, cp, si, dest, ""); err != nil {
-				s.failProxy(c, dest, err)
-				return
-			}
-			c.ok(0)
-		})
+		return direct(cp, si, dest)
+	default:
+		return s.proxy(c, cp, si, dest, "")
+	}
+}
+
+// failConnect answers a failed connectTCP.
+func (s *Supervisor) failConnect(c *call, dest netip.AddrPort, err error) {
+	var r *refusal
+	var q *quietErr
+	switch {
+	case errors.As(err, &r):
+		c.refuse(r.errno, r.reason)
+	case errors.As(err, &q):
+		c.fail(q.errno)
+	default:
+		s.failProxy(c, dest, err)
 	}
 }
 
@@ -172,11 +189,10 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) {
 // connectDNS connects a TCP socket aimed at port 53 (of any address) to the supervisor's DNS
 // responder instead: names go through Tor like every other lookup. getpeername still shows the
 // nameserver the program asked for.
-func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) {
+func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
 	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
 	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
-		c.failErr("DNS over TCP to "+dest.String(), err)
-		return
+		return fmt.Errorf("DNS over TCP to %s: %w", dest, err)
 	}
 	conn := registry.NewConn(si.cookie, dest, "", c.tid, nil)
 	if err := s.reg.Add(conn); err != nil {
@@ -184,7 +200,7 @@ func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPor
 	} else {
 		s.sweeper.Added()
 	}
-	c.ok(0)
+	return nil
 }
 
 // connectGated connects the program's socket (its copy in rc) to one of the supervisor's own
@@ -246,22 +262,20 @@ func disconnect(fd int) error {
 
 // direct connects the program's socket to dest itself, with the address it read: the kernel never
 // re-reads the program's memory, so a racing thread cannot redirect the connection.
-func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) {
+func direct(cp int, si sockInfo, dest netip.AddrPort) error {
 	sa, err := toSockaddr(si.domain, dest)
 	if err != nil {
-		c.failErr("connect", err)
-		return
+		return &quietErr{errnoOf(err)}
 	}
-	err = unix.Connect(cp, sa)
-	switch {
+	switch err := unix.Connect(cp, sa); {
 	case err == nil:
-		c.ok(0)
+		return nil
 	case err == unix.EINTR:
 		// Interrupted in the supervisor, the connect goes on in the kernel: the program sees what
 		// a non-blocking connect reports.
-		c.fail(unix.EINPROGRESS)
+		return &quietErr{unix.EINPROGRESS}
 	default:
-		c.fail(errnoOf(err))
+		return &quietErr{errnoOf(err)}
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gotorsocks/torsocks/internal/policy"
 )
 
 const msgFastopen = 0x20000000
@@ -111,25 +109,9 @@ func (s *Supervisor) send(c *call, a sendArgs) {
 				c.fail(errnoOf(err))
 				return
 			}
-			d := s.pol.Connect(dest)
-			switch d.Action {
-			case policy.Refuse:
-				c.refuse(d.Errno, d.Reason)
+			if err := s.connectTCP(c, cp, si, dest); err != nil {
+				s.failConnect(c, dest, err)
 				return
-			case policy.Direct:
-				sa, err := toSockaddr(si.domain, dest)
-				if err == nil {
-					err = unix.Connect(cp, sa)
-				}
-				if err != nil {
-					c.fail(errnoOf(err))
-					return
-				}
-			case policy.Proxy:
-				if err := s.proxy(c, cp, si, dest, ""); err != nil {
-					s.failProxy(c, dest, err)
-					return
-				}
 			}
 		}
 		n, err := sendRaw(cp, msg.data, nil, msg.flags&^msgFastopen|unix.MSG_NOSIGNAL)
