@@ -260,9 +260,9 @@ func (w *webServer) release(id string) {
 	}
 }
 
-// bannerServer speaks first, like an SSH server: it sends banner, then reads
-// one line "hello ID", and echoes it. A client that loses or over-reads
-// bytes around the SOCKS handshake shows a different transcript.
+// The banner service speaks first, like an SSH server: it sends banner, reads
+// one line "hello ID", echoes it and closes. A client that loses or
+// over-reads bytes around the SOCKS handshake shows a different transcript.
 const banner = "SSH-2.0-e2e_test\r\n"
 
 func startBanner(rec *recorder, addr string) (net.Listener, error) {
@@ -290,8 +290,6 @@ func startBanner(rec *recorder, addr string) (net.Listener, error) {
 				if err == nil {
 					io.WriteString(c, line)
 				}
-				c.(*net.TCPConn).CloseWrite()
-				io.Copy(io.Discard, c)
 			}()
 		}
 	}()

@@ -115,7 +115,9 @@ func reexec(m *testing.M, self string) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envState+"=reexec:"+self)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNET,
+		// A private mount namespace too, so /etc/resolv.conf can name the test nameservers
+		// without touching the machine's (see resolvConf).
+		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
 		// Die with us; the death signal follows the creating thread, so keep it.
 		Pdeathsig: syscall.SIGKILL,
 	}
@@ -172,8 +174,12 @@ func onlyLoopback() error {
 	return nil
 }
 
-// setup brings lo up and adds the test addresses to it.
+// setup brings lo up and adds the test addresses to it, and points /etc/resolv.conf at the test
+// nameservers.
 func setup() error {
+	if err := resolvConf(); err != nil {
+		return err
+	}
 	if err := ip("link", "set", "lo", "up"); err != nil {
 		return err
 	}
@@ -198,6 +204,29 @@ func ip(args ...string) error {
 	out, err := exec.Command(path, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// resolvConf makes /etc/resolv.conf, in this process's private mount namespace, name the test
+// nameservers (NameserverV4, NameserverV6): programs the tests run that resolve names without Tor
+// then query addresses of the namespace (where DNS canaries listen), never the machine's resolver.
+func resolvConf() error {
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make the mount namespace private: %w", err)
+	}
+	f, err := os.CreateTemp("", "netnstest-resolv-*.conf")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "nameserver %s\nnameserver %s\noptions timeout:1 attempts:1\n", NameserverV4, NameserverV6)
+	f.Close()
+	os.Chmod(f.Name(), 0o644)
+	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
+		return nil // nothing to cover; programs then use glibc's default (127.0.0.1), also local
+	}
+	if err := syscall.Mount(f.Name(), "/etc/resolv.conf", "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind-mount a test resolv.conf over /etc/resolv.conf: %w", err)
 	}
 	return nil
 }

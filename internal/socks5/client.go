@@ -83,11 +83,12 @@ func Handshake(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
 	return handshake(rw, req, auth, false)
 }
 
-// HandshakePipelined runs the same exchange but sends the greeting, the RFC 1929
-// sub-negotiation and the request in one Write before reading any answer, saving one or two
-// round trips. Tor's SocksPort parses pipelined messages (it keeps parsing what is left in its
-// buffer after each one); a server that does not may fail the handshake. The answers are read
-// and checked in order, exactly as Handshake reads them.
+// HandshakePipelined runs the same exchange with one round trip less: without credentials the
+// greeting and the request go in one Write; with them, the greeting goes alone (Tor loses its
+// method selection when a sub-negotiation arrives with the greeting) and the sub-negotiation and
+// the request go together. Tor's SocksPort parses what is left in its buffer after each message;
+// a server that does not may fail the handshake. The answers are read and checked in order,
+// exactly as Handshake reads them.
 func HandshakePipelined(rw io.ReadWriter, req Request, auth *Auth) (Reply, error) {
 	return handshake(rw, req, auth, true)
 }
@@ -105,8 +106,11 @@ func handshake(rw io.ReadWriter, req Request, auth *Auth, pipelined bool) (Reply
 	}
 
 	greeting := AppendGreeting(nil, auth != nil)
-	if pipelined {
-		all := append(append(append([]byte{}, greeting...), authMsg...), msg...)
+	// Tor answers a greeting and a sub-negotiation that arrive together with the
+	// sub-negotiation's status only (the method selection is lost): with credentials, only the
+	// sub-negotiation and the request are pipelined, after the selection.
+	if pipelined && auth == nil {
+		all := append(append([]byte{}, greeting...), msg...)
 		if err := writeMsg(rw, all, "greeting and request"); err != nil {
 			return Reply{}, err
 		}
@@ -128,10 +132,12 @@ func handshake(rw io.ReadWriter, req Request, auth *Auth, pipelined bool) (Reply
 	}
 
 	if auth != nil {
-		if !pipelined {
-			if err := writeMsg(rw, authMsg, "username/password"); err != nil {
-				return Reply{}, err
-			}
+		out := authMsg
+		if pipelined {
+			out = append(append([]byte{}, authMsg...), msg...)
+		}
+		if err := writeMsg(rw, out, "username/password"); err != nil {
+			return Reply{}, err
 		}
 		var st [2]byte
 		if _, err := io.ReadFull(rw, st[:]); err != nil {

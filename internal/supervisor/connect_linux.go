@@ -137,7 +137,10 @@ func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPor
 			if !ok {
 				return &refusal{unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest)}
 			}
-			return s.proxyNamed(c, cp, si, dest, name, release)
+			if err := s.proxyNamed(c, cp, si, dest, name, release); err != nil {
+				return &namedErr{fmt.Sprintf("%s:%d (stand-in %s)", name, dest.Port(), dest.Addr()), err}
+			}
+			return nil
 		}
 	}
 	d := s.pol.Connect(dest)
@@ -151,17 +154,29 @@ func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPor
 	}
 }
 
+// namedErr is a failed connect to a stand-in: target names the name the program resolved.
+type namedErr struct {
+	target string
+	err    error
+}
+
+func (e *namedErr) Error() string { return e.err.Error() }
+func (e *namedErr) Unwrap() error { return e.err }
+
 // failConnect answers a failed connectTCP.
 func (s *Supervisor) failConnect(c *call, dest netip.AddrPort, err error) {
 	var r *refusal
 	var q *quietErr
+	var n *namedErr
 	switch {
 	case errors.As(err, &r):
 		c.refuse(r.errno, r.reason)
 	case errors.As(err, &q):
 		c.fail(q.errno)
+	case errors.As(err, &n):
+		s.failProxy(c, n.target, n.err)
 	default:
-		s.failProxy(c, dest, err)
+		s.failProxy(c, dest.String(), err)
 	}
 }
 
@@ -279,8 +294,9 @@ func direct(cp int, si sockInfo, dest netip.AddrPort) error {
 	}
 }
 
-// failProxy answers a failed proxied connect with the errno torsocks gives and one clear line.
-func (s *Supervisor) failProxy(c *call, dest netip.AddrPort, err error) {
+// failProxy answers a failed proxied connect to target with the errno torsocks gives and one clear
+// line.
+func (s *Supervisor) failProxy(c *call, target string, err error) {
 	if errors.Is(err, errTaskGone) {
 		c.finish(nil)
 		return
@@ -290,7 +306,7 @@ func (s *Supervisor) failProxy(c *call, dest netip.AddrPort, err error) {
 	if errors.As(err, &se) {
 		errno = se.errno
 	}
-	c.logAt(slog.LevelWarn, fmt.Sprintf("connection to %s through Tor failed: %v", dest, err))
+	c.logAt(slog.LevelWarn, fmt.Sprintf("connection to %s through Tor failed: %v", target, err))
 	c.fail(errno)
 }
 
@@ -338,16 +354,14 @@ func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPor
 		// for the method selection and again for the reply. The mark is the program's socket
 		// option too, so it is put back as it was; nothing else uses the socket meanwhile (the
 		// program is inside connect).
-		lowat := 2 + 4
-		if auth != nil {
-			lowat += 2
-		}
+		// Only without credentials: with them the method selection comes alone first.
+		lowat := auth == nil
 		old, gerr := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
-		if gerr == nil {
-			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, lowat)
+		if gerr == nil && lowat {
+			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
 		}
 		_, err = socks5.HandshakePipelined(rc, req, auth)
-		if gerr == nil {
+		if gerr == nil && lowat {
 			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, old)
 		}
 	}

@@ -1,0 +1,335 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// target is how a program names the destination.
+type target string
+
+const (
+	byIP    target = "by address"
+	byName  target = "by name"
+	byOnion target = ".onion"
+)
+
+// program is one client program of the compatibility matrix.
+type program struct {
+	name    string
+	targets []target
+	// cmd returns the command line and standard input of a run with ID id
+	// against host.
+	cmd func(e *env, id, host string, tg target) (args []string, stdin string)
+	// check returns an error unless the output shows that the run worked.
+	check func(e *env, id string, tg target, r result) error
+	// impossible names targets the program itself cannot reach whatever the
+	// torsocks, and why: a run that fails without leaking is "n/a" there.
+	impossible map[target]string
+}
+
+func pageURL(host, id string) string { return fmt.Sprintf("http://%s/t/%s/", host, id) }
+
+func wantBody(id string, r result) error {
+	if !strings.Contains(r.stdout, helloBody(id)) {
+		return fmt.Errorf("page %q missing from the output %q", helloBody(id), r.stdout)
+	}
+	return nil
+}
+
+const pyFetch = `import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())`
+
+// pyFastOpen sends an HTTP request with the connect folded into the first
+// sendto (TCP Fast Open, MSG_FASTOPEN) and prints the response.
+const pyFastOpen = `import socket, sys
+host, path = sys.argv[1], sys.argv[2]
+ai = socket.getaddrinfo(host, 80, socket.AF_INET, socket.SOCK_STREAM)[0]
+s = socket.socket(ai[0], ai[1])
+s.settimeout(60)
+s.sendto(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, host)).encode(), socket.MSG_FASTOPEN, ai[4])
+out = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    out += d
+sys.stdout.write(out.decode())`
+
+var allTargets = []target{byIP, byName, byOnion}
+
+var programs = []program{
+	{
+		name:    "curl",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{"curl", "-sS", "--max-time", "60", pageURL(host, id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+	{
+		name:    "wget",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{"wget", "-nv", "-O", "-", "-T", "60", "-t", "1", pageURL(host, id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+	{
+		name:    "python3 urllib",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{"/usr/bin/python3", "-c", pyFetch, pageURL(host, id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+	{
+		name:    "python3 TCP Fast Open (sendto MSG_FASTOPEN)",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{"/usr/bin/python3", "-c", pyFastOpen, host, fmt.Sprintf("/t/%s/", id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+	{
+		name:    "git clone (http)",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			dir := filepath.Join(e.dir, "clone-"+id)
+			// /bin/sh, not sh: "torsocks sh" is the C torsocks' "show".
+			return []string{"/bin/sh", "-c", `git clone -q "$1" "$2" && cat "$2/README"`, "sh", pageURL(host, id) + "repo.git", dir}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error {
+			if r.stdout != repoReadme {
+				return fmt.Errorf("cloned README %q, want %q", r.stdout, repoReadme)
+			}
+			return nil
+		},
+	},
+	{
+		name:    "static Go client (CGO_ENABLED=0)",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{e.goclient, pageURL(host, id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+		impossible: map[target]string{
+			byOnion: "Go's resolver refuses .onion names without asking DNS (RFC 7686); Go programs reach onions by dialling a SOCKS proxy themselves",
+		},
+	},
+	{
+		name:    "nc (server speaks first)",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			// No -N: Tor has no half-closed streams (a shutdown(SHUT_WR) ends the
+			// stream both ways), so nc waits for the server to close.
+			if tg == byOnion { // the onion service forwards port 80 only: HTTP by hand
+				return []string{"nc", "-w", "60", host, "80"},
+					fmt.Sprintf("GET /t/%s/ HTTP/1.0\r\nHost: %s\r\n\r\n", id, host)
+			}
+			return []string{"nc", "-w", "60", host, fmt.Sprint(bannerPort)}, "hello " + id + "\n"
+		},
+		check: func(e *env, id string, tg target, r result) error {
+			if tg == byOnion {
+				return wantBody(id, r)
+			}
+			// Exactly the banner and the echo: no SOCKS byte in front, none lost.
+			if want := banner + "hello " + id + "\n"; r.stdout != want {
+				return fmt.Errorf("transcript %q, want %q", r.stdout, want)
+			}
+			return nil
+		},
+	},
+	{
+		name:    "C client calling libc's syscall(2)",
+		targets: []target{byIP},
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{e.raw, "libc", host, fmt.Sprint(webPort), fmt.Sprintf("/t/%s/", id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+	{
+		name:    "C client with inline syscall instructions",
+		targets: []target{byIP},
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{e.raw, "asm", host, fmt.Sprint(webPort), fmt.Sprintf("/t/%s/", id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+}
+
+// host returns the destination host for a run.
+func (e *env) host(id string, tg target) string {
+	switch tg {
+	case byName:
+		return id + "." + nameDomain
+	case byOnion:
+		return e.net.OnionHost
+	}
+	return testHost.String()
+}
+
+// testPrograms runs every program against every target under both torsocks.
+func testPrograms(t *testing.T, e *env) {
+	var names []string
+	var fs []func(*testing.T)
+	for _, p := range programs {
+		for _, tg := range allTargets {
+			if !contains(p.targets, tg) {
+				continue
+			}
+			row := p.name + " — " + string(tg)
+			e.table.declare(secPrograms, row)
+			for _, tool := range []string{toolGo, toolC} {
+				names = append(names, fmt.Sprintf("%s/%s/%s", tool, p.name, tg))
+				fs = append(fs, func(t *testing.T) { e.programRun(t, p, tg, tool, row) })
+			}
+		}
+	}
+	concurrently(t, names, fs)
+}
+
+func contains(ts []target, tg target) bool {
+	for _, x := range ts {
+		if x == tg {
+			return true
+		}
+	}
+	return false
+}
+
+// programRun runs p once and records the outcome in the table; under this
+// torsocks the run must work and must not leak.
+func (e *env) programRun(t *testing.T, p program, tg target, tool, row string) {
+	if tool == toolC && e.cVersion == "" {
+		e.table.set(secPrograms, row, tool, cell{status: "not installed"})
+		t.Skip("the C torsocks is not installed")
+	}
+	if tool == toolGo && tg != byIP && !e.dnsWorks {
+		e.table.set(secPrograms, row, tool, cell{status: "skipped", detail: "needs DNS (issue 4)"})
+		t.Skipf("needs DNS (issue 4): %s", e.dnsDetail)
+	}
+	id := e.newID(tool)
+	host := e.host(id, tg)
+	args, stdin := p.cmd(e, id, host, tg)
+	onionBefore := 0
+	if tg == byOnion {
+		e.onionMu.Lock()
+		defer e.onionMu.Unlock()
+		onionBefore = e.onionLeakQueries()
+	}
+	r := e.run(t, tool, nil, stdin, args...)
+	c := e.outcome(id, tg, onionBefore, r, p.check(e, id, tg, r))
+	if why, ok := p.impossible[tg]; ok && c.status == "fails" {
+		t.Logf("%s %s under %s: fails as it must: %s", p.name, tg, tool, c.detail)
+		c = cell{status: "n/a", detail: why}
+		e.table.set(secPrograms, row, tool, c)
+		return
+	}
+	e.table.set(secPrograms, row, tool, c)
+	t.Logf("%s %s under %s: %s", p.name, tg, tool, c)
+	if tool != toolGo {
+		if c.status == "fails" {
+			t.Logf("stdout: %s\nstderr: %s", r.stdout, r.stderr)
+		}
+		return
+	}
+	if c.status != "works" {
+		t.Errorf("%s %s: %s\nstdout: %s\nstderr: %s", p.name, tg, c, r.stdout, r.stderr)
+	}
+	// The request reached the destination, through an exit or the onion service.
+	conns := e.rec.connsOf(id)
+	if len(conns) == 0 {
+		t.Errorf("%s %s: the destination saw no connection of run %s", p.name, tg, id)
+	}
+	for _, cn := range conns {
+		want := "exit"
+		if tg == byOnion {
+			want = "onion service"
+		}
+		if cn.via != want {
+			t.Errorf("%s %s: connection from %v to %s came via %s, want %s", p.name, tg, cn.remote, cn.listener, cn.via, want)
+		}
+	}
+	if tg == byName && !e.exitResolved(host) {
+		t.Errorf("%s %s: the exits' resolver never got %s: the name did not go through Tor", p.name, tg, host)
+	}
+}
+
+// onionLeakQueries counts queries for the onion name at the program's
+// nameservers.
+func (e *env) onionLeakQueries() int {
+	n := 0
+	for _, s := range e.leakDNS {
+		for _, q := range s.Queries() {
+			if q.Name == strings.ToLower(e.net.OnionHost) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// exitResolved reports whether the exits' resolver got a query for name.
+func (e *env) exitResolved(name string) bool {
+	for _, q := range e.exitDNS.Queries() {
+		if q.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// outcome classifies a run: LEAKS if anything of it reached a destination or
+// a nameserver without Tor, else works or fails.
+func (e *env) outcome(id string, tg target, onionBefore int, r result, checkErr error) cell {
+	leaks := e.leaksOf(id, tg, onionBefore)
+	if len(leaks) > 0 {
+		detail := leaks[0]
+		if len(leaks) > 1 {
+			detail += fmt.Sprintf(" (+%d more)", len(leaks)-1)
+		}
+		if r.code != 0 || checkErr != nil {
+			detail += "; then fails"
+		}
+		return cell{status: "LEAKS", detail: detail}
+	}
+	if r.code == 0 && checkErr == nil {
+		return cell{status: "works"}
+	}
+	detail := lastLine(r.stderr)
+	if detail == "" && checkErr != nil {
+		detail = checkErr.Error()
+	}
+	if detail == "" {
+		detail = fmt.Sprintf("exit %d", r.code)
+	}
+	return cell{status: "fails", detail: detail}
+}
+
+// leaksOf describes what of run id reached a destination or a nameserver
+// without Tor: DNS queries first.
+func (e *env) leaksOf(id string, tg target, onionBefore int) []string {
+	var leaks []string
+	for _, s := range e.leakDNS {
+		for _, q := range s.Queries() {
+			if label, _, _ := strings.Cut(q.Name, "."); label == id {
+				leaks = append(leaks, fmt.Sprintf("DNS query for %s sent to %v", "ID"+strings.TrimPrefix(q.Name, label), s.Addr()))
+				break
+			}
+		}
+	}
+	if tg == byOnion {
+		if n := e.onionLeakQueries() - onionBefore; n > 0 {
+			leaks = append(leaks, fmt.Sprintf("%d DNS queries for the .onion name sent to the system's nameserver", n))
+		}
+	}
+	for _, c := range e.rec.connsOf(id) {
+		if !c.allowed {
+			leaks = append(leaks, fmt.Sprintf("%s saw a direct connection from %v", c.listener, c.remote.Addr()))
+		}
+	}
+	return leaks
+}
