@@ -112,6 +112,13 @@ func sandboxUDP(sb *sandbox.Sandbox, family int, sa unix.Sockaddr) (net.PacketCo
 	}
 	if family == unix.AF_INET6 {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		// Answering from the queried address: IPv6 accepts an IPV6_PKTINFO source only if it is
+		// assigned to an interface (the sandbox's local route for ::/0 does not count, unlike
+		// IPv4's), or with IPV6_FREEBIND.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("IPV6_FREEBIND on the DNS responder: %w", err)
+		}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
