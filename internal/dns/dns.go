@@ -56,6 +56,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gotorsocks/torsocks/internal/standin"
@@ -151,6 +152,10 @@ type Options struct {
 	// Logf, if set, receives a line for each problem (full table, resolver
 	// failure).
 	Logf func(format string, args ...any)
+	// Reclaim, if set, is called when a stand-in table is full, before one more try: it
+	// releases the stand-ins held by connections the program has closed (the supervisor's
+	// registry only notices closed sockets when it sweeps).
+	Reclaim func()
 }
 
 // Server answers DNS queries. Its methods may be called from any goroutine.
@@ -161,11 +166,15 @@ type Server struct {
 	hosts             hostsTable
 	cache             *cache
 	logf              func(format string, args ...any)
+	reclaim           func()
+
+	fullMu     sync.Mutex // guards fullLogged
+	fullLogged time.Time  // when a full table was last logged
 }
 
 // New returns a Server for opts.
 func New(opts Options) (*Server, error) {
-	s := &Server{mode: opts.Mode, onion: opts.Onion, map4: opts.Map4, map6: opts.Map6, resolver: opts.Resolver, logf: opts.Logf}
+	s := &Server{mode: opts.Mode, onion: opts.Onion, map4: opts.Map4, map6: opts.Map6, resolver: opts.Resolver, logf: opts.Logf, reclaim: opts.Reclaim}
 	if s.mode == "" {
 		s.mode = ModeMap
 	}
@@ -365,11 +374,24 @@ func (s *Server) isStandInAddr(a netip.Addr) bool {
 	return false
 }
 
-// assign answers with t's stand-in for name.
+// assign answers with t's stand-in for name. A full table first gets the references of closed
+// connections released (Options.Reclaim), then one more try.
 func (s *Server) assign(t *standin.Table, name string) reply {
 	a, err := t.Assign(name)
+	if errors.Is(err, standin.ErrFull) && s.reclaim != nil {
+		s.reclaim()
+		a, err = t.Assign(name)
+	}
 	if err != nil {
-		s.logf("DNS: no stand-in address for %s in %v: %v", name, t.Prefix(), err)
+		s.fullMu.Lock()
+		quiet := time.Since(s.fullLogged) < 10*time.Second
+		if !quiet {
+			s.fullLogged = time.Now()
+		}
+		s.fullMu.Unlock()
+		if !quiet { // at most one line every 10 s: a full table makes every lookup fail
+			s.logf("DNS: no stand-in address for %s in %v: %v", name, t.Prefix(), err)
+		}
 		return servfail
 	}
 	return answer(StandInTTL, a)

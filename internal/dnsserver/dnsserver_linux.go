@@ -154,10 +154,19 @@ func (s *Server) Close() error {
 	if s.tcp != nil {
 		s.tcp.Close()
 	}
+	// The catch-all goroutines stop at once; what their sockets still hold is handled here.
 	for _, f := range s.raw {
-		f.Close()
+		f.SetReadDeadline(time.Now())
 	}
 	s.wg.Wait()
+	for i, f := range s.raw {
+		family := unix.AF_INET
+		if i == 1 {
+			family = unix.AF_INET6
+		}
+		s.drain(f, family)
+		f.Close()
+	}
 	return nil
 }
 
@@ -191,7 +200,11 @@ func (s *Server) serveUDP4() {
 		}
 		// Answer from the address the program sent to, so it sees its nameserver answering.
 		out := &ipv4.ControlMessage{Src: cm.Dst}
-		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) { s.udp4.WriteTo(r, out, src) })
+		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) {
+			if _, err := s.udp4.WriteTo(r, out, src); err != nil {
+				s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", src, err))
+			}
+		})
 	}
 }
 
@@ -207,7 +220,11 @@ func (s *Server) serveUDP6() {
 			continue
 		}
 		out := &ipv6.ControlMessage{Src: cm.Dst}
-		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) { s.udp6.WriteTo(r, out, src) })
+		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) {
+			if _, err := s.udp6.WriteTo(r, out, src); err != nil {
+				s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", src, err))
+			}
+		})
 	}
 }
 
@@ -280,7 +297,8 @@ func (s *Server) serveTCP() {
 }
 
 // catchAll reads copies of every UDP datagram delivered in the sandbox and logs, at most once a
-// minute per destination, those that were not DNS: they went nowhere.
+// minute per destination, those that were not DNS: they went nowhere (or hands them to the
+// Dropped callback).
 func (s *Server) catchAll(f *os.File, family int) {
 	defer s.wg.Done()
 	rc, err := f.SyscallConn()
@@ -300,52 +318,78 @@ func (s *Server) catchAll(f *os.File, family int) {
 		if err != nil || (rerr != nil && rerr != unix.EINTR) {
 			return
 		}
-		if rerr != nil {
-			continue
+		if rerr == nil {
+			s.seenRaw(family, buf[:n], oob[:oobn], from)
 		}
-		var src, dst netip.Addr
-		var udp []byte
-		if family == unix.AF_INET {
-			if n < 20 {
-				continue
+	}
+}
+
+// drain handles what the catch-all sockets still hold (a program that sent a datagram just before
+// exiting must still get its line), without waiting.
+func (s *Server) drain(f *os.File, family int) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 65536)
+	oob := make([]byte, 128)
+	rc.Control(func(fd uintptr) {
+		for {
+			n, oobn, _, from, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
+			if err != nil {
+				return
 			}
-			ihl := int(buf[0]&0xf) * 4
-			if n < ihl+8 {
-				continue
-			}
-			src = netip.AddrFrom4([4]byte(buf[12:16]))
-			dst = netip.AddrFrom4([4]byte(buf[16:20]))
-			udp = buf[ihl:n]
-		} else {
-			if n < 8 {
-				continue
-			}
-			udp = buf[:n]
-			if sa, ok := from.(*unix.SockaddrInet6); ok {
-				src = netip.AddrFrom16(sa.Addr)
-			}
-			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-			for _, m := range msgs {
-				if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16 {
-					dst = netip.AddrFrom16([16]byte(m.Data[:16]))
-				}
+			s.seenRaw(family, buf[:n], oob[:oobn], from)
+		}
+	})
+}
+
+// seenRaw handles one datagram copy from a catch-all socket: an IPv4 packet with its header, or
+// (IPv6) a UDP header and payload with the destination in IPV6_PKTINFO.
+func (s *Server) seenRaw(family int, pkt, oob []byte, from unix.Sockaddr) {
+	var src, dst netip.Addr
+	var udp []byte
+	if family == unix.AF_INET {
+		if len(pkt) < 20 {
+			return
+		}
+		ihl := int(pkt[0]&0xf) * 4
+		if len(pkt) < ihl+8 {
+			return
+		}
+		src = netip.AddrFrom4([4]byte(pkt[12:16]))
+		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+		udp = pkt[ihl:]
+	} else {
+		if len(pkt) < 8 {
+			return
+		}
+		udp = pkt
+		if sa, ok := from.(*unix.SockaddrInet6); ok {
+			src = netip.AddrFrom16(sa.Addr)
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob)
+		for _, m := range msgs {
+			if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16 {
+				dst = netip.AddrFrom16([16]byte(m.Data[:16]))
 			}
 		}
-		sport, dport := binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
-		if dport == 53 || sport == 53 {
-			continue
-		}
-		if s.dropped != nil && s.dropped(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), udp[8:]) {
-			continue
-		}
-		s.mu.Lock()
-		last, ok := s.seen[dst]
-		if !ok || time.Since(last) > time.Minute {
-			s.seen[dst] = time.Now()
-			s.mu.Unlock()
-			s.log.Warn(fmt.Sprintf("UDP to %s refused: Tor carries TCP only (the datagram was dropped)", netip.AddrPortFrom(dst, dport)))
-			continue
-		}
-		s.mu.Unlock()
+	}
+	sport, dport := binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
+	if dport == 53 || sport == 53 {
+		return
+	}
+	if s.dropped != nil && s.dropped(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), udp[8:]) {
+		return
+	}
+	s.mu.Lock()
+	last, ok := s.seen[dst]
+	logIt := !ok || time.Since(last) > time.Minute
+	if logIt {
+		s.seen[dst] = time.Now()
+	}
+	s.mu.Unlock()
+	if logIt {
+		s.log.Warn(fmt.Sprintf("UDP to %s refused: Tor carries TCP only (the datagram was dropped)", netip.AddrPortFrom(dst, dport)))
 	}
 }

@@ -117,6 +117,14 @@ func (s *Sweeper) Close() {
 // If a dump fails nothing is reclaimed: keeping the entry of a closed socket
 // costs memory until the next sweep, while dropping a live one would make
 // getpeername on it show Tor's address.
+// SweepNow reclaims the entries of closed sockets at once, in the caller's goroutine, whatever the
+// threshold (a caller that needs their release callbacks to have run now, such as a full
+// stand-in table). It may run alongside a background sweep: both only destroy entries of sockets
+// that neither of their two listings found alive.
+func (s *Sweeper) SweepNow() {
+	s.sweep()
+}
+
 func (s *Sweeper) sweep() (live int, err error) {
 	gen := s.r.Generation()
 	live1, err := s.live()

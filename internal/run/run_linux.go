@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -135,7 +136,13 @@ func Main(args []string) int {
 		defer relay.Close()
 	}
 
-	udp := startDNS(cfg, auth, log)
+	var supRef atomic.Pointer[supervisor.Supervisor] // set below; the DNS responder's full-table hook needs it
+	reclaim := func() {
+		if sup := supRef.Load(); sup != nil {
+			sup.ReclaimClosed()
+		}
+	}
+	udp := startDNS(cfg, auth, log, reclaim)
 	if udp.server != nil {
 		defer udp.server.Close()
 	}
@@ -169,6 +176,7 @@ func Main(args []string) int {
 		StandIn:     udp.standIn,
 	})
 
+	supRef.Store(sup)
 	r := &reaper{child: child.Pid, done: make(chan struct{})}
 	go r.loop(sigs, log)
 	if err := sup.Serve(); err != nil {
@@ -364,7 +372,7 @@ func (u udpDNS) loopback() interface{ Ensure(netip.AddrPort) error } {
 // could be made: not root and user namespaces disabled) UDP sockets are refused, as the C torsocks
 // refuses them, and names can only be resolved by programs that ask Tor themselves; torsocks says
 // so once.
-func startDNS(cfg *config.Config, auth *socks5.Auth, log *slog.Logger) udpDNS {
+func startDNS(cfg *config.Config, auth *socks5.Auth, log *slog.Logger, reclaim func()) udpDNS {
 	sb, err := sandbox.New("/proc/self/exe")
 	if err != nil {
 		log.Warn(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
@@ -387,6 +395,7 @@ func startDNS(cfg *config.Config, auth *socks5.Auth, log *slog.Logger) udpDNS {
 		Onion:    onion,
 		Resolver: resolver,
 		Logf:     func(f string, a ...any) { log.Warn(fmt.Sprintf(f, a...)) },
+		Reclaim:  reclaim,
 	})
 	if err != nil {
 		log.Error(fmt.Sprintf("DNS: %v", err))

@@ -140,6 +140,11 @@ func (s *Supervisor) Stats() Stats {
 	return Stats{Proxied: s.proxied.Load(), RegistryLen: s.reg.Len(), RegistryPeak: s.peak.Load()}
 }
 
+// ReclaimClosed releases now the registry entries (and what they hold, such as stand-in
+// addresses) of sockets the program has closed, which the background sweeper would only notice
+// later.
+func (s *Supervisor) ReclaimClosed() { s.sweeper.SweepNow() }
+
 // Registry exposes the connection registry (tests, statistics).
 func (s *Supervisor) Registry() *registry.Registry { return s.reg }
 

@@ -1,9 +1,12 @@
 // Package udprelay carries UDP between the program's sandboxed sockets and services on this
 // machine's loopback addresses, for torsocks' "AllowOutboundLocalhost 2". The program's UDP socket
-// stays in the sandbox (internal/sandbox), where nothing can leave: for each loopback destination
-// the program uses, the relay binds a mirror socket on that address and port inside the sandbox,
-// and forwards what arrives there from a socket of its own in the host's namespace, connected to
-// exactly that destination; answers go back the same way. Nothing but loopback can be reached.
+// stays in the sandbox (internal/sandbox), where nothing can leave. The sandbox's catch-all sees a
+// copy of every datagram and hands those to loopback destinations to Inject, which forwards each
+// from a socket of the relay's own in the host's namespace, connected to exactly that
+// destination; answers go back to the program from a mirror socket bound to the destination's
+// address and port inside the sandbox. Mirrors receive nothing (a socket filter drops it all):
+// they exist so that the sandbox does not refuse the program's datagrams, and so that answers
+// come from the right address. Nothing but loopback can be reached.
 package udprelay
 
 import (
@@ -44,16 +47,15 @@ func New(sb *sandbox.Sandbox) *Relay {
 	return &Relay{sb: sb, mirrors: map[netip.AddrPort]*mirror{}}
 }
 
-// Ensure makes sure datagrams sent in the sandbox to dst (a loopback address) reach dst on the
-// host. It is idempotent. A program that itself listens on dst inside the sandbox keeps it (the
-// mirror's bind fails with EADDRINUSE, and its own datagrams then stay in the sandbox).
+// Ensure makes the mirror of dst (a loopback address), so that datagrams the program sends there
+// are accepted in the sandbox (and forwarded through Inject). It is idempotent. A destination a
+// socket of the program itself owns in the sandbox is left to it.
 func (r *Relay) Ensure(dst netip.AddrPort) error {
 	_, err := r.ensure(dst)
 	return err
 }
 
-// ensure returns the mirror it made for dst, or nil if dst already had one or belongs to a socket
-// of the program in the sandbox.
+// ensure returns dst's mirror, made if needed; nil if a socket of the program owns dst.
 func (r *Relay) ensure(dst netip.AddrPort) (*mirror, error) {
 	if !dst.Addr().Unmap().IsLoopback() {
 		return nil, fmt.Errorf("UDP relay: %v is not a loopback address", dst)
@@ -63,8 +65,8 @@ func (r *Relay) ensure(dst netip.AddrPort) (*mirror, error) {
 	if r.closed {
 		return nil, fmt.Errorf("UDP relay closed")
 	}
-	if _, ok := r.mirrors[dst]; ok {
-		return nil, nil
+	if m, ok := r.mirrors[dst]; ok {
+		return m, nil
 	}
 	var family int
 	var sa unix.Sockaddr
@@ -77,10 +79,15 @@ func (r *Relay) ensure(dst netip.AddrPort) (*mirror, error) {
 	if err != nil {
 		return nil, err
 	}
+	dropAll := []unix.SockFilter{{Code: 0x06, K: 0}} // BPF_RET|BPF_K 0: keep nothing
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &dropAll[0]}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("UDP relay: mirror filter: %w", err)
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		if err == unix.EADDRINUSE {
-			return nil, nil
+			return nil, nil // the program's own socket: its datagrams stay in the sandbox
 		}
 		return nil, fmt.Errorf("UDP relay: bind %v in the sandbox: %w", dst, err)
 	}
@@ -92,20 +99,18 @@ func (r *Relay) ensure(dst netip.AddrPort) (*mirror, error) {
 	}
 	m := &mirror{conn: pc.(*net.UDPConn), dst: dst, flows: map[netip.AddrPort]*net.UDPConn{}}
 	r.mirrors[dst] = m
-	go m.serve()
 	return m, nil
 }
 
-// Inject is given a UDP datagram seen in the sandbox (by a catch-all that sees them all) to a
-// loopback destination. If nothing in the sandbox owned that destination, the sandbox swallowed
-// it: it is forwarded, and a mirror made for the next ones. Datagrams that reached a socket (a
-// mirror, or one of the program's own) are left alone.
+// Inject forwards a UDP datagram that a program socket at src sent to dst (a loopback address),
+// as seen by the sandbox's catch-all, which sees them all, once each. Datagrams a mirror sent
+// back (answers) and datagrams to a destination a program socket owns are left alone.
 func (r *Relay) Inject(src, dst netip.AddrPort, data []byte) error {
 	r.mu.Lock()
 	_, fromMirror := r.mirrors[src]
 	r.mu.Unlock()
 	if fromMirror {
-		return nil // an answer the relay itself sent back (its program socket may be gone)
+		return nil
 	}
 	m, err := r.ensure(dst)
 	if err != nil || m == nil {
@@ -124,18 +129,6 @@ func (r *Relay) Close() error {
 		m.conn.Close()
 	}
 	return nil
-}
-
-// serve forwards what programs send to the mirror.
-func (m *mirror) serve() {
-	buf := make([]byte, 65536)
-	for {
-		n, src, err := m.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		m.forward(src, buf[:n])
-	}
 }
 
 // forward sends data to the destination from the host socket of the program socket src (made on
