@@ -212,7 +212,7 @@ func (e *env) build() error {
 			}
 			return goBuild(e.torsocks, "github.com/gotorsocks/torsocks/cmd/torsocks")
 		},
-		func() error { return goBuild(e.goclient, "./testdata/goclient") },
+		func() error { return goBuild(e.goclient, "../integration/testdata/goclient") }, // the integration tests' client
 		func() error {
 			return command("", nil, "gcc", "-O1", "-Wall", "-o", e.raw, filepath.Join("testdata", "rawconnect.c"))
 		},

@@ -311,37 +311,30 @@ func GetFD(pidfd, fd int) (int, error) {
 
 // ReadMem reads len(buf) bytes at addr of thread tid. A short read is an error (EFAULT).
 func ReadMem(tid int, addr uint64, buf []byte) error {
-	if len(buf) == 0 {
-		return nil
-	}
 	if len(buf) > maxTraceeMemoryAccess {
 		return fmt.Errorf("read %d bytes of pid %d: too large", len(buf), tid)
 	}
-	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
-	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
-	n, err := unix.ProcessVMReadv(tid, local, remote, 0)
-	if err != nil {
-		return fmt.Errorf("read %d bytes at %#x of pid %d: %w", len(buf), addr, tid, err)
-	}
-	if n != len(buf) {
-		return fmt.Errorf("read %d bytes at %#x of pid %d: short read (%d): %w", len(buf), addr, tid, n, unix.EFAULT)
-	}
-	return nil
+	return vm("read", unix.ProcessVMReadv, tid, addr, buf)
 }
 
 // WriteMem writes buf at addr of thread tid. The caller must check the notification id just before.
 func WriteMem(tid int, addr uint64, buf []byte) error {
+	return vm("write", unix.ProcessVMWritev, tid, addr, buf)
+}
+
+// vm moves buf to or from addr of thread tid with process_vm_readv or process_vm_writev.
+func vm(what string, op func(int, []unix.Iovec, []unix.RemoteIovec, uint) (int, error), tid int, addr uint64, buf []byte) error {
 	if len(buf) == 0 {
 		return nil
 	}
 	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
 	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
-	n, err := unix.ProcessVMWritev(tid, local, remote, 0)
+	n, err := op(tid, local, remote, 0)
 	if err != nil {
-		return fmt.Errorf("write %d bytes at %#x of pid %d: %w", len(buf), addr, tid, err)
+		return fmt.Errorf("%s %d bytes at %#x of pid %d: %w", what, len(buf), addr, tid, err)
 	}
 	if n != len(buf) {
-		return fmt.Errorf("write %d bytes at %#x of pid %d: short write (%d): %w", len(buf), addr, tid, n, unix.EFAULT)
+		return fmt.Errorf("%s %d bytes at %#x of pid %d: short (%d): %w", what, len(buf), addr, tid, n, unix.EFAULT)
 	}
 	return nil
 }
