@@ -286,7 +286,7 @@ func cleanEnv(home string) []string {
 	}
 	env = append(env, "HOME="+home, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
 	if raceEnabled {
-		env = append(env, "GORACE=halt_on_error=1 exitcode=66")
+		env = append(env, "GORACE=halt_on_error=1 exitcode=66 atexit_sleep_ms=0")
 	}
 	return env
 }

@@ -64,7 +64,7 @@ func setup() (func(), error) {
 		// The race detector needs cgo; halt_on_error makes any report fail the program's run.
 		build = exec.Command("go", "build", "-race", "-o", torsocksBin, "github.com/gotorsocks/torsocks/cmd/torsocks")
 		build.Env = append(os.Environ(), "CGO_ENABLED=1")
-		os.Setenv("GORACE", "halt_on_error=1 exitcode=66")
+		os.Setenv("GORACE", "halt_on_error=1 exitcode=66 atexit_sleep_ms=0")
 	}
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build torsocks: %v\n%s", err, out)
