@@ -14,13 +14,9 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case launch.HelperArg:
-			launch.RunHelper(os.Args[2:])
-		case sandbox.FactoryArg:
-			sandbox.RunFactory()
-		}
+	if len(os.Args) > 1 && os.Args[1] == launch.HelperArg {
+		launch.RunHelper(os.Args[2:])
 	}
+	sandbox.RunFactoryIfAsked()
 	os.Exit(run.Main(os.Args[1:]))
 }

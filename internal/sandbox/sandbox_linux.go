@@ -135,6 +135,15 @@ func (s *Sandbox) Contains(fd int) bool {
 	return err == nil && c == s.cookie
 }
 
+// RunFactoryIfAsked becomes the socket factory (and never returns) when the process was started
+// as one (os.Args[1] is FactoryArg); otherwise it returns at once. The torsocks binary and test
+// binaries that start sandboxes call it first thing.
+func RunFactoryIfAsked() {
+	if len(os.Args) > 1 && os.Args[1] == FactoryArg {
+		RunFactory()
+	}
+}
+
 // RunFactory is the socket factory's whole life (args follow FactoryArg; its socket is fd 3): it
 // makes lo up and every address local, then creates sockets on request until the supervisor goes.
 func RunFactory() {

@@ -64,8 +64,6 @@ func TestAnyAddressIsLocal(t *testing.T) {
 
 // The test binary doubles as the socket factory, as the torsocks binary does.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == FactoryArg {
-		RunFactory()
-	}
+	RunFactoryIfAsked()
 	os.Exit(m.Run())
 }

@@ -265,12 +265,14 @@ func (s *Supervisor) dispatch(n *seccomp.Notif) {
 	}
 }
 
+// socketcallArgs is how many arguments each notified i386 socketcall sub-call reads from memory.
+var socketcallArgs = map[uint64]int{filter.SysSocket: 3, filter.SysConnect: 3, filter.SysListen: 2,
+	filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4}
+
 // socketcall serves the i386 multiplexer: the sub-call is in a register, its arguments in memory.
 func (s *Supervisor) socketcall(c *call) {
-	nargs := map[uint64]int{filter.SysSocket: 3, filter.SysConnect: 3, filter.SysListen: 2,
-		filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4}
 	sub := c.arg(0)
-	n, ok := nargs[sub]
+	n, ok := socketcallArgs[sub]
 	if !ok {
 		c.fail(unix.ENOSYS)
 		return

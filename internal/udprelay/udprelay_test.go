@@ -12,9 +12,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == sandbox.FactoryArg {
-		sandbox.RunFactory()
-	}
+	sandbox.RunFactoryIfAsked()
 	os.Exit(m.Run())
 }
 
