@@ -59,7 +59,6 @@ const (
 	ioctlNotifSend        = unix.SECCOMP_IOCTL_NOTIF_SEND
 	ioctlNotifIDValid     = unix.SECCOMP_IOCTL_NOTIF_ID_VALID
 	ioctlNotifAddFD       = unix.SECCOMP_IOCTL_NOTIF_ADDFD
-	addFDFlagSend         = unix.SECCOMP_ADDFD_FLAG_SEND
 	pidfdThread           = unix.O_EXCL // PIDFD_THREAD (Linux 6.9)
 	listenerFilterFlags   = unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 	minimumKernelMajor    = 5
@@ -237,21 +236,35 @@ func (l *Listener) Valid(id uint64) error {
 }
 
 // AddFDAndReturn installs srcfd in the traced process (O_CLOEXEC if cloexec) and answers the syscall
-// with the new descriptor number, atomically (SECCOMP_ADDFD_FLAG_SEND).
+// with the new descriptor number.
+//
+// It takes two ioctls, ADDFD and then SEND, never the atomic SECCOMP_ADDFD_FLAG_SEND: that flag
+// marks the notification replied before the ioctl waits for the traced thread to install the
+// descriptor, and the wait is interruptible. A signal to our thread (the Go runtime preempts with
+// SIGURG) ends the wait, the kernel takes the queued descriptor back and restarts the ioctl
+// (SA_RESTART), which then fails with EINPROGRESS, while the traced thread, finding the
+// notification replied with nothing to install, returns 0 from socket(): its standard input, not a
+// socket (TestAddFDUnderSignals, seen in CI). A plain ADDFD is safe to restart: an interrupted one
+// either completed (its result is returned) or was withdrawn, and the notification is still
+// pending. If the thread is killed between the two ioctls, its descriptors go with it.
 func (l *Listener) AddFDAndReturn(id uint64, srcfd int, cloexec bool) (int, error) {
-	a := addFD{ID: id, Flags: addFDFlagSend, SrcFD: uint32(srcfd)}
+	a := addFD{ID: id, SrcFD: uint32(srcfd)}
 	if cloexec {
 		a.NewFDFlags = unix.O_CLOEXEC
 	}
 	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifAddFD, uintptr(unsafe.Pointer(&a)))
 	switch errno {
 	case 0:
-		return int(r), nil
 	case unix.ENOENT:
 		return -1, ErrNotifGone
 	default:
 		return -1, fmt.Errorf("SECCOMP_IOCTL_NOTIF_ADDFD: %w", errno)
 	}
+	newfd := int(r)
+	if err := l.Return(id, int64(newfd)); err != nil {
+		return -1, err
+	}
+	return newfd, nil
 }
 
 // OpenThread opens a pidfd for thread tid. It uses PIDFD_THREAD (Linux 6.9) so the pidfd names the
