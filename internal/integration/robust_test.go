@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,6 +46,63 @@ func TestSignalStorm(t *testing.T) {
 		t.Fatalf("signal storm: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	t.Log(strings.TrimSpace(r.stdout))
+	noLeaks(t)
+}
+
+// A storm of SIGURG (what the Go runtime preempts with) at every thread of the supervisor while
+// it creates UDP sockets for the program, connects loopback directly and proxies connects: every
+// syscall the supervisor makes may be interrupted and restarted by the kernel, and none of that
+// may show in the program. (An interrupted ADDFD with SECCOMP_ADDFD_FLAG_SEND once made socket()
+// return 0; an interrupted blocking connect restarts with EALREADY.)
+func TestSupervisorSignalStorm(t *testing.T) {
+	env(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	bin := buildC(t, "rb_supstorm")
+	lport := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	cmd := exec.Command(torsocksBin, bin, "203.0.113.10", "80", lport)
+	cmd.Env = append(os.Environ(), "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	pid := cmd.Process.Pid
+	sent := 0
+	var werr error
+storm:
+	for {
+		select {
+		case werr = <-done:
+			break storm
+		default:
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			if tid, err := strconv.Atoi(task.Name()); err == nil && syscall.Tgkill(pid, tid, syscall.SIGURG) == nil {
+				sent++
+			}
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+	if werr != nil || !strings.Contains(stdout.String(), "bad=0") {
+		t.Fatalf("under a signal storm at the supervisor: %v\n%s\n%s", werr, stdout.String(), stderr.String())
+	}
+	t.Logf("%s (%d signals to the supervisor's threads)", strings.TrimSpace(stdout.String()), sent)
 	noLeaks(t)
 }
 

@@ -148,7 +148,7 @@ func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPor
 	case policy.Refuse:
 		return &refusal{d.Errno, d.Reason}
 	case policy.Direct:
-		return direct(cp, si, dest)
+		return s.direct(c, cp, si, dest)
 	default:
 		return s.proxy(c, cp, si, dest, "")
 	}
@@ -277,18 +277,40 @@ func disconnect(fd int) error {
 
 // direct connects the program's socket to dest itself, with the address it read: the kernel never
 // re-reads the program's memory, so a racing thread cannot redirect the connection.
-func direct(cp int, si sockInfo, dest netip.AddrPort) error {
+//
+// A signal to the supervisor's thread (the Go runtime preempts with SIGURG) interrupts a blocking
+// connect while the kernel goes on connecting, and the restarted call reports EALREADY. A
+// non-blocking program is told EINPROGRESS, which is what its own connect would have said; a
+// blocking one is answered when the connection is made or has failed, as its own connect would be.
+func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
 	sa, err := toSockaddr(si.domain, dest)
 	if err != nil {
 		return &quietErr{errnoOf(err)}
 	}
-	switch err := unix.Connect(cp, sa); {
+	err = unix.Connect(cp, sa)
+	switch {
 	case err == nil:
 		return nil
-	case err == unix.EINTR:
-		// Interrupted in the supervisor, the connect goes on in the kernel: the program sees what
-		// a non-blocking connect reports.
-		return &quietErr{unix.EINPROGRESS}
+	case err == unix.EINTR || err == unix.EALREADY:
+		fl, ferr := unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
+		if ferr != nil || fl&unix.O_NONBLOCK != 0 {
+			return &quietErr{unix.EINPROGRESS}
+		}
+		rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+		if err := rc.wait(unix.POLLOUT); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return &quietErr{unix.ETIMEDOUT}
+			}
+			return err
+		}
+		soerr, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return &quietErr{errnoOf(err)}
+		}
+		if soerr != 0 {
+			return &quietErr{unix.Errno(soerr)}
+		}
+		return nil
 	default:
 		return &quietErr{errnoOf(err)}
 	}
