@@ -8,6 +8,11 @@
 #   203.0.113.10   the test host: a web server on :80, and on :8080 behind the onion service
 #   198.51.100.1   the address the Tor exits connect from (so the web server can tell Tor from a leak)
 # Everything it starts is stopped when it ends (and dies with the namespace).
+#
+# scripts/demo.sh COMMAND [ARG...] brings up the same network and runs COMMAND in it instead of the
+# demo's own programs (bin/torsocks is $TORSOCKS, the onion address $ONION, the test host web.test):
+#   scripts/demo.sh sh -c '$TORSOCKS curl -sS http://$ONION/'
+#   scripts/demo.sh bash -i     (a shell in the namespace, to try any program)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -17,6 +22,10 @@ indent() { sed 's/^/    /'; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 if [ "${1:-}" != --inside ]; then
+	if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
+		sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+	fi
 	[ "$(id -u)" = 0 ] || die "run as root (it creates a network namespace): sudo make demo"
 	for cmd in go tor python3 curl unshare ip; do
 		command -v "$cmd" >/dev/null || die "$cmd is missing: run scripts/install-deps.sh (or make demo)"
@@ -25,14 +34,15 @@ if [ "${1:-}" != --inside ]; then
 	work=$(mktemp -d /tmp/torsocks-demo.XXXXXX)
 	say "building the network launcher (cmd/testnet) and a static Go client (CGO_ENABLED=0)"
 	if ! go build -o "$work/testnet" ./cmd/testnet ||
-		! CGO_ENABLED=0 go build -o "$work/goclient" ./internal/e2e/testdata/goclient; then
+		! CGO_ENABLED=0 go build -o "$work/goclient" ./internal/integration/testdata/goclient; then
 		rm -rf "$work"
 		die "build failed"
 	fi
 	echo "    ok"
 	say "creating a private network namespace (only lo; nothing here can reach the real network)"
-	DEMO_WORK=$work exec unshare --net -- "$BASH" "$0" --inside
+	DEMO_WORK=$work exec unshare --net -- "$BASH" "$0" --inside "$@"
 fi
+shift # --inside
 
 # --- inside the namespace ---------------------------------------------------------------------
 ip link set lo up
@@ -217,6 +227,20 @@ step() {
 	tail -n +$((circ_seen + 1)) "$work/circuits.log" | indent
 	circ_seen=$(wc -l <"$work/circuits.log")
 }
+
+if [ $# -gt 0 ]; then
+	export TORSOCKS=$torsocks ONION SOCKS CONTROL
+	say "running your command in the namespace (test host 203.0.113.10 = web.test, onion $ONION)"
+	printf '    $ %s\n' "$*"
+	rc=0
+	"$@" || rc=$?
+	sleep 0.5
+	say "what the web server saw"
+	indent <"$work/web.log"
+	say "the circuits the streams took"
+	indent <"$work/circuits.log"
+	exit $rc
+fi
 
 step "curl to the web server by address, through bin/torsocks" \
 	"$torsocks" curl -sS --max-time 60 http://203.0.113.10/
