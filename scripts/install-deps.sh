@@ -2,7 +2,7 @@
 # Installs what torsocks' tests and demo need on a bare Debian 12 machine with Go (run as root).
 # Idempotent: skips apt when everything is already there.
 set -euo pipefail
-need=(tor torsocks curl wget git python3 gcc gcc-multilib musl-tools dnsutils iproute2 netcat-openbsd libc-ares-dev util-linux qemu-user)
+need=(tor torsocks curl wget git python3 gcc gcc-multilib musl-tools dnsutils iproute2 netcat-openbsd libc-ares-dev util-linux qemu-user chromium)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -393,6 +393,12 @@ type result struct {
 // runTimeout and the shared concurrency limit.
 func (e *env) run(t *testing.T, tool string, opts []string, stdin string, args ...string) result {
 	t.Helper()
+	return e.runFor(t, runTimeout, tool, opts, stdin, args...)
+}
+
+// runFor is run with its own time limit.
+func (e *env) runFor(t *testing.T, runTimeout time.Duration, tool string, opts []string, stdin string, args ...string) result {
+	t.Helper()
 	e.sem <- struct{}{}
 	defer func() { <-e.sem }()
 	var argv []string
