@@ -30,7 +30,9 @@ if [ "${1:-}" != --inside ]; then
 	for cmd in go tor python3 curl unshare ip; do
 		command -v "$cmd" >/dev/null || die "$cmd is missing: run scripts/install-deps.sh (or make demo)"
 	done
-	[ -x bin/torsocks ] || make build
+	if [ -z "${DEMO_TORSOCKS:-}" ]; then
+		[ -x bin/torsocks ] || make build
+	fi
 	work=$(mktemp -d /tmp/torsocks-demo.XXXXXX)
 	say "building the network launcher (cmd/testnet) and a static Go client (CGO_ENABLED=0)"
 	if ! go build -o "$work/testnet" ./cmd/testnet ||
@@ -67,7 +69,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-torsocks=$root/bin/torsocks
+torsocks=${DEMO_TORSOCKS:-$root/bin/torsocks} # DEMO_TORSOCKS: another build (the tests use it)
 export TORSOCKS_CONF_FILE=$work/torsocks.conf # the same file works for both torsocks
 printf 'TorAddress 127.0.0.1\nTorPort 9050\n' >"$TORSOCKS_CONF_FILE"
 export LC_ALL=C
