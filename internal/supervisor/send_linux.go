@@ -184,8 +184,24 @@ func (s *Supervisor) readSend(c *call, a sendArgs) (sendMsg, error) {
 // readSendLimit is readSend reading at most limit bytes of data; a datagram socket's caller passes
 // a limit it checks against the message's full length.
 func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, error) {
+	return parseSend(c.read, c.abi.PtrSize, a, limit)
+}
+
+// memReader reads n bytes at addr of the program's memory (call.read in the supervisor; a byte
+// slice in the fuzz test).
+type memReader func(addr uint64, n int) ([]byte, error)
+
+// parseSend reads the destination and up to limit bytes of data of a send-family call through
+// read, for an ABI with ptrSize-byte pointers. Everything it reads is the program's and may be
+// anything: lengths are checked as the kernel checks them (an iovec longer than the ABI's ssize_t
+// is EINVAL), sizes bounded, and nothing is trusted to be consistent.
+func parseSend(read memReader, ptrSize int, a sendArgs, limit int) (sendMsg, error) {
 	m := sendMsg{flags: a.flags}
-	ps := uint64(c.abi.PtrSize)
+	ps := uint64(ptrSize)
+	maxLen := uint64(1<<63 - 1)
+	if ps == 4 {
+		maxLen = 1<<31 - 1
+	}
 	word := func(b []byte) uint64 {
 		if ps == 4 {
 			return uint64(binary.LittleEndian.Uint32(b))
@@ -199,13 +215,17 @@ func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, err
 			if a.namelen > maxSockaddrLen {
 				return m, unix.EINVAL
 			}
-			b, err := c.read(a.name, int(a.namelen))
+			b, err := read(a.name, int(a.namelen))
 			if err != nil {
 				return m, err
 			}
 			m.name = b
 		}
-		iovs = append(iovs, [2]uint64{a.buf, a.len})
+		n := a.len
+		if n > 1<<31-1 {
+			n = 1<<31 - 1 // sendto's length is clamped to INT_MAX by the kernel, not refused
+		}
+		iovs = append(iovs, [2]uint64{a.buf, n})
 	case kindSendmsg, kindSendmmsg:
 		if a.kind == kindSendmmsg && a.vlen == 0 {
 			return m, nil
@@ -216,7 +236,7 @@ func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, err
 		if ps == 8 {
 			hdrLen = 56
 		}
-		h, err := c.read(a.msg, int(hdrLen))
+		h, err := read(a.msg, int(hdrLen))
 		if err != nil {
 			return m, err
 		}
@@ -229,7 +249,7 @@ func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, err
 			if namelen > maxSockaddrLen {
 				return m, unix.EINVAL
 			}
-			if m.name, err = c.read(name, int(namelen)); err != nil {
+			if m.name, err = read(name, int(namelen)); err != nil {
 				return m, err
 			}
 		}
@@ -237,7 +257,7 @@ func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, err
 			return m, unix.EMSGSIZE
 		}
 		if iovlen > 0 {
-			ib, err := c.read(iov, int(iovlen*2*ps))
+			ib, err := read(iov, int(iovlen*2*ps))
 			if err != nil {
 				return m, err
 			}
@@ -247,7 +267,12 @@ func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, err
 		}
 	}
 	for _, v := range iovs {
-		m.total += v[1]
+		if v[1] > maxLen {
+			return m, unix.EINVAL
+		}
+		if m.total += v[1]; m.total < v[1] {
+			m.total = 1<<64 - 1 // saturate: only compared with what was read
+		}
 		room := limit - len(m.data)
 		if room <= 0 {
 			continue // keep counting total
@@ -259,7 +284,7 @@ func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, err
 		if n == 0 {
 			continue
 		}
-		b, err := c.read(v[0], int(n))
+		b, err := read(v[0], int(n))
 		if err != nil {
 			return m, err
 		}
