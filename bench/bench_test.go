@@ -147,7 +147,8 @@ func BenchmarkConnect(b *testing.B) {
 
 // TestReport prints, from one run, the per-connect cost of each way as a ratio to the client
 // speaking SOCKS5 itself, and the supervisor's memory after many short connections. It only
-// reports (go test -run TestReport -v ./bench/); set BENCH_CONNECTS to change the count.
+// reports (go test -run TestReport -v ./bench/); set BENCH_CONNECTS to change the count, and
+// BENCH_BASELINE to the path of another torsocks build to measure it alongside ("baseline").
 func TestReport(t *testing.T) {
 	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
 		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
@@ -167,6 +168,14 @@ func TestReport(t *testing.T) {
 		{"client-socks5", nil, "socks"},
 		{"torsocks-go", []string{torsocksGo}, "direct"},
 		{"torsocks-c", cTorsocks(t), "direct"},
+	}
+	if base := os.Getenv("BENCH_BASELINE"); base != "" {
+		// Another build of torsocks-go (an earlier commit, say), measured in the same run.
+		modes = append(modes, struct {
+			name    string
+			wrapper []string
+			mode    string
+		}{"baseline", []string{base}, "direct"})
 	}
 	for round := 0; round < 3; round++ { // interleaved rounds, best of three
 		for _, m := range modes {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -103,6 +104,44 @@ storm:
 		t.Fatalf("under a signal storm at the supervisor: %v\n%s\n%s", werr, stdout.String(), stderr.String())
 	}
 	t.Logf("%s (%d signals to the supervisor's threads)", strings.TrimSpace(stdout.String()), sent)
+	noLeaks(t)
+}
+
+// A connect waiting for its SOCKS reply must not hold up the others: the SOCKS server answers the
+// request for 203.0.113.10 only once it has seen the one for [2001:db8::10], which a second program
+// makes while the first waits. Served one at a time, the first connect would give up (reply 1)
+// when the server stops waiting.
+func TestWaitingConnectDoesNotBlockOthers(t *testing.T) {
+	env(t)
+	second := make(chan struct{})
+	var once sync.Once
+	s, err := socks5test.Start(socks5test.Options{
+		Listen:   []string{"127.0.0.1:9063"},
+		SourceV4: netnstest.SocksSrcV4,
+		SourceV6: netnstest.SocksSrcV6,
+		ReplyFor: func(host string, port uint16) byte {
+			if host == "2001:db8::10" {
+				once.Do(func() { close(second) })
+				return 0
+			}
+			select {
+			case <-second:
+				return 0
+			case <-time.After(20 * time.Second):
+				return 1 // general failure: the second request never came
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := torsocks(t, []string{"TORSOCKS_TOR_PORT=9063"}, "sh", "-c",
+		`curl -sS --max-time 30 -o /dev/null -w "first %{http_code}\n" http://203.0.113.10/ & sleep 0.3; `+
+			`curl -sS --max-time 30 -o /dev/null -w "second %{http_code}\n" "http://[2001:db8::10]/"; wait`)
+	if r.code != 0 || !strings.Contains(r.stdout, "first 200") || !strings.Contains(r.stdout, "second 200") {
+		t.Fatalf("the second connect was not served while the first waited for its SOCKS reply: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
 	noLeaks(t)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,10 +28,14 @@ type call struct {
 	done  bool
 	// handedOff: a goroutine started by goCall owns the call now and must answer it.
 	handedOff bool
+	// lead: the worker serving c still holds the receiver role (see Serve); cleared by whoever
+	// hands it over (handOff), the watchdog included, so it is atomic.
+	lead atomic.Bool
 }
 
-func (s *Supervisor) newCall(n *seccomp.Notif, abi *filter.ABI) *call {
-	return &call{s: s, id: n.ID, tid: int(n.Pid), abi: abi, data: n.Data, pidfd: -1}
+// newCall makes the call for notification n; abi is nil for an unknown architecture.
+func (s *Supervisor) newCall(n *seccomp.Notif) *call {
+	return &call{s: s, id: n.ID, tid: int(n.Pid), abi: filter.Lookup(n.Data.Arch), data: n.Data, pidfd: -1}
 }
 
 // arg returns argument i as the ABI passes it (32-bit ABIs: the low 32 bits).

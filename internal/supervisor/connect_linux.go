@@ -21,10 +21,18 @@ import (
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
-// goCall runs f, which owns c from then on and must answer it (and close what it was given).
-// Calls are served by the worker that received them (see Serve), so this is a plain call today;
-// it marks where a handler takes over blocking work.
+// goCall runs f, which owns c from then on and must answer it (and close what it was given), and
+// may block on the program or the network: the receiver role goes to another worker first (see
+// Serve). Calls are served by the worker that received them, so this is a plain call otherwise.
 func (s *Supervisor) goCall(c *call, f func()) {
+	c.handedOff = true
+	c.handOff()
+	f()
+}
+
+// goCallHolding is goCall for a handler that waits only in rawConn.wait (which hands the role
+// over when the listener has something) or briefly: the worker keeps the receiver role.
+func (s *Supervisor) goCallHolding(c *call, f func()) {
 	c.handedOff = true
 	f()
 }
@@ -100,7 +108,7 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		return
 	}
 	closeCopy = false
-	s.goCall(c, func() {
+	s.goCallHolding(c, func() {
 		defer unix.Close(cp)
 		if err := s.connectTCP(c, cp, si, dest); err != nil {
 			s.failConnect(c, dest, err)
@@ -205,7 +213,7 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) {
 // responder instead: names go through Tor like every other lookup. getpeername still shows the
 // nameserver the program asked for.
 func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
-	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
 	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
 		return fmt.Errorf("DNS over TCP to %s: %w", dest, err)
 	}
@@ -287,6 +295,7 @@ func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) e
 	if err != nil {
 		return &quietErr{errnoOf(err)}
 	}
+	c.handOff() // a loopback server of the program's own may be slow to accept
 	err = unix.Connect(cp, sa)
 	switch {
 	case err == nil:
@@ -296,7 +305,7 @@ func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) e
 		if ferr != nil || fl&unix.O_NONBLOCK != 0 {
 			return &quietErr{unix.EINPROGRESS}
 		}
-		rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+		rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
 		if err := rc.wait(unix.POLLOUT); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return &quietErr{unix.ETIMEDOUT}
@@ -358,7 +367,7 @@ func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPor
 		}
 	}()
 	deadline := time.Now().Add(s.opts.ConnectTimeout)
-	rc := &rawConn{fd: cp, pidfd: c.pidfd, deadline: deadline}
+	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: deadline}
 	if err := s.connectTor(rc, si); err != nil {
 		return err
 	}
@@ -464,6 +473,7 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 // and never hands the descriptor to the Go runtime's poller. It gives up at deadline or when the
 // calling thread exits (its pidfd polls readable).
 type rawConn struct {
+	c         *call // whose receiver role wait hands over when the listener has something; may be nil
 	fd, pidfd int
 	deadline  time.Time
 }
@@ -518,8 +528,15 @@ func (r *rawConn) wait(events int16) error {
 			ms = 1
 		}
 		fds := []unix.PollFd{{Fd: int32(r.fd), Events: events}}
+		task, lst := -1, -1
 		if r.pidfd >= 0 {
+			task = len(fds)
 			fds = append(fds, unix.PollFd{Fd: int32(r.pidfd), Events: unix.POLLIN})
+		}
+		if r.c != nil && r.c.lead.Load() {
+			// This worker is the receiver: another thread's call must not wait for Tor's answer.
+			lst = len(fds)
+			fds = append(fds, unix.PollFd{Fd: int32(r.c.s.l.FD()), Events: unix.POLLIN})
 		}
 		n, err := unix.Poll(fds, ms)
 		if err == unix.EINTR {
@@ -531,7 +548,10 @@ func (r *rawConn) wait(events int16) error {
 		if n == 0 {
 			continue
 		}
-		if len(fds) > 1 && fds[1].Revents != 0 {
+		if lst >= 0 && fds[lst].Revents != 0 {
+			r.c.handOff()
+		}
+		if task >= 0 && fds[task].Revents != 0 {
 			return errTaskGone
 		}
 		if fds[0].Revents != 0 {

@@ -152,10 +152,18 @@ func (s *Supervisor) Registry() *registry.Registry { return s.reg }
 // handlers still running.
 //
 // Workers take turns as the receiver (leader/follower): the worker holding recvMu polls the
-// listener and receives one notification, makes sure another worker is waiting to take over
-// (starting one if none is idle and fewer than MaxInflight run), releases recvMu and serves the
-// call itself, SOCKS handshake included. The call is never handed to another thread, which would
-// cost a cross-thread wake-up on every connect; a slow handshake only occupies its own worker.
+// listener, receives one notification and serves it itself, SOCKS handshake included; the call is
+// never handed to another thread, which would cost a cross-thread wake-up on every connect. While
+// it serves, it keeps the receiver role as long as the call cannot block on the program: cheap
+// calls (getpeername, socket, listen, refusals) and the setup of a connect go straight back to
+// the listener with no other thread woken. The role is handed to a follower (call.handOff, which
+// starts one if none is idle and fewer than MaxInflight run):
+//   - before anything that may wait on the program or on the network without also watching the
+//     listener (a direct or unix connect, a send: goCall);
+//   - when a notification arrives while the call waits for Tor (rawConn.wait watches the
+//     listener too while its call holds the role);
+//   - by a watchdog after leadLimit, whatever the call is doing (a write to a full stderr pipe, a
+//     page fault on memory another process serves): no call can keep the others waiting long.
 func (s *Supervisor) Serve() error {
 	defer func() {
 		s.sweeper.Close()
@@ -181,14 +189,21 @@ func (s *Supervisor) startWorker() {
 	go s.worker()
 }
 
+// leadLimit is how long a call may keep the receiver role before the watchdog hands it over.
+const leadLimit = time.Millisecond
+
 func (s *Supervisor) worker() {
 	defer s.wg.Done()
 	defer s.workers.Add(-1)
 	var n seccomp.Notif
+	holding := false // this worker kept recvMu from the call it served last
 	for {
-		s.idle.Add(1)
-		s.recvMu.Lock()
-		s.idle.Add(-1)
+		if !holding {
+			s.idle.Add(1)
+			s.recvMu.Lock()
+			s.idle.Add(-1)
+		}
+		holding = false
 		if s.finished {
 			s.recvMu.Unlock()
 			return
@@ -197,7 +212,7 @@ func (s *Supervisor) worker() {
 		if err == nil && more {
 			err = s.l.Recv(&n)
 			if errors.Is(err, seccomp.ErrNotifGone) {
-				s.recvMu.Unlock()
+				holding = true
 				continue
 			}
 		}
@@ -211,37 +226,53 @@ func (s *Supervisor) worker() {
 			s.recvMu.Unlock()
 			return
 		}
-		if s.idle.Load() == 0 && int(s.workers.Load()) < s.opts.MaxInflight {
-			s.startWorker()
+		c := s.newCall(&n)
+		c.lead.Store(true)
+		watchdog := time.AfterFunc(leadLimit, c.handOff)
+		s.dispatch(c)
+		if watchdog.Stop() && c.lead.CompareAndSwap(true, false) {
+			holding = true // nobody took the role: straight back to the listener
+			continue
 		}
-		s.recvMu.Unlock()
-		s.dispatch(&n)
+		// The role went to a follower (or is going: a watchdog that fired releases it).
 		if s.idle.Load() >= spareWorkers {
 			return
 		}
 	}
 }
 
+// handOff gives up the receiver role if c's worker still holds it, making sure a worker is
+// waiting to take it. Safe from any goroutine (the watchdog calls it); only the first call acts.
+func (c *call) handOff() {
+	if !c.lead.CompareAndSwap(true, false) {
+		return
+	}
+	s := c.s
+	if s.idle.Load() == 0 && int(s.workers.Load()) < s.opts.MaxInflight {
+		s.startWorker()
+	}
+	s.recvMu.Unlock()
+}
+
 // debug reports whether debug records are wanted (to skip formatting them otherwise).
 func (s *Supervisor) debug() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }
 
-func (s *Supervisor) dispatch(n *seccomp.Notif) {
-	abi := filter.Lookup(n.Data.Arch)
+func (s *Supervisor) dispatch(c *call) {
+	abi := c.abi
 	if abi == nil {
 		// The filter kills unknown architectures; answering is only defensive.
-		s.log.Error(fmt.Sprintf("notification for unknown architecture %#x from pid %d", n.Data.Arch, n.Pid))
-		s.l.Fail(n.ID, unix.ENOSYS)
+		s.log.Error(fmt.Sprintf("notification for unknown architecture %#x from pid %d", c.data.Arch, c.tid))
+		s.l.Fail(c.id, unix.ENOSYS)
 		return
 	}
-	c := s.newCall(n, abi)
 	defer func() {
 		// Every path must answer; a handler that forgot is a bug, and the safe answer is an error.
 		if !c.done && !c.handedOff {
-			s.log.Error(fmt.Sprintf("internal error: syscall %d of pid %d left unanswered", n.Data.Nr, n.Pid))
+			s.log.Error(fmt.Sprintf("internal error: syscall %d of pid %d left unanswered", c.data.Nr, c.tid))
 			c.fail(unix.EPERM)
 		}
 	}()
-	nr := n.Data.Nr
+	nr := c.data.Nr
 	switch nr {
 	case abi.Connect:
 		s.connect(c, c.fdArg(0), c.arg(1), c.arg(2))
@@ -260,7 +291,7 @@ func (s *Supervisor) dispatch(n *seccomp.Notif) {
 	case abi.Socketcall:
 		s.socketcall(c)
 	default:
-		s.log.Error(fmt.Sprintf("unexpected notification for syscall %d (%s) from pid %d", nr, abi.Name, n.Pid))
+		s.log.Error(fmt.Sprintf("unexpected notification for syscall %d (%s) from pid %d", nr, abi.Name, c.tid))
 		c.fail(unix.ENOSYS)
 	}
 }
