@@ -83,8 +83,10 @@ type Supervisor struct {
 	sweeper *registry.Sweeper
 	wg      sync.WaitGroup // running workers
 
-	// recvMu is the receiver role: its holder alone polls and receives from the listener.
-	// It also guards finished.
+	// recvMu is the receiver role: its holder alone polls and receives from the listener. A
+	// worker may keep it while serving a call (call.lead set); then whoever clears call.lead
+	// (the worker, its rawConn.wait, the watchdog) is the one that unlocks it. It also guards
+	// finished.
 	recvMu   sync.Mutex
 	finished bool         // the listener reported POLLHUP or failed: workers exit
 	workers  atomic.Int32 // running workers
