@@ -26,7 +26,8 @@ const addFDCalls = 3000
 // marked the notification replied; the kernel restarts the ioctl (SA_RESTART), which then fails
 // with EINPROGRESS, and the program's socket() returns 0, a descriptor it never asked for. Seen in
 // CI as "SECCOMP_IOCTL_NOTIF_ADDFD: operation now in progress". Every socket() must come back as
-// a fresh datagram socket.
+// a fresh datagram socket. (Unix datagram sockets: the test opens no network socket outside a
+// test namespace; any descriptor shows the bug.)
 func TestAddFDUnderSignals(t *testing.T) {
 	if os.Getenv(addFDChildEnv) == "1" {
 		addFDChild()
@@ -109,7 +110,7 @@ func TestAddFDUnderSignals(t *testing.T) {
 				failures = append(failures, err.Error())
 				return
 			}
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 			if err != nil {
 				l.Fail(n.ID, unix.EMFILE)
 				continue
@@ -160,7 +161,7 @@ func addFDChild() {
 	unix.Close(3)
 	bad := 0
 	for i := 0; i < addFDCalls; i++ {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 		if err != nil {
 			fmt.Printf("socket %d: %v\n", i, err)
 			bad++
