@@ -409,11 +409,19 @@ func (s *Supervisor) getpeername(c *call, fd int, addr, lenAddr uint64) {
 		return
 	}
 	defer unix.Close(cp)
-	si, err := getSockInfo(cp)
-	if err != nil || !si.isInet() {
+	// Only the family and the cookie matter here: two getsockopt, not four (getpeername on unix
+	// sockets is common and answered by the kernel).
+	domain, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil || (domain != unix.AF_INET && domain != unix.AF_INET6) {
 		c.cont()
 		return
 	}
+	cookie, err := unix.GetsockoptUint64(cp, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		c.cont()
+		return
+	}
+	si := sockInfo{domain: domain, cookie: cookie}
 	conn := s.reg.Lookup(si.cookie)
 	if conn == nil {
 		c.cont()
