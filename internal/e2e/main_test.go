@@ -382,6 +382,16 @@ func (e *env) toolOf(id string) string {
 	return e.runs[id]
 }
 
+// writeOnce writes content to path unless an earlier run wrote it (programs run concurrently).
+func (e *env) writeOnce(path, content string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, err := os.Stat(path); err == nil {
+		return
+	}
+	os.WriteFile(path, []byte(content), 0o644)
+}
+
 // result is what one program run did.
 type result struct {
 	stdout, stderr string

@@ -66,6 +66,39 @@ while True:
     out += d
 sys.stdout.write(out.decode())`
 
+// nodeFetch prints the body of the page at process.argv[1].
+const nodeFetch = `require("http").get(process.argv[1], res => {
+  let b = ""; res.on("data", d => b += d); res.on("end", () => process.stdout.write(b));
+}).on("error", e => { console.error(e.message); process.exit(1); });`
+
+// pyAsyncio fetches a page with asyncio streams (non-blocking connect in an event loop).
+const pyAsyncio = `import asyncio, sys
+async def main(host, path):
+    r, w = await asyncio.open_connection(host, 80)
+    w.write(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, host)).encode())
+    await w.drain()
+    sys.stdout.write((await r.read()).decode())
+asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), 60))`
+
+// javaFetch is a single-file Java program (java Fetch.java URL) printing the page's body.
+const javaFetch = `import java.io.InputStream;
+import java.net.HttpURLConnection;
+import java.net.Proxy;
+import java.net.URL;
+
+public class Fetch {
+    public static void main(String[] args) throws Exception {
+        HttpURLConnection c = (HttpURLConnection) new URL(args[0]).openConnection(Proxy.NO_PROXY);
+        c.setConnectTimeout(60000);
+        c.setReadTimeout(60000);
+        try (InputStream in = c.getInputStream()) {
+            System.out.write(in.readAllBytes());
+        }
+        System.out.flush();
+    }
+}
+`
+
 var allTargets = []target{byIP, byName, byOnion}
 
 var programs = []program{
@@ -149,6 +182,37 @@ var programs = []program{
 			}
 			return nil
 		},
+	},
+	{
+		// An event loop (libuv: non-blocking connect + epoll) with names looked up on libuv's
+		// thread pool.
+		name:    "node (http.get)",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{"node", "-e", nodeFetch, pageURL(host, id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+		needs: "node",
+	},
+	{
+		name:    "python3 asyncio",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			return []string{"/usr/bin/python3", "-c", pyAsyncio, host, fmt.Sprintf("/t/%s/", id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+	},
+	{
+		// The JVM: its own threads and socket code over libc, HttpURLConnection without a proxy.
+		name:    "java (HttpURLConnection)",
+		targets: allTargets,
+		cmd: func(e *env, id, host string, tg target) ([]string, string) {
+			src := filepath.Join(e.dir, "Fetch.java")
+			e.writeOnce(src, javaFetch)
+			return []string{"java", src, pageURL(host, id)}, ""
+		},
+		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+		needs: "java",
 	},
 	{
 		// A browser: a multi-process program with its own DNS client, happy eyeballs over the
