@@ -57,6 +57,8 @@ func TestMain(m *testing.M) { netnstest.Main(m) }
 
 // env is the shared test environment of one TestE2E run.
 type env struct {
+	probeMu   sync.Mutex       // guards probes
+	probes    map[string]error // program name -> result of its probe (programRun)
 	net       *testnet.Network
 	dir       string
 	torsocks  string // this torsocks, built for the run
@@ -380,6 +382,21 @@ func (e *env) toolOf(id string) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.runs[id]
+}
+
+// probeOnce runs probe for the program name once per suite and returns its result every time.
+func (e *env) probeOnce(name string, probe func(*env) error) error {
+	e.probeMu.Lock()
+	defer e.probeMu.Unlock()
+	if e.probes == nil {
+		e.probes = map[string]error{}
+	}
+	if err, ok := e.probes[name]; ok {
+		return err
+	}
+	err := probe(e)
+	e.probes[name] = err
+	return err
 }
 
 // writeOnce writes content to path unless an earlier run wrote it (programs run concurrently).

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -33,6 +35,10 @@ type program struct {
 	// needs names a command the program needs that the machine may lack: the runs are then
 	// recorded as "not installed" (scripts/install-deps.sh installs it).
 	needs string
+	// probe, if set, checks without any network that the program runs on this machine at all
+	// (a browser missing a library, say): if it fails the runs are recorded as "does not run
+	// here" instead of failing.
+	probe func(e *env) error
 	// timeout, if set, bounds each run instead of runTimeout (for programs that hang, rather
 	// than fail, under the C torsocks).
 	timeout time.Duration
@@ -65,6 +71,25 @@ while True:
         break
     out += d
 sys.stdout.write(out.decode())`
+
+// probeChromium renders a local file with no network and no torsocks.
+func probeChromium(e *env) error {
+	page := filepath.Join(e.dir, "probe.html")
+	if err := os.WriteFile(page, []byte("<p>chromium-probe-ok</p>"), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// In a network namespace of its own with no interface up: chromium's background requests
+	// (component updates...) must not reach the test's nameserver canaries.
+	out, err := exec.CommandContext(ctx, "unshare", "--net", "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+		"--user-data-dir="+filepath.Join(e.dir, "chromium-probe"), "--no-first-run", "--disable-background-networking",
+		"--disable-component-update", "--dump-dom", "file://"+page).CombinedOutput()
+	if !strings.Contains(string(out), "chromium-probe-ok") {
+		return fmt.Errorf("chromium --dump-dom of a local file: %v: %s", err, lastLine(string(out)))
+	}
+	return nil
+}
 
 // nodeFetch prints the body of the page at process.argv[1].
 const nodeFetch = `require("http").get(process.argv[1], res => {
@@ -230,6 +255,7 @@ var programs = []program{
 		},
 		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
 		needs: "chromium",
+		probe: probeChromium,
 		// Ours: about 2 s a run. Under the C torsocks it hangs until killed.
 		timeout: 15 * time.Second,
 	},
@@ -302,6 +328,12 @@ func (e *env) programRun(t *testing.T, p program, tg target, tool, row string) {
 		if _, err := exec.LookPath(p.needs); err != nil {
 			e.table.set(secPrograms, row, tool, cell{status: "not installed"})
 			t.Skipf("%s is not installed (scripts/install-deps.sh)", p.needs)
+		}
+	}
+	if p.probe != nil {
+		if err := e.probeOnce(p.name, p.probe); err != nil {
+			e.table.set(secPrograms, row, tool, cell{status: "does not run here", detail: err.Error()})
+			t.Skipf("%s does not run on this machine without torsocks either: %v", p.name, err)
 		}
 	}
 	if tool == toolGo && tg != byIP && !e.dnsWorks {
