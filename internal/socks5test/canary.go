@@ -102,16 +102,20 @@ func (c *Canary) Leaks() []netip.AddrPort {
 // and reports whether they were. Use it where a client may finish before the canary's
 // accept loop has recorded its connection.
 func (c *Canary) WaitAccepted(n int, timeout time.Duration) bool {
+	// The timer sets expired under the lock and wakes the waiter; the loop looks at expired,
+	// not at the clock. (Comparing the clock with a deadline computed after arming the timer
+	// could see time left after the only wake-up, and wait forever: seen under load in CI.)
+	expired := false
 	t := time.AfterFunc(timeout, func() {
 		c.mu.Lock()
+		expired = true
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	})
 	defer t.Stop()
-	deadline := time.Now().Add(timeout)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.remotes) < n && !c.closed && time.Now().Before(deadline) {
+	for len(c.remotes) < n && !c.closed && !expired {
 		c.cond.Wait()
 	}
 	return len(c.remotes) >= n
