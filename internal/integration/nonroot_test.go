@@ -22,6 +22,7 @@ getent hosts example.com | grep -q fd74 && echo dns-ok
 python3 -c 'import socket; s=socket.socket(); s.connect(("203.0.113.10", 80)); print("peer", s.getpeername()[0])'
 `
 	cmd := exec.CommandContext(ctx, torsocksBin, "sh", "-c", script)
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var out, errb bytes.Buffer

@@ -465,6 +465,7 @@ print("done", flush=True)
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, torsocksBin, "python3", "-c", script)
+		cmd.WaitDelay = 5 * time.Second
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.StdoutPipe()

@@ -85,12 +85,18 @@ func TestSupervisorSignalStorm(t *testing.T) {
 	pid := cmd.Process.Pid
 	sent := 0
 	var werr error
+	giveUp := time.Now().Add(60 * time.Second)
 storm:
 	for {
 		select {
 		case werr = <-done:
 			break storm
 		default:
+		}
+		if time.Now().After(giveUp) {
+			cmd.Process.Kill()
+			werr = fmt.Errorf("still running after 60 s (killed): %v", <-done)
+			break
 		}
 		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		for _, task := range tasks {

@@ -36,6 +36,7 @@ print("sigints", n, flush=True)
 	defer cancel()
 	// script runs the command on a new pty whose foreground group is torsocks' (and the program's).
 	cmd := exec.CommandContext(ctx, "script", "-qefc", torsocksBin+" python3 -c '"+prog+"'", "/dev/null")
+	cmd.WaitDelay = 5 * time.Second
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
