@@ -78,8 +78,10 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		})
 		return
 	case !si.isTCP():
+		// A datagram connect never waits: the worker keeps the receiver role (glibc connects a
+		// UDP socket to every address getaddrinfo returns, to sort them).
 		closeCopy = false
-		s.goCall(c, func() {
+		s.goCallHolding(c, func() {
 			defer unix.Close(cp)
 			s.connectUDP(c, cp, si, raw)
 		})
