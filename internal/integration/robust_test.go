@@ -151,6 +151,54 @@ func TestWaitingConnectDoesNotBlockOthers(t *testing.T) {
 	noLeaks(t)
 }
 
+// A call that blocks while its worker holds the receiver role must not stall the others: here the
+// supervisor's own log write blocks (the program floods refusals into a stderr pipe nobody reads),
+// and another thread's connect must still be served (the watchdog hands the role over).
+func TestBlockedCallDoesNotStallOthers(t *testing.T) {
+	env(t)
+	bin := buildC(t, "rb_stall", "-lpthread")
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderrR.Close() // never read: the pipe fills up
+	cmd := exec.Command(torsocksBin, bin, "203.0.113.10", "80")
+	cmd.Stderr = stderrW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stderrW.Close()
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the flooding thread stays stuck
+		cmd.Wait()
+	}()
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "RESULT") {
+				line <- sc.Text()
+				return
+			}
+		}
+		close(line)
+	}()
+	select {
+	case l := <-line:
+		if l != "RESULT connect=0 errno=0" {
+			t.Fatalf("connect while another call is blocked: %q", l)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the connect was not served while another call was blocked in the supervisor")
+	}
+	noLeaks(t)
+}
+
 // The supervisor killed while the program is blocked in a proxied connect: the program gets an
 // error, and nothing reaches the destination except through the SOCKS server.
 func TestSupervisorKilledMidConnect(t *testing.T) {
