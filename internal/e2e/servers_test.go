@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // The destination side of the test network: every server records the source
@@ -229,23 +231,9 @@ func (w *webServer) hold(id string) chan struct{} {
 
 // waitHeld waits until n requests of id are held, or the timeout passes.
 func (w *webServer) waitHeld(id string, n int, timeout time.Duration) bool {
-	// The timer sets expired under the lock and wakes the waiter; the loop looks at expired,
-	// not at the clock. (Comparing the clock with a deadline computed after arming the timer
-	// could see time left after the only wake-up, and wait forever: seen under load in CI.)
-	expired := false
-	t := time.AfterFunc(timeout, func() {
-		w.mu.Lock()
-		expired = true
-		w.cond.Broadcast()
-		w.mu.Unlock()
-	})
-	defer t.Stop()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for w.held[id] < n && !expired {
-		w.cond.Wait()
-	}
-	return w.held[id] >= n
+	return socks5test.WaitCond(w.cond, timeout, func() bool { return w.held[id] >= n })
 }
 
 // release lets the held requests of id answer.

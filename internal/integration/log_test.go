@@ -1,17 +1,12 @@
 package integration
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Logging and command-line tests: torsocks' log format, levels, TORSOCKS_LOG_TIME and
@@ -222,25 +217,7 @@ os.waitpid(child, 0)
 // runStdin runs torsocks with stdin, bounded in time.
 func runStdin(t *testing.T, env []string, stdin string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, torsocksBin, args...)
-	cmd.WaitDelay = 5 * time.Second
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ctx.Err() == nil:
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("torsocks %v: %v\n%s", args, err, errb.String())
-	}
-	return r
+	return runCmdStdin(t, env, stdin, append([]string{torsocksBin}, args...)...)
 }
 
 func TestPolicyCommandLine(t *testing.T) {

@@ -107,11 +107,20 @@ func torsocks(t *testing.T, env []string, args ...string) result {
 
 func runCmd(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return runCmdStdin(t, env, "", args...)
+}
+
+// runCmdStdin runs args with stdin ("" for none), bounded in time; a time-out fails the test.
+func runCmdStdin(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second // a killed program's children may still hold the pipes
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

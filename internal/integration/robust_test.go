@@ -23,17 +23,53 @@ import (
 // slowSocks starts a SOCKS server on 127.0.0.1:port that waits delay before answering each request.
 func slowSocks(t *testing.T, port string, delay time.Duration) *socks5test.Server {
 	t.Helper()
+	return socksWith(t, port, func(string, uint16) byte { time.Sleep(delay); return 0 })
+}
+
+// socksWith starts a SOCKS server on 127.0.0.1:port whose replies replyFor decides (see
+// socks5test.Options.ReplyFor), connecting out from the test's SOCKS source addresses.
+func socksWith(t *testing.T, port string, replyFor func(host string, port uint16) byte) *socks5test.Server {
+	t.Helper()
 	s, err := socks5test.Start(socks5test.Options{
 		Listen:   []string{"127.0.0.1:" + port},
 		SourceV4: netnstest.SocksSrcV4,
 		SourceV6: netnstest.SocksSrcV6,
-		ReplyFor: func(string, uint16) byte { time.Sleep(delay); return 0 },
+		ReplyFor: replyFor,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// loopbackServer listens on 127.0.0.1 on a free port, accepts every connection and keeps it open
+// until the test ends; it returns the listener's address.
+func loopbackServer(t *testing.T) *net.TCPAddr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr)
 }
 
 // Threads blocked in a proxied connect get a storm of signals: every request stays byte-correct
@@ -57,22 +93,8 @@ func TestSignalStorm(t *testing.T) {
 // return 0; an interrupted blocking connect restarts with EALREADY.)
 func TestSupervisorSignalStorm(t *testing.T) {
 	env(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	bin := buildC(t, "rb_supstorm")
-	lport := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	lport := strconv.Itoa(loopbackServer(t).Port)
 	cmd := exec.Command(torsocksBin, bin, "203.0.113.10", "80", lport)
 	cmd.Env = append(os.Environ(), "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=1")
 	var stdout, stderr bytes.Buffer
@@ -121,27 +143,18 @@ func TestWaitingConnectDoesNotBlockOthers(t *testing.T) {
 	env(t)
 	second := make(chan struct{})
 	var once sync.Once
-	s, err := socks5test.Start(socks5test.Options{
-		Listen:   []string{"127.0.0.1:9063"},
-		SourceV4: netnstest.SocksSrcV4,
-		SourceV6: netnstest.SocksSrcV6,
-		ReplyFor: func(host string, port uint16) byte {
-			if host == "2001:db8::10" {
-				once.Do(func() { close(second) })
-				return 0
-			}
-			select {
-			case <-second:
-				return 0
-			case <-time.After(20 * time.Second):
-				return 1 // general failure: the second request never came
-			}
-		},
+	socksWith(t, "9063", func(host string, port uint16) byte {
+		if host == "2001:db8::10" {
+			once.Do(func() { close(second) })
+			return 0
+		}
+		select {
+		case <-second:
+			return 0
+		case <-time.After(20 * time.Second):
+			return 1 // general failure: the second request never came
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	r := torsocks(t, []string{"TORSOCKS_TOR_PORT=9063"}, "sh", "-c",
 		`curl -sS --max-time 30 -o /dev/null -w "first %{http_code}\n" http://203.0.113.10/ & sleep 0.3; `+
 			`curl -sS --max-time 30 -o /dev/null -w "second %{http_code}\n" "http://[2001:db8::10]/"; wait`)
@@ -326,21 +339,7 @@ func TestRefusesToStart(t *testing.T) {
 // start and names the descriptor.
 func TestInheritedSocketRefused(t *testing.T) {
 	env(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", loopbackServer(t).String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,23 +102,30 @@ func (c *Canary) Leaks() []netip.AddrPort {
 // and reports whether they were. Use it where a client may finish before the canary's
 // accept loop has recorded its connection.
 func (c *Canary) WaitAccepted(n int, timeout time.Duration) bool {
-	// The timer sets expired under the lock and wakes the waiter; the loop looks at expired,
-	// not at the clock. (Comparing the clock with a deadline computed after arming the timer
-	// could see time left after the only wake-up, and wait forever: seen under load in CI.)
-	expired := false
-	t := time.AfterFunc(timeout, func() {
-		c.mu.Lock()
-		expired = true
-		c.cond.Broadcast()
-		c.mu.Unlock()
-	})
-	defer t.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.remotes) < n && !c.closed && !expired {
-		c.cond.Wait()
-	}
+	WaitCond(c.cond, timeout, func() bool { return len(c.remotes) >= n || c.closed })
 	return len(c.remotes) >= n
+}
+
+// WaitCond waits on cond, whose lock the caller holds, until done reports true or timeout passes,
+// and returns done's last answer. The timer sets an expired flag under the lock and wakes the
+// waiter; the loop looks at the flag, not at the clock (comparing the clock with a deadline
+// computed after arming the timer could see time left after the only wake-up and wait forever:
+// seen under load in CI).
+func WaitCond(cond *sync.Cond, timeout time.Duration, done func() bool) bool {
+	expired := false
+	t := time.AfterFunc(timeout, func() {
+		cond.L.Lock()
+		expired = true
+		cond.Broadcast()
+		cond.L.Unlock()
+	})
+	defer t.Stop()
+	for !done() && !expired {
+		cond.Wait()
+	}
+	return done()
 }
 
 // Close stops the listener, closes live connections and waits for all goroutines.
