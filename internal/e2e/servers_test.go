@@ -216,14 +216,21 @@ func (w *webServer) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (w *webServer) hold(id string) chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// holdChan returns the channel that releases the held requests of id, making it on first use.
+// w.mu must be held.
+func (w *webServer) holdChan(id string) chan struct{} {
 	ch := w.holds[id]
 	if ch == nil {
 		ch = make(chan struct{})
 		w.holds[id] = ch
 	}
+	return ch
+}
+
+func (w *webServer) hold(id string) chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := w.holdChan(id)
 	w.held[id]++
 	w.cond.Broadcast()
 	return ch
@@ -240,11 +247,7 @@ func (w *webServer) waitHeld(id string, n int, timeout time.Duration) bool {
 func (w *webServer) release(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ch := w.holds[id]
-	if ch == nil {
-		ch = make(chan struct{})
-		w.holds[id] = ch
-	}
+	ch := w.holdChan(id)
 	select {
 	case <-ch:
 	default:
