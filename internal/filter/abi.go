@@ -14,6 +14,7 @@ type ABI struct {
 	Socketcall                                int32 // i386 multiplexer; args in memory
 	IOUringSetup, IOUringEnter, IOUringRegist int32
 	PidfdGetfd                                int32
+	Ioctl                                     int32
 
 	// X32Bit marks syscall numbers of the x32 ABI, which arrive labelled as x86_64 (0 if none).
 	X32Bit uint32
@@ -35,18 +36,18 @@ var (
 	X86_64 = &ABI{Name: "x86_64", Arch: unix.AUDIT_ARCH_X86_64, PtrSize: 8,
 		Socket: 41, Connect: 42, Getpeername: 52, Listen: 50,
 		Sendto: 44, Sendmsg: 46, Sendmmsg: 307, Socketcall: -1,
-		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438,
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 16,
 		X32Bit: 0x40000000}
 	// I386 is the 32-bit ABI reachable from amd64 (int 0x80, 32-bit binaries).
 	I386 = &ABI{Name: "i386", Arch: unix.AUDIT_ARCH_I386, PtrSize: 4,
 		Socket: 359, Connect: 362, Getpeername: 368, Listen: 363,
 		Sendto: 369, Sendmsg: 370, Sendmmsg: 345, Socketcall: 102,
-		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438}
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 54}
 	// AArch64 is the native arm64 ABI.
 	AArch64 = &ABI{Name: "aarch64", Arch: unix.AUDIT_ARCH_AARCH64, PtrSize: 8,
 		Socket: 198, Connect: 203, Getpeername: 205, Listen: 201,
 		Sendto: 206, Sendmsg: 211, Sendmmsg: 269, Socketcall: -1,
-		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438}
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 29}
 )
 
 // Lookup returns the ABI of a notification's arch field, or nil for one this build does not serve.
@@ -58,3 +59,17 @@ func Lookup(arch uint32) *ABI {
 	}
 	return nil
 }
+
+// ioctl requests the filter notifies so that the supervisor refuses them (EPERM, one log line).
+const (
+	// TIOCSTI pushes a byte into a terminal's input queue: the program could type commands into
+	// the shell that started torsocks, which runs them unwrapped after torsocks exits.
+	TIOCSTI = 0x5412
+	// TIOCLINUX (subcode 2/3: selection paste) can inject input into a virtual console the same way.
+	TIOCLINUX = 0x541c
+	// TUNSETIFF attaches a TUN/TAP device: packets written to it leave by a route Tor never sees.
+	TUNSETIFF = 0x400454ca
+)
+
+// RefusedIoctls are the ioctl requests the filter notifies.
+var RefusedIoctls = []uint32{TIOCSTI, TIOCLINUX, TUNSETIFF}

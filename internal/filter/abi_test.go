@@ -25,6 +25,7 @@ func TestNativeNumbers(t *testing.T) {
 		{"io_uring_enter", abi.IOUringEnter, unix.SYS_IO_URING_ENTER},
 		{"io_uring_register", abi.IOUringRegist, unix.SYS_IO_URING_REGISTER},
 		{"pidfd_getfd", abi.PidfdGetfd, unix.SYS_PIDFD_GETFD},
+		{"ioctl", abi.Ioctl, unix.SYS_IOCTL},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s ABI: %s is %d, x/sys/unix says %d", abi.Name, c.name, c.got, c.want)

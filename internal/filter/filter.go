@@ -44,6 +44,8 @@ func actErrno(e unix.Errno) uint32 { return 0x00050000 | uint32(e) }
 //     can only send on a connection the supervisor made.
 //   - socketcall (i386): its arguments are in memory, so every sub-call that socket, connect,
 //     listen, getpeername or the send family reach is notified.
+//   - ioctl: notified for the requests in RefusedIoctls (the supervisor refuses them with a log
+//     line); every other request allowed.
 //   - io_uring: ENOSYS (IORING_OP_CONNECT would bypass everything); pidfd_getfd: EPERM (it could
 //     take a socket from a process outside the tree); x32 numbers: ENOSYS.
 func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
@@ -72,6 +74,15 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 			a.jeqNr(nr, "enosys")
 		}
 		a.jeqNr(abi.PidfdGetfd, "eperm")
+		a.jeqNr(abi.Ioctl, p+"ioctl")
+		a.ret(actAllow)
+
+		// ioctl: the kernel's request is an unsigned int, so only the low 32 bits of arg 1 count.
+		a.label(p + "ioctl")
+		a.ins(bpf.LoadAbsolute{Off: offArg(1), Size: 4})
+		for _, req := range RefusedIoctls {
+			a.jeq(req, "notify", "")
+		}
 		a.ret(actAllow)
 
 		a.label(p + "flags3")

@@ -292,9 +292,26 @@ func (s *Supervisor) dispatch(c *call) {
 		s.send(c, sendArgs{fd: c.fdArg(0), msg: c.arg(1), vlen: c.arg(2), flags: int(int32(c.arg(3))), kind: kindSendmmsg})
 	case abi.Socketcall:
 		s.socketcall(c)
+	case abi.Ioctl:
+		s.ioctl(c, uint32(c.arg(1)))
 	default:
 		s.log.Error(fmt.Sprintf("unexpected notification for syscall %d (%s) from pid %d", nr, abi.Name, c.tid))
 		c.fail(unix.ENOSYS)
+	}
+}
+
+// ioctl refuses the requests the filter notifies (filter.RefusedIoctls): each is a way out that
+// no program needs under torsocks.
+func (s *Supervisor) ioctl(c *call, req uint32) {
+	switch req {
+	case filter.TIOCSTI:
+		c.refuse(unix.EPERM, "ioctl TIOCSTI refused: the program could type commands into the terminal that started torsocks")
+	case filter.TIOCLINUX:
+		c.refuse(unix.EPERM, "ioctl TIOCLINUX refused: the program could paste commands into the console that started torsocks")
+	case filter.TUNSETIFF:
+		c.refuse(unix.EPERM, "ioctl TUNSETIFF refused: a TUN/TAP device would carry traffic around Tor")
+	default:
+		c.refuse(unix.EPERM, fmt.Sprintf("ioctl %#x refused: internal filter mismatch", req))
 	}
 }
 
