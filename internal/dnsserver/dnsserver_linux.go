@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/acceptloop"
 	"github.com/gotorsocks/torsocks/internal/portgate"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 )
@@ -260,10 +261,14 @@ func udpMax(q []byte) int {
 
 func (s *Server) serveTCP() {
 	defer s.wg.Done()
+	var backoff acceptloop.Backoff // EMFILE from a descriptor storm must not end DNS over TCP
 	for {
 		c, err := s.tcp.Accept()
-		if err != nil {
+		if !backoff.Retry(err) {
 			return
+		}
+		if err != nil {
+			continue
 		}
 		port := c.RemoteAddr().(*net.TCPAddr).AddrPort().Port()
 		if !s.gate.Admit(port) {

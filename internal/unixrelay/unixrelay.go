@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/gotorsocks/torsocks/internal/acceptloop"
 	"github.com/gotorsocks/torsocks/internal/portgate"
 )
 
@@ -50,10 +51,14 @@ func (r *Relay) Close() error {
 
 func (r *Relay) serve() {
 	defer r.wg.Done()
+	var backoff acceptloop.Backoff // EMFILE from a descriptor storm must not end the relay
 	for {
 		c, err := r.ln.Accept()
-		if err != nil {
+		if !backoff.Retry(err) {
 			return
+		}
+		if err != nil {
+			continue
 		}
 		if !r.gate.Admit(c.RemoteAddr().(*net.TCPAddr).AddrPort().Port()) {
 			c.Close()

@@ -1,0 +1,61 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+)
+
+// Descriptor exhaustion: with RLIMIT_NOFILE at 48 for torsocks and the program, three processes of
+// the program hold 40 DNS-over-TCP connections each, more than the
+// supervisor's DNS responder can accept. Accept then fails with EMFILE; the responder must back
+// off and keep serving, so once the program has let them go a DNS-over-TCP query is answered.
+func TestDNSTCPSurvivesEMFILE(t *testing.T) {
+	env(t)
+	startDNSFixtures(t)
+	storm := `
+import os, socket
+ready_r, ready_w = os.pipe()
+release_r, release_w = os.pipe()
+kids = []
+for k in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os.close(release_w)
+        held, failed = [], 0
+        for i in range(40):
+            s = socket.socket()
+            s.settimeout(10)
+            try:
+                s.connect(("192.0.2.53", 53))
+                held.append(s)
+            except OSError:
+                failed += 1
+                s.close()
+        os.write(ready_w, b"%d %d\n" % (len(held), failed))
+        os.read(release_r, 1)  # EOF when the parent lets go
+        os._exit(0)
+    kids.append(pid)
+os.close(release_r)
+got = b""
+while got.count(b"\n") < 3:
+    got += os.read(ready_r, 100)
+print("storm held/failed", got.decode().split(), flush=True)
+os.close(release_w)
+for pid in kids:
+    os.waitpid(pid, 0)
+`
+	script := `python3 -c "$1" && dig +short +tcp +time=3 +tries=3 @192.0.2.53 web.test`
+	mounts := `mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"`
+	r := runCmd(t, []string{"TORSOCKS_TOR_PORT=" + nameSocksPort}, "unshare", "-m", "sh", "-c", mounts, "sh", resolvV4, hostsFile,
+		"prlimit", "--nofile=48:48", torsocksBin, "sh", "-c", script, "sh", storm)
+	if r.code == 0 && !strings.Contains(r.stdout, "storm held") {
+		t.Fatalf("the storm did not run:\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	}
+	t.Logf("%s", strings.TrimSpace(r.stdout))
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	last := lines[len(lines)-1]
+	if r.code != 0 || strings.HasPrefix(last, "storm") || strings.Contains(last, "timed out") {
+		t.Fatalf("DNS over TCP not answered after the descriptor storm: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	addrIn(t, last, mapV4Range)
+}
