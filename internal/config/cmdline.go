@@ -125,6 +125,8 @@ func init() {
 			apply: value(setDNSMode)},
 		{long: "tor-address-ipv6", arg: "ADDR", ours: true, help: "Tor's IPv6 SOCKS address, for IPv6-only sockets ([ADDR]:PORT or ADDR)",
 			apply: value(setTorAddressIPv6)},
+		{long: "keep-capabilities", ours: true, help: "A root program keeps CAP_NET_ADMIN, CAP_SYS_ADMIN... (see KeepCapabilities)",
+			apply: flag(func(c *cmdline, from string) { c.set.KeepCapabilities.set(true, from) })},
 	}
 }
 
@@ -306,7 +308,7 @@ Environment: TORSOCKS_CONF_FILE, TORSOCKS_LOG_LEVEL, TORSOCKS_LOG_TIME,
 TORSOCKS_LOG_FILE_PATH, TORSOCKS_USERNAME, TORSOCKS_PASSWORD, TORSOCKS_TOR_ADDRESS,
 TORSOCKS_TOR_PORT, TORSOCKS_ALLOW_INBOUND, TORSOCKS_ISOLATE_PID, TORSOCKS_ENABLE_IPV6;
 ours: TORSOCKS_TOR_ADDRESS_IPV6, TORSOCKS_ALLOW_OUTBOUND_LOCALHOST,
-TORSOCKS_CONNECT_TIMEOUT, TORSOCKS_DNS_MODE.
+TORSOCKS_CONNECT_TIMEOUT, TORSOCKS_DNS_MODE, TORSOCKS_KEEP_CAPABILITIES.
 Precedence: defaults < config file < environment < options.
 
 Examples:

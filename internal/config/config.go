@@ -28,14 +28,17 @@ type Config struct {
 	// AllowOutboundLocalhost: 0 refuse loopback, 1 TCP to loopback goes direct, 2 UDP too.
 	AllowOutboundLocalhost int
 	IsolatePID             bool // per-process random credentials; never together with Auth
-	EnableIPv6             bool // false: socket(AF_INET6) fails with ENOSYS, as in torsocks' default
-	LogLevel               int  // LogNone..LogDebug
-	LogTime                bool
-	LogFile                string        // "" = stderr
-	ConnectTimeout         time.Duration // SOCKS handshake timeout
-	DNSMode                string        // DNSMap or DNSResolve
-	ConfigFile             string        // the file that was read ("" if none)
-	Warnings               []string      // non-fatal: missing default config file, unknown or repeated keys
+	// KeepCapabilities: a root program keeps the capabilities that reconfigure the network or the
+	// kernel (normally dropped from all its sets, see launch.DroppedCapabilities).
+	KeepCapabilities bool
+	EnableIPv6       bool // false: socket(AF_INET6) fails with ENOSYS, as in torsocks' default
+	LogLevel         int  // LogNone..LogDebug
+	LogTime          bool
+	LogFile          string        // "" = stderr
+	ConnectTimeout   time.Duration // SOCKS handshake timeout
+	DNSMode          string        // DNSMap or DNSResolve
+	ConfigFile       string        // the file that was read ("" if none)
+	Warnings         []string      // non-fatal: missing default config file, unknown or repeated keys
 
 	// Sources tells where each setting came from, by config-file key name: "default",
 	// "FILE:LINE", "TORSOCKS_TOR_PORT", "--port"...
@@ -150,6 +153,7 @@ func build(s *Settings) (*Config, error) {
 		AllowInbound:           s.AllowInbound.Val,
 		AllowOutboundLocalhost: s.AllowOutboundLocalhost.Val,
 		IsolatePID:             s.IsolatePID.Val,
+		KeepCapabilities:       s.KeepCapabilities.Val,
 		EnableIPv6:             s.EnableIPv6.Val,
 		LogLevel:               s.LogLevel.Val,
 		LogTime:                s.LogTime.Val,
@@ -163,6 +167,7 @@ func build(s *Settings) (*Config, error) {
 			"AllowInbound":           s.AllowInbound.From,
 			"AllowOutboundLocalhost": s.AllowOutboundLocalhost.From,
 			"IsolatePID":             s.IsolatePID.From,
+			"KeepCapabilities":       s.KeepCapabilities.From,
 			"EnableIPv6":             s.EnableIPv6.From,
 			"ConnectTimeout":         s.ConnectTimeout.From,
 			"DNSMode":                s.DNSMode.From,
@@ -237,6 +242,7 @@ func (c *Config) Describe() []string {
 	add("EnableIPv6", fmt.Sprint(b2i(c.EnableIPv6)))
 	add("ConnectTimeout", c.ConnectTimeout.String())
 	add("DNSMode", c.DNSMode)
+	add("KeepCapabilities", fmt.Sprint(b2i(c.KeepCapabilities)))
 	add("LogLevel", fmt.Sprint(c.LogLevel))
 	add("LogTime", fmt.Sprint(b2i(c.LogTime)))
 	if c.LogFile == "" {

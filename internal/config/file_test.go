@@ -36,6 +36,7 @@ func TestFileKeys(t *testing.T) {
 		{"AllowOutboundLocalhost yes", func(c *Config) bool { return c.AllowOutboundLocalhost == 1 }},
 		{"AllowOutboundLocalhost 0", func(c *Config) bool { return c.AllowOutboundLocalhost == 0 }},
 		{"IsolatePID 1", func(c *Config) bool { return c.IsolatePID }},
+		{"KeepCapabilities yes", func(c *Config) bool { return c.KeepCapabilities }},
 		{"EnableIPv6 0", func(c *Config) bool { return !c.EnableIPv6 }},
 		{"EnableIPv6 1", func(c *Config) bool { return c.EnableIPv6 }},
 		{"TorAddressIPv6 ::1", func(c *Config) bool { return c.SocksAddrV6 == netip.MustParseAddrPort("[::1]:9050") }},

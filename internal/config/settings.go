@@ -34,6 +34,7 @@ type Settings struct {
 	AllowInbound           Opt[bool]
 	AllowOutboundLocalhost Opt[int]
 	IsolatePID             Opt[bool]
+	KeepCapabilities       Opt[bool]
 	EnableIPv6             Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
@@ -56,6 +57,7 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.AllowInbound, src.AllowInbound)
 	over(&s.AllowOutboundLocalhost, src.AllowOutboundLocalhost)
 	over(&s.IsolatePID, src.IsolatePID)
+	over(&s.KeepCapabilities, src.KeepCapabilities)
 	over(&s.EnableIPv6, src.EnableIPv6)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
@@ -86,6 +88,7 @@ func defaults() *Settings {
 	s.AllowInbound.set(false, from)
 	s.AllowOutboundLocalhost.set(0, from)
 	s.IsolatePID.set(false, from)
+	s.KeepCapabilities.set(false, from)
 	s.EnableIPv6.set(true, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
@@ -121,6 +124,7 @@ var (
 	setAllowInbound   = setWith(func(s *Settings) *Opt[bool] { return &s.AllowInbound }, parseBool)
 	setLocalhost      = setWith(func(s *Settings) *Opt[int] { return &s.AllowOutboundLocalhost }, parseLocalhost)
 	setIsolatePID     = setWith(func(s *Settings) *Opt[bool] { return &s.IsolatePID }, parseBool)
+	setKeepCaps       = setWith(func(s *Settings) *Opt[bool] { return &s.KeepCapabilities }, parseBool)
 	setEnableIPv6     = setWith(func(s *Settings) *Opt[bool] { return &s.EnableIPv6 }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
@@ -147,6 +151,7 @@ var fileKeys = []struct {
 	{"TorAddressIPv6", setTorAddressIPv6},
 	{"ConnectTimeout", setConnectTimeout},
 	{"DNSMode", setDNSMode},
+	{"KeepCapabilities", setKeepCaps},
 }
 
 // Environment variables.
@@ -166,6 +171,7 @@ const (
 	EnvDNSMode         = "TORSOCKS_DNS_MODE"
 	EnvTorAddressIPv6  = "TORSOCKS_TOR_ADDRESS_IPV6"
 	EnvAllowOutboundLo = "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST"
+	EnvKeepCaps        = "TORSOCKS_KEEP_CAPABILITIES"
 )
 
 // envVars are the settings read from the environment (TORSOCKS_CONF_FILE is read apart).
@@ -188,4 +194,5 @@ var envVars = []struct {
 	{EnvDNSMode, setDNSMode},
 	{EnvTorAddressIPv6, setTorAddressIPv6},
 	{EnvAllowOutboundLo, setLocalhost},
+	{EnvKeepCaps, setKeepCaps},
 }

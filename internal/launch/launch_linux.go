@@ -5,13 +5,16 @@
 // The hand-off, over a SOCK_SEQPACKET socketpair that the helper inherits (not at a fixed fd
 // number, so fds the user passes to the program, like 3<file, stay where they are):
 //
-//	supervisor                                   helper (torsocks --internal-helper FD PATH ARGV...)
+//	supervisor                                   helper (torsocks --internal-helper FD FLAGS PATH ARGV...)
 //	   │  socketpair(sup, hlp); hlp inheritable
 //	   │  fork+exec helper ───────────────────────▶ LockOSThread (filter and exec on one thread)
 //	   │  send: BPF program ──────────────────────▶ read BPF program
+//	   │                                            drop capabilities (unless FLAGS keeps them)
 //	   │                                            prctl(NO_NEW_PRIVS)
+//	   │                                            Landlock domain (landlock_linux.go)
 //	   │                                            seccomp(SET_MODE_FILTER, NEW_LISTENER|WAIT_KILLABLE_RECV)
-//	   │  recvmsg: 'L' + listener (SCM_RIGHTS) ◀── sendmsg (or 'E' + reason, then exit 1)
+//	   │  recvmsg: 'L' + Landlock mode + listener ◀── sendmsg (or 'E' + reason, then exit 1)
+//	   │           (SCM_RIGHTS)
 //	   │                                            close(listener)  (the program must never hold it)
 //	   │  send: 'G' ──────────────────────────────▶ read ack (EOF: supervisor gone, exit 1)
 //	   │  serve notifications                       execve(PATH, ARGV) on the same thread
@@ -37,15 +40,28 @@ import (
 // HelperArg is the first argument that makes the torsocks binary act as the helper.
 const HelperArg = "--internal-helper"
 
+// Options are what the helper does to itself before it becomes the program.
+type Options struct {
+	// KeepCapabilities leaves the program its capabilities; otherwise DroppedCapabilities go.
+	KeepCapabilities bool
+}
+
 // Child is the started program.
 type Child struct {
 	Pid      int
 	Listener *seccomp.Listener
+	Landlock string // the program's Landlock domain: "none", "tcp-connect" or "ptrace-scope-only"
 }
+
+// helper flags (the argument after the hand-off descriptor).
+const (
+	flagDropCaps = "-"
+	flagKeepCaps = "k"
+)
 
 // Start runs path (argv, env) under the filter prog and returns once the program is about to exec.
 // self is the torsocks binary (normally /proc/self/exe).
-func Start(self, path string, argv, env []string, prog []unix.SockFilter) (*Child, error) {
+func Start(self, path string, argv, env []string, prog []unix.SockFilter, opts Options) (*Child, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -59,7 +75,11 @@ func Start(self, path string, argv, env []string, prog []unix.SockFilter) (*Chil
 		unix.Close(hlp)
 		return nil, fmt.Errorf("clear close-on-exec on hand-off socket: %w", err)
 	}
-	args := append([]string{"torsocks", HelperArg, strconv.Itoa(hlp), path}, argv...)
+	flags := flagDropCaps
+	if opts.KeepCapabilities {
+		flags = flagKeepCaps
+	}
+	args := append([]string{"torsocks", HelperArg, strconv.Itoa(hlp), flags, path}, argv...)
 	proc, err := os.StartProcess(self, args, &os.ProcAttr{
 		Env:   env,
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
@@ -102,7 +122,7 @@ func Start(self, path string, argv, env []string, prog []unix.SockFilter) (*Chil
 		l.Close()
 		return fail(fmt.Errorf("release helper: %w", err))
 	}
-	return &Child{Pid: proc.Pid, Listener: l}, nil
+	return &Child{Pid: proc.Pid, Listener: l, Landlock: string(buf[1:n])}, nil
 }
 
 func filterBytes(prog []unix.SockFilter) []byte {
@@ -117,7 +137,7 @@ func filterBytes(prog []unix.SockFilter) []byte {
 // becomes the program or exits with status 1 after saying why on stderr.
 func RunHelper(args []string) {
 	runtime.LockOSThread()
-	if len(args) < 2 {
+	if len(args) < 3 || (args[1] != flagDropCaps && args[1] != flagKeepCaps) {
 		die("internal helper: bad arguments")
 	}
 	fd, err := strconv.Atoi(args[0])
@@ -125,7 +145,7 @@ func RunHelper(args []string) {
 		die("internal helper: bad hand-off descriptor")
 	}
 	unix.CloseOnExec(fd)
-	path, argv := args[1], args[2:]
+	keepCaps, path, argv := args[1] == flagKeepCaps, args[2], args[3:]
 
 	buf := make([]byte, 8*4096)
 	n, err := unix.Read(fd, buf)
@@ -138,20 +158,21 @@ func RunHelper(args []string) {
 		unix.Write(fd, append([]byte{'E'}, err.Error()...))
 		os.Exit(1)
 	}
+	if !keepCaps {
+		if err := dropCapabilities(); err != nil {
+			report(fmt.Errorf("drop capabilities: %w", err))
+		}
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		report(fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err))
 	}
-	// Backstop (Linux 6.7+, Landlock ABI 4): the program itself may not make TCP connections
-	// at all. The supervisor never lets the kernel run a TCP connect in the program's context
-	// (it connects its own copy of the socket), so this only catches what would otherwise be a
-	// leak through a bug. Older kernels: skipped.
-	restrictTCPConnect()
+	landlock := restrictSelf()
 	lfd, err := seccomp.InstallFilter(prog)
 	if err != nil {
 		report(err)
 	}
 	// From here on, only unnotified syscalls: sendmsg on a unix socket, read, close, execve.
-	if err := unix.Sendmsg(fd, []byte{'L'}, unix.UnixRights(lfd), nil, 0); err != nil {
+	if err := unix.Sendmsg(fd, append([]byte{'L'}, landlock...), unix.UnixRights(lfd), nil, 0); err != nil {
 		os.Exit(1)
 	}
 	unix.Close(lfd)
@@ -167,21 +188,4 @@ func RunHelper(args []string) {
 func die(msg string) {
 	os.Stderr.WriteString(msg + "\n")
 	os.Exit(1)
-}
-
-// restrictTCPConnect denies TCP connect() to the calling thread and everything it execs, with a
-// Landlock ruleset that handles LANDLOCK_ACCESS_NET_CONNECT_TCP and allows no port.
-func restrictTCPConnect() bool {
-	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	if errno != 0 || abi < 4 {
-		return false
-	}
-	attr := struct{ handledAccessFS, handledAccessNet uint64 }{0, unix.LANDLOCK_ACCESS_NET_CONNECT_TCP}
-	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
-	if errno != 0 {
-		return false
-	}
-	defer unix.Close(int(fd))
-	_, _, errno = unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0)
-	return errno == 0
 }

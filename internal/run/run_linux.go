@@ -147,10 +147,21 @@ func Main(args []string) int {
 		defer udp.server.Close()
 	}
 
-	child, err := launch.Start("/proc/self/exe", path, inv.Command, os.Environ(), prog)
+	// From here on the program exists, and the supervisor must not be attachable by it: with
+	// dumpable 0 neither ptrace, /proc/PID/mem, /proc/PID/fd, process_vm_readv nor pidfd_getfd
+	// reach this process without CAP_SYS_PTRACE, which the program does not have (unless
+	// KeepCapabilities); the Landlock domain (launch) stops root too. Not earlier: a child cloned
+	// into a new user namespace inherits the flag, and its uid_map would then be root's to write
+	// (the non-root UDP sandbox). The helper and the program get dumpable back from execve.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail("prctl(PR_SET_DUMPABLE): %v", err)
+	}
+	child, err := launch.Start("/proc/self/exe", path, inv.Command, os.Environ(), prog,
+		launch.Options{KeepCapabilities: cfg.KeepCapabilities})
 	if err != nil {
 		return fail("%v", err)
 	}
+	log.Debug(fmt.Sprintf("program pid %d, Landlock domain: %s", child.Pid, child.Landlock))
 	socksPorts := []netip.AddrPort{cfg.SocksAddr}
 	if cfg.SocksAddrV6.IsValid() {
 		socksPorts = append(socksPorts, cfg.SocksAddrV6)

@@ -22,6 +22,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/filter"
+	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
 // FactoryArg is the first argument that makes the torsocks binary act as the sandbox's socket
@@ -149,6 +152,9 @@ func RunFactoryIfAsked() {
 func RunFactory() {
 	const conn = 3
 	unix.CloseOnExec(conn)
+	// Not attachable by the program (see run.Main on the supervisor's own flag); the program's
+	// Landlock domain is what stops it when the factory is in a user namespace the user owns.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	fail := func(err error) {
 		unix.Write(conn, append([]byte{'E'}, err.Error()...))
 		os.Exit(1)
@@ -157,6 +163,10 @@ func RunFactory() {
 		// Read the first request so the error reaches the supervisor as its answer.
 		unix.Read(conn, make([]byte, 12))
 		fail(fmt.Errorf("set up the UDP sandbox network namespace: %w", err))
+	}
+	if err := confine(); err != nil {
+		unix.Read(conn, make([]byte, 12))
+		fail(fmt.Errorf("confine the UDP sandbox's socket factory: %w", err))
 	}
 	req := make([]byte, 12)
 	for {
@@ -244,4 +254,14 @@ func addLocalDefault(family uint8) error {
 		return nil
 	}
 	return errors.New("RTM_NEWROUTE: unexpected answer")
+}
+
+// confine makes sure that the factory, whoever takes it over, can open no connection
+// (filter.BuildFactory).
+func confine() error {
+	prog, err := filter.BuildFactory(filter.HostABIs)
+	if err != nil {
+		return err
+	}
+	return seccomp.Confine(prog)
 }

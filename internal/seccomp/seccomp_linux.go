@@ -139,6 +139,26 @@ func InstallFilter(prog []unix.SockFilter) (int, error) {
 	}
 }
 
+// Confine puts a plain filter (no listener) on every thread of the calling process, with
+// no_new_privs: for torsocks' own helper processes, which have no supervisor.
+func Confine(prog []unix.SockFilter) error {
+	if len(prog) == 0 || len(prog) > 4096 {
+		return fmt.Errorf("filter has %d instructions", len(prog))
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompSetModeFilter, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	if errno != 0 {
+		return fmt.Errorf("seccomp(SET_MODE_FILTER, TSYNC): %w", errno)
+	}
+	if r != 0 {
+		return fmt.Errorf("seccomp(SET_MODE_FILTER, TSYNC): thread %d could not be synchronized", r)
+	}
+	return nil
+}
+
 // Listener is the supervisor's end of a seccomp notification listener.
 type Listener struct {
 	fd int
