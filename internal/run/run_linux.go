@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -108,7 +107,7 @@ func Main(args []string) int {
 	if err := checkPrivileged(path); err != nil {
 		return fail("%v", err)
 	}
-	if err := checkInheritedSockets(); err != nil {
+	if err := checkInherited(); err != nil {
 		return fail("%v", err)
 	}
 	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6})
@@ -309,50 +308,6 @@ func checkPrivileged(path string) error {
 		return fmt.Errorf("%s has file capabilities: torsocks runs programs with no_new_privs, so it would run without them; refusing", path)
 	}
 	return nil
-}
-
-// checkInheritedSockets refuses to start when torsocks itself holds an internet socket (inherited
-// from whoever started it, passed on to the program): its connection was made outside torsocks,
-// so traffic on it would go around Tor. Close it in the caller (e.g. 3>&-) or run without it.
-func checkInheritedSockets() error {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return fmt.Errorf("list open descriptors: %w", err)
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
-		if err != nil || flags&unix.FD_CLOEXEC != 0 {
-			continue // closed meanwhile (the ReadDir fd itself), or not passed on to the program
-		}
-		domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-		if err != nil {
-			continue // not a socket
-		}
-		if domain == unix.AF_INET || domain == unix.AF_INET6 || domain == unix.AF_PACKET {
-			what := "an internet socket"
-			if sa, err := unix.Getpeername(fd); err == nil {
-				what = fmt.Sprintf("an internet socket connected to %s", sockaddrString(sa))
-			} else if sa, err := unix.Getsockname(fd); err == nil {
-				what = fmt.Sprintf("an internet socket bound to %s", sockaddrString(sa))
-			}
-			return fmt.Errorf("descriptor %d is %s, inherited from the caller; traffic on it would go around Tor, so torsocks refuses to start (close it first, e.g. %d>&-)", fd, what, fd)
-		}
-	}
-	return nil
-}
-
-func sockaddrString(sa unix.Sockaddr) string {
-	switch v := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(v.Addr), uint16(v.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr), uint16(v.Port)).String()
-	}
-	return "?"
 }
 
 // gated returns r as the supervisor's interface, or a nil interface for a nil relay.
