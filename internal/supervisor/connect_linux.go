@@ -69,8 +69,9 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 	case si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK:
 		// This socket can only reach a unix or netlink peer on this machine. The connect is still
 		// made here, on the copy (see copy_linux.go): the kernel would look the descriptor number
-		// up again, and it may name another socket by then. (Unix peers then see the supervisor's
-		// pid in SO_PEERCRED; uid and gid are the program's.)
+		// up again, and it may name another socket by then. A unix connect is made with the
+		// calling thread's credentials (creds_linux.go): unix peers see the program's uid and gid
+		// in SO_PEERCRED, but the supervisor's pid.
 		closeCopy = false
 		s.goCall(c, func() {
 			defer unix.Close(cp)

@@ -52,57 +52,68 @@ func sendRaw(fd int, data, name []byte, flags int) (int, error) {
 	return int(n), nil
 }
 
-// unixAddr turns a unix-domain sockaddr of the program into one the supervisor can use for the
-// same socket file: a pathname is looked up in the program's root and working directory (its
-// mount namespace, chroot and cwd are not the supervisor's) and replaced by /proc/self/fd/K of an
-// O_PATH descriptor of the socket file, which done() closes. Abstract and unnamed addresses are
-// used as they are.
-func (c *call) unixAddr(raw []byte) (sa []byte, done func(), err error) {
-	done = func() {}
+// unixCall carries out f, a connect or a send on the copy of a unix socket, to the unix-domain
+// sockaddr raw of the program (empty: none), with the credentials of the thread that made the
+// call (creds_linux.go). f gets the address to use for the same socket file: a pathname is looked
+// up in the program's root and working directory (its mount namespace, chroot and cwd are not the
+// supervisor's) and replaced by /proc/self/fd/K of an O_PATH descriptor of the socket file, open
+// while f runs. Abstract and unnamed addresses are used as they are.
+//
+// The lookup runs with the caller's credentials too, so the directories on the way must be
+// searchable by the caller: the kernel's permission check at connect sees only the socket file
+// (through /proc/self/fd/K, whose magic link skips the path). Only /proc/TID/root and cwd are
+// opened with the supervisor's (a program that dropped privileges may not open its own).
+//
+// Errors other than f's: what the kernel would have answered (ENOENT, EACCES), a
+// *resolverDaemonError, a *deputyError, seccomp.ErrNotifGone.
+func (c *call) unixCall(raw []byte, f func(sa []byte) error) error {
+	cr, err := c.callerCreds()
+	if err != nil {
+		return err
+	}
 	if len(raw) <= 2 || raw[2] == 0 {
-		return raw, done, nil
+		return asCaller(cr, func() error { return f(raw) })
 	}
 	path := raw[2:]
 	if i := indexByte(path, 0); i >= 0 {
 		path = path[:i]
 	}
 	p := string(path)
-	var fd int
 	proc := "/proc/" + strconv.Itoa(c.tid)
+	dirName := "/cwd"
 	if p[0] == '/' {
-		root, err := unix.Open(proc+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, done, fmt.Errorf("open root of pid %d: %w", c.tid, err)
-		}
-		fd, err = unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
-		unix.Close(root)
-		if err != nil {
-			return nil, done, err
-		}
-	} else {
-		cwd, err := unix.Open(proc+"/cwd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, done, fmt.Errorf("open cwd of pid %d: %w", c.tid, err)
-		}
-		fd, err = unix.Openat(cwd, p, unix.O_PATH|unix.O_CLOEXEC, 0)
-		unix.Close(cwd)
-		if err != nil {
-			return nil, done, err
-		}
+		dirName = "/root"
 	}
-	if err := c.s.l.Valid(c.id); err != nil {
-		unix.Close(fd)
-		return nil, done, err
+	dir, err := unix.Open(proc+dirName, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s of pid %d: %w", dirName[1:], c.tid, err)
 	}
-	if d := resolverDaemon(fd); d != "" {
-		unix.Close(fd)
-		return nil, done, &resolverDaemonError{d}
-	}
-	sa = make([]byte, 2, 2+32)
-	binary.LittleEndian.PutUint16(sa, unix.AF_UNIX)
-	sa = append(sa, "/proc/self/fd/"+strconv.Itoa(fd)...)
-	sa = append(sa, 0)
-	return sa, func() { unix.Close(fd) }, nil
+	defer unix.Close(dir)
+	daemons := resolverDaemonIDs()
+	return asCaller(cr, func() error {
+		var fd int
+		var err error
+		if p[0] == '/' {
+			fd, err = unix.Openat2(dir, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		} else {
+			fd, err = unix.Openat(dir, p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		}
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := c.s.l.Valid(c.id); err != nil {
+			return err
+		}
+		if d := daemons.match(fd); d != "" {
+			return &resolverDaemonError{d}
+		}
+		sa := make([]byte, 2, 2+32)
+		binary.LittleEndian.PutUint16(sa, unix.AF_UNIX)
+		sa = append(sa, "/proc/self/fd/"+strconv.Itoa(fd)...)
+		sa = append(sa, 0)
+		return f(sa)
+	})
 }
 
 func indexByte(b []byte, c byte) int {
@@ -117,28 +128,41 @@ func indexByte(b []byte, c byte) int {
 // connectCopy connects the copy of a unix, netlink or sandboxed UDP socket to the address the
 // program passed, and answers the call with the result.
 func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) {
-	sa := raw
-	if si.domain == unix.AF_UNIX {
-		var done func()
-		var err error
-		if sa, done, err = c.unixAddr(raw); err != nil {
-			// ENOENT, EACCES...: what the kernel would have answered (glibc probes nscd's socket
-			// on every lookup and expects ENOENT), or a local resolver daemon refused as if it were
-			// not running, so the lookup falls back to DNS; nothing to warn about.
-			var rd *resolverDaemonError
-			if errors.As(err, &rd) {
-				c.logAt(slog.LevelDebug, rd.Error())
-			}
-			c.quietFail(err)
+	if si.domain != unix.AF_UNIX {
+		if err := connectRaw(cp, raw); err != nil {
+			c.fail(errnoOf(err))
 			return
 		}
-		defer done()
-	}
-	if err := connectRaw(cp, sa); err != nil {
-		c.fail(errnoOf(err))
+		c.ok(0)
 		return
 	}
-	c.ok(0)
+	var connErr error
+	connected := false
+	err := c.unixCall(raw, func(sa []byte) error {
+		connected = true
+		connErr = connectRaw(cp, sa)
+		return nil
+	})
+	switch {
+	case connected && connErr != nil:
+		c.fail(errnoOf(connErr))
+	case connected:
+		c.ok(0)
+	default:
+		// ENOENT, EACCES...: what the kernel would have answered (glibc probes nscd's socket on
+		// every lookup and expects ENOENT), or a local resolver daemon refused as if it were not
+		// running, so the lookup falls back to DNS; nothing to warn about. A deputy that could
+		// not take the program's credentials is worth a line.
+		var rd *resolverDaemonError
+		var de *deputyError
+		switch {
+		case errors.As(err, &rd):
+			c.logAt(slog.LevelDebug, rd.Error())
+		case errors.As(err, &de):
+			c.logAt(slog.LevelWarn, "connect to a unix socket refused: "+de.Error())
+		}
+		c.quietFail(err)
+	}
 }
 
 // quietFail answers with err's errno (EPERM if it has none) without a warning: for errors the
@@ -170,18 +194,39 @@ func (e *resolverDaemonError) Error() string {
 
 func (e *resolverDaemonError) Unwrap() error { return unix.ECONNREFUSED }
 
-// resolverDaemon names the resolver daemon socket that fd (an O_PATH descriptor of the file the
-// program connects to) is, or returns "". Files are compared by device and inode, so /var/run
-// links and relative paths do not matter.
-func resolverDaemon(fd int) string {
+// daemonIDs are the device and inode numbers of the resolver daemon sockets that exist.
+type daemonIDs []struct {
+	name     string
+	dev, ino uint64
+}
+
+// resolverDaemonIDs stats the resolver daemon sockets (with the supervisor's credentials: a
+// program that cannot see /run/nscd may still reach its socket by another link).
+func resolverDaemonIDs() daemonIDs {
+	var ids daemonIDs
+	for _, p := range resolverDaemons {
+		var d unix.Stat_t
+		if unix.Stat(p, &d) == nil {
+			ids = append(ids, struct {
+				name     string
+				dev, ino uint64
+			}{p, d.Dev, d.Ino})
+		}
+	}
+	return ids
+}
+
+// match names the resolver daemon socket that fd (an O_PATH descriptor of the file the program
+// connects to) is, or returns "". Files are compared by device and inode, so /var/run links and
+// relative paths do not matter.
+func (ids daemonIDs) match(fd int) string {
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return ""
 	}
-	for _, p := range resolverDaemons {
-		var d unix.Stat_t
-		if unix.Stat(p, &d) == nil && d.Dev == st.Dev && d.Ino == st.Ino {
-			return p
+	for _, d := range ids {
+		if d.dev == st.Dev && d.ino == st.Ino {
+			return d.name
 		}
 	}
 	return ""

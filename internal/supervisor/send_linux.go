@@ -163,17 +163,27 @@ func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) {
 		c.refuse(unix.EOPNOTSUPP, "sendmsg with ancillary data through the i386 socketcall is not supported under torsocks")
 		return
 	}
-	name := msg.name
-	if si.domain == unix.AF_UNIX && len(name) > 0 {
-		var done func()
-		if name, done, err = c.unixAddr(name); err != nil {
-			c.failErr("send", err)
-			return
-		}
-		defer done()
+	flags := msg.flags&^msgFastopen | unix.MSG_NOSIGNAL
+	if si.domain != unix.AF_UNIX {
+		n, err := sendRaw(cp, msg.data, msg.name, flags)
+		c.sent(a, n, err)
+		return
 	}
-	n, err := sendRaw(cp, msg.data, name, msg.flags&^msgFastopen|unix.MSG_NOSIGNAL)
-	c.sent(a, n, err)
+	// With the caller's credentials (creds_linux.go): a datagram's destination is checked at send
+	// time, and a receiver with SO_PASSCRED gets the sender's uid and gid.
+	var n int
+	var sendErr error
+	sent := false
+	err = c.unixCall(msg.name, func(sa []byte) error {
+		sent = true
+		n, sendErr = sendRaw(cp, msg.data, sa, flags)
+		return nil
+	})
+	if !sent {
+		c.failErr("send", err)
+		return
+	}
+	c.sent(a, n, sendErr)
 }
 
 // readSend reads the destination and data of a send-family call from the program's memory.

@@ -100,6 +100,15 @@ type Supervisor struct {
 
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
+
+	ownOnce sync.Once // guards ownCr: the supervisor's credentials, read on first use
+	ownCr   ownCreds
+}
+
+// own returns the supervisor's own credentials (creds_linux.go), read once.
+func (s *Supervisor) own() *ownCreds {
+	s.ownOnce.Do(func() { s.ownCr = readOwnCreds() })
+	return &s.ownCr
 }
 
 // New returns a supervisor for listener l.
