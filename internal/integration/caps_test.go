@@ -57,6 +57,14 @@ func TestRootCapabilitiesDropped(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
 		t.Errorf("ip link add under torsocks: exit %d, want EPERM\n%s", r.code, r.stderr)
 	}
+	r = torsocks(t, nil, "ip", "tuntap", "add", "dev", "tstun0", "mode", "tun")
+	if r.code == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
+		t.Errorf("ip tuntap add under torsocks: exit %d, want EPERM\n%s", r.code, r.stderr)
+	}
+	if r := runCmd(t, nil, "ip", "link", "show", "tstun0"); r.code == 0 {
+		runCmd(t, nil, "ip", "link", "del", "tstun0")
+		t.Errorf("the TUN device was created: %s", r.stdout)
+	}
 	if r := runCmd(t, nil, "ip", "route", "show", route); strings.TrimSpace(r.stdout) != "" {
 		runCmd(t, nil, "ip", "route", "del", route)
 		t.Errorf("the route was added: %s", r.stdout)
