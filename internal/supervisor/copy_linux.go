@@ -54,7 +54,7 @@ func sendRaw(fd int, data, name []byte, flags int) (int, error) {
 
 // unixCall carries out f, a connect or a send on the copy of a unix socket, to the unix-domain
 // sockaddr raw of the program (empty: none), with the credentials of the thread that made the
-// call (creds_linux.go). f gets the address to use for the same socket file: a pathname is looked
+// call (creds_linux.go; caps: the capabilities that matter to f, unixConnectCaps or unixSendCaps). f gets the address to use for the same socket file: a pathname is looked
 // up in the program's root and working directory (its mount namespace, chroot and cwd are not the
 // supervisor's) and replaced by /proc/self/fd/K of an O_PATH descriptor of the socket file, open
 // while f runs. Abstract and unnamed addresses are used as they are.
@@ -66,8 +66,8 @@ func sendRaw(fd int, data, name []byte, flags int) (int, error) {
 //
 // Errors other than f's: what the kernel would have answered (ENOENT, EACCES), a
 // *resolverDaemonError, a *deputyError, seccomp.ErrNotifGone.
-func (c *call) unixCall(raw []byte, f func(sa []byte) error) error {
-	cr, err := c.callerCreds()
+func (c *call) unixCall(raw []byte, caps uint64, f func(sa []byte) error) error {
+	cr, err := c.callerCreds(caps)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) {
 	}
 	var connErr error
 	connected := false
-	err := c.unixCall(raw, func(sa []byte) error {
+	err := c.unixCall(raw, unixConnectCaps, func(sa []byte) error {
 		connected = true
 		connErr = connectRaw(cp, sa)
 		return nil

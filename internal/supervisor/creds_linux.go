@@ -30,7 +30,8 @@ import (
 //     syscall; if a signal handler ran meanwhile, the notification is gone and the kernel
 //     restarts the call with a new one).
 //   - If they equal the supervisor's, the call is carried out as before (the common case: one
-//     /proc read more).
+//     /proc read more). Capabilities count only where they matter to a unix call (unixConnectCaps,
+//     unixSendCaps): a root program that lost CAP_NET_ADMIN & co. (launch.DroppedCapabilities) still qualifies.
 //   - Otherwise it is carried out by a deputy: a goroutine locked to its OS thread
 //     (runtime.LockOSThread) takes the caller's credentials on that thread only, looks the path up
 //     (so directory search permission is the caller's), connects or sends, and puts the
@@ -167,8 +168,8 @@ func readOwnCreds() ownCreds {
 }
 
 // callerCreds returns the credentials of the thread that made the call, or nil if they are the
-// supervisor's. It checks the notification is still valid after reading them (see above).
-func (c *call) callerCreds() (*creds, error) {
+// supervisor's as far as a call to which the capabilities caps matter goes. It checks the notification is still valid after reading them (see above).
+func (c *call) callerCreds(caps uint64) (*creds, error) {
 	own := c.s.own()
 	if own.err != nil {
 		return nil, fmt.Errorf("read torsocks' own credentials: %w", own.err)
@@ -192,10 +193,30 @@ func (c *call) callerCreds() (*creds, error) {
 	if ns != own.ns {
 		cr.capEff = 0
 	}
-	if cr.equal(own.cr) {
+	if cr.sameFor(own.cr, caps) {
 		return nil, nil
 	}
 	return cr, nil
+}
+
+// The capabilities that can change what a unix call may reach or carry. A connect: permission on
+// the socket file and on the directories of its path. A send carries credentials and descriptors
+// too (SCM_CREDENTIALS naming other ids or pids, descriptors in flight beyond RLIMIT_NOFILE).
+// Other capabilities (those a root program loses by default, launch.DroppedCapabilities, among
+// them) change nothing there, so the supervisor's own credentials serve.
+const (
+	unixConnectCaps = 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_MAC_OVERRIDE
+	unixSendCaps    = unixConnectCaps | 1<<unix.CAP_SETUID | 1<<unix.CAP_SETGID | 1<<unix.CAP_SYS_ADMIN |
+		1<<unix.CAP_SYS_RESOURCE
+)
+
+// sameFor tells whether a unix call to which the capabilities caps matter has the same outcome
+// made with a's credentials as with b's.
+func (a *creds) sameFor(b *creds, caps uint64) bool {
+	x, y := *a, *b
+	x.capEff &= caps
+	y.capEff &= caps
+	return x.equal(&y)
 }
 
 // deputyError is a unix call refused because the supervisor could not take the caller's

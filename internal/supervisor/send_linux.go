@@ -174,7 +174,7 @@ func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) {
 	var n int
 	var sendErr error
 	sent := false
-	err = c.unixCall(msg.name, func(sa []byte) error {
+	err = c.unixCall(msg.name, unixSendCaps, func(sa []byte) error {
 		sent = true
 		n, sendErr = sendRaw(cp, msg.data, sa, flags)
 		return nil
