@@ -29,13 +29,16 @@ type Config struct {
 	AllowOutboundLocalhost int
 	IsolatePID             bool // per-process random credentials; never together with Auth
 	EnableIPv6             bool // false: socket(AF_INET6) fails with ENOSYS, as in torsocks' default
-	LogLevel               int  // LogNone..LogDebug
-	LogTime                bool
-	LogFile                string        // "" = stderr
-	ConnectTimeout         time.Duration // SOCKS handshake timeout
-	DNSMode                string        // DNSMap or DNSResolve
-	ConfigFile             string        // the file that was read ("" if none)
-	Warnings               []string      // non-fatal: missing default config file, unknown or repeated keys
+	// VetReceivedSockets: recvmsg/recvmmsg are served by the supervisor, which refuses (EACCES)
+	// messages carrying sockets that could reach the network around Tor.
+	VetReceivedSockets bool
+	LogLevel           int // LogNone..LogDebug
+	LogTime            bool
+	LogFile            string        // "" = stderr
+	ConnectTimeout     time.Duration // SOCKS handshake timeout
+	DNSMode            string        // DNSMap or DNSResolve
+	ConfigFile         string        // the file that was read ("" if none)
+	Warnings           []string      // non-fatal: missing default config file, unknown or repeated keys
 
 	// Sources tells where each setting came from, by config-file key name: "default",
 	// "FILE:LINE", "TORSOCKS_TOR_PORT", "--port"...
@@ -151,6 +154,7 @@ func build(s *Settings) (*Config, error) {
 		AllowOutboundLocalhost: s.AllowOutboundLocalhost.Val,
 		IsolatePID:             s.IsolatePID.Val,
 		EnableIPv6:             s.EnableIPv6.Val,
+		VetReceivedSockets:     s.VetReceivedSockets.Val,
 		LogLevel:               s.LogLevel.Val,
 		LogTime:                s.LogTime.Val,
 		LogFile:                s.LogFile.Val,
@@ -164,6 +168,7 @@ func build(s *Settings) (*Config, error) {
 			"AllowOutboundLocalhost": s.AllowOutboundLocalhost.From,
 			"IsolatePID":             s.IsolatePID.From,
 			"EnableIPv6":             s.EnableIPv6.From,
+			"VetReceivedSockets":     s.VetReceivedSockets.From,
 			"ConnectTimeout":         s.ConnectTimeout.From,
 			"DNSMode":                s.DNSMode.From,
 			"LogLevel":               s.LogLevel.From,
@@ -235,6 +240,7 @@ func (c *Config) Describe() []string {
 	add("AllowInbound", fmt.Sprint(b2i(c.AllowInbound)))
 	add("AllowOutboundLocalhost", fmt.Sprint(c.AllowOutboundLocalhost))
 	add("EnableIPv6", fmt.Sprint(b2i(c.EnableIPv6)))
+	add("VetReceivedSockets", fmt.Sprint(b2i(c.VetReceivedSockets)))
 	add("ConnectTimeout", c.ConnectTimeout.String())
 	add("DNSMode", c.DNSMode)
 	add("LogLevel", fmt.Sprint(c.LogLevel))

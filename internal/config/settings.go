@@ -35,6 +35,7 @@ type Settings struct {
 	AllowOutboundLocalhost Opt[int]
 	IsolatePID             Opt[bool]
 	EnableIPv6             Opt[bool]
+	VetReceivedSockets     Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
 	LogLevel               Opt[int]    // environment and command line only
@@ -57,6 +58,7 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.AllowOutboundLocalhost, src.AllowOutboundLocalhost)
 	over(&s.IsolatePID, src.IsolatePID)
 	over(&s.EnableIPv6, src.EnableIPv6)
+	over(&s.VetReceivedSockets, src.VetReceivedSockets)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
 	over(&s.LogLevel, src.LogLevel)
@@ -68,6 +70,10 @@ func (s *Settings) mergeFrom(src *Settings) {
 const (
 	DefaultConfigFile     = "/etc/tor/torsocks.conf"
 	DefaultConnectTimeout = 120 * time.Second
+	// DefaultVetReceivedSockets: off, because vetting notifies every recvmsg and recvmmsg, which
+	// costs programs that talk a lot over unix sockets (D-Bus, Wayland) several times their
+	// message rate (docs/benchmarks.md, "Vetting received sockets"). Flip it here.
+	DefaultVetReceivedSockets = false
 )
 
 var (
@@ -87,6 +93,7 @@ func defaults() *Settings {
 	s.AllowOutboundLocalhost.set(0, from)
 	s.IsolatePID.set(false, from)
 	s.EnableIPv6.set(true, from)
+	s.VetReceivedSockets.set(DefaultVetReceivedSockets, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
 	s.LogLevel.set(LogWarning, from)
@@ -122,6 +129,7 @@ var (
 	setLocalhost      = setWith(func(s *Settings) *Opt[int] { return &s.AllowOutboundLocalhost }, parseLocalhost)
 	setIsolatePID     = setWith(func(s *Settings) *Opt[bool] { return &s.IsolatePID }, parseBool)
 	setEnableIPv6     = setWith(func(s *Settings) *Opt[bool] { return &s.EnableIPv6 }, parseBool)
+	setVetReceived    = setWith(func(s *Settings) *Opt[bool] { return &s.VetReceivedSockets }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
 	setLogLevel       = setWith(func(s *Settings) *Opt[int] { return &s.LogLevel }, parseLogLevel)
@@ -147,6 +155,7 @@ var fileKeys = []struct {
 	{"TorAddressIPv6", setTorAddressIPv6},
 	{"ConnectTimeout", setConnectTimeout},
 	{"DNSMode", setDNSMode},
+	{"VetReceivedSockets", setVetReceived},
 }
 
 // Environment variables.
@@ -166,6 +175,7 @@ const (
 	EnvDNSMode         = "TORSOCKS_DNS_MODE"
 	EnvTorAddressIPv6  = "TORSOCKS_TOR_ADDRESS_IPV6"
 	EnvAllowOutboundLo = "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST"
+	EnvVetReceived     = "TORSOCKS_VET_RECEIVED_SOCKETS"
 )
 
 // envVars are the settings read from the environment (TORSOCKS_CONF_FILE is read apart).
@@ -188,4 +198,5 @@ var envVars = []struct {
 	{EnvDNSMode, setDNSMode},
 	{EnvTorAddressIPv6, setTorAddressIPv6},
 	{EnvAllowOutboundLo, setLocalhost},
+	{EnvVetReceived, setVetReceived},
 }
