@@ -111,7 +111,7 @@ func Main(args []string) int {
 	if err := checkInheritedSockets(); err != nil {
 		return fail("%v", err)
 	}
-	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6})
+	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -161,6 +161,7 @@ func Main(args []string) int {
 		SocksV6:        cfg.SocksAddrV6,
 		Auth:           auth,
 		IsolatePID:     cfg.IsolatePID,
+		VetReceived:    cfg.VetReceivedSockets,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Logger:         log,
 		Policy: &policy.Policy{
