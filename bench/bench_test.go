@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
@@ -196,7 +198,7 @@ func TestReport(t *testing.T) {
 	plain, wrapped := 1e18, 1e18
 	for round := 0; round < 3; round++ {
 		for _, w := range [][]string{nil, {torsocksGo}} {
-			args := append(append([]string{}, w...), unixmsg, "200000")
+			args := append(append([]string{}, w...), unixmsg, "200000", "plain")
 			out, err := exec.Command(args[0], args[1:]...).Output()
 			if err != nil {
 				t.Fatalf("%v: %v", args, err)
@@ -227,4 +229,70 @@ func TestReportMemory(t *testing.T) {
 		res := run(t, []string{torsocksGo}, "direct", k, "BENCH_PARENT_STATUS=1")
 		t.Logf("torsocks-go supervisor after %d connects: VmHWM %s, VmRSS %s", k, res["parent_VmHWM"], res["parent_VmRSS"])
 	}
+}
+
+// TestReportRecv measures what VetReceivedSockets costs a program that exchanges messages over a
+// unix socketpair with sendmsg/recvmsg (bench/testdata/unixmsg.c), without and with one
+// descriptor per message: no torsocks, the C torsocks, this torsocks with the setting off and on.
+// Interleaved rounds (BENCH_ROUNDS, default 5), medians; BENCH_RECV_TRIPS round trips a run.
+func TestReportRecv(t *testing.T) {
+	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+	}
+	setup(t)
+	// The C torsocks keeps every descriptor it peeks at (one per message received): the runs
+	// get the hard descriptor limit, and the default count stays under it.
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		rl.Cur = rl.Max
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
+	}
+	trips, rounds := 8000, 5
+	if v, err := strconv.Atoi(os.Getenv("BENCH_RECV_TRIPS")); err == nil {
+		trips = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil {
+		rounds = v
+	}
+	ways := []struct {
+		name    string
+		wrapper []string
+		env     []string
+	}{
+		{"no torsocks", nil, nil},
+		{"torsocks-c", cTorsocks(t), nil},
+		{"torsocks-go, vetting off", []string{torsocksGo}, []string{"TORSOCKS_VET_RECEIVED_SOCKETS=0"}},
+		{"torsocks-go, vetting on", []string{torsocksGo}, []string{"TORSOCKS_VET_RECEIVED_SOCKETS=1"}},
+	}
+	for _, mode := range []string{"plain", "fds"} {
+		ns := map[string][]float64{}
+		for r := 0; r < rounds; r++ {
+			for _, w := range ways {
+				args := append(append([]string{}, w.wrapper...), unixmsg, strconv.Itoa(trips), mode)
+				res := runArgs(t, args, w.env...)
+				v, _ := strconv.ParseFloat(res["ns_per_roundtrip"], 64)
+				ns[w.name] = append(ns[w.name], v)
+			}
+		}
+		base := median(ns["no torsocks"])
+		for _, w := range ways {
+			m := median(ns[w.name])
+			t.Logf("unixmsg %-5s %-26s %7.1f µs/round trip  %8.0f msgs/s  ratio to no torsocks %.2f", mode, w.name, m/1000, 2e9/m, m/base)
+		}
+	}
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }

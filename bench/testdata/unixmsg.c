@@ -1,5 +1,7 @@
 // unixmsg: N sendmsg/recvmsg round trips of 64 bytes over an AF_UNIX socketpair between two
-// threads (the traffic pattern of D-Bus and Wayland clients). Prints "ns_per_roundtrip=X".
+// threads (the traffic pattern of D-Bus and Wayland clients). With "fds" as the second argument
+// every message also carries one descriptor (SCM_RIGHTS; the receiver closes it), as Wayland
+// passes buffers. Prints "ns_per_roundtrip=X".
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,39 @@
 
 static int sv[2];
 static long n;
+static int with_fd, pass_fd;
+
+static void xsend(int fd, struct msghdr *m) {
+	char ctl[CMSG_SPACE(sizeof(int))];
+	if (with_fd) {
+		m->msg_control = ctl;
+		m->msg_controllen = sizeof ctl;
+		struct cmsghdr *c = CMSG_FIRSTHDR(m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	if (sendmsg(fd, m, 0) != 64) exit(1);
+	m->msg_control = NULL;
+	m->msg_controllen = 0;
+}
+
+static void xrecv(int fd, struct msghdr *m) {
+	char ctl[CMSG_SPACE(sizeof(int))];
+	m->msg_control = ctl;
+	m->msg_controllen = sizeof ctl;
+	if (recvmsg(fd, m, 0) != 64) exit(1);
+	if (with_fd) {
+		struct cmsghdr *c = CMSG_FIRSTHDR(m);
+		int got;
+		if (!c || c->cmsg_type != SCM_RIGHTS) exit(3);
+		memcpy(&got, CMSG_DATA(c), sizeof(int));
+		close(got);
+	}
+	m->msg_control = NULL;
+	m->msg_controllen = 0;
+}
 
 static void xfer(int fd, int send_first) {
 	char buf[64];
@@ -18,9 +53,11 @@ static void xfer(int fd, int send_first) {
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 	for (long i = 0; i < n; i++) {
 		if (send_first) {
-			if (sendmsg(fd, &m, 0) != sizeof buf || recvmsg(fd, &m, 0) != sizeof buf) exit(1);
+			xsend(fd, &m);
+			xrecv(fd, &m);
 		} else {
-			if (recvmsg(fd, &m, 0) != sizeof buf || sendmsg(fd, &m, 0) != sizeof buf) exit(1);
+			xrecv(fd, &m);
+			xsend(fd, &m);
 		}
 	}
 }
@@ -33,6 +70,10 @@ static void *peer(void *arg) {
 
 int main(int argc, char **argv) {
 	n = argc > 1 ? atol(argv[1]) : 100000;
+	with_fd = argc > 2 && strcmp(argv[2], "fds") == 0;
+	int p[2];
+	if (pipe(p)) return 2;
+	pass_fd = p[0];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv)) return 2;
 	pthread_t t;
 	pthread_create(&t, NULL, peer, NULL);

@@ -32,13 +32,16 @@ type Config struct {
 	// kernel (normally dropped from all its sets, see launch.DroppedCapabilities).
 	KeepCapabilities bool
 	EnableIPv6       bool // false: socket(AF_INET6) fails with ENOSYS, as in torsocks' default
-	LogLevel         int  // LogNone..LogDebug
-	LogTime          bool
-	LogFile          string        // "" = stderr
-	ConnectTimeout   time.Duration // SOCKS handshake timeout
-	DNSMode          string        // DNSMap or DNSResolve
-	ConfigFile       string        // the file that was read ("" if none)
-	Warnings         []string      // non-fatal: missing default config file, unknown or repeated keys
+	// VetReceivedSockets: recvmsg/recvmmsg are served by the supervisor, which refuses (EACCES)
+	// messages carrying sockets that could reach the network around Tor.
+	VetReceivedSockets bool
+	LogLevel           int // LogNone..LogDebug
+	LogTime            bool
+	LogFile            string        // "" = stderr
+	ConnectTimeout     time.Duration // SOCKS handshake timeout
+	DNSMode            string        // DNSMap or DNSResolve
+	ConfigFile         string        // the file that was read ("" if none)
+	Warnings           []string      // non-fatal: missing default config file, unknown or repeated keys
 
 	// Sources tells where each setting came from, by config-file key name: "default",
 	// "FILE:LINE", "TORSOCKS_TOR_PORT", "--port"...
@@ -155,6 +158,7 @@ func build(s *Settings) (*Config, error) {
 		IsolatePID:             s.IsolatePID.Val,
 		KeepCapabilities:       s.KeepCapabilities.Val,
 		EnableIPv6:             s.EnableIPv6.Val,
+		VetReceivedSockets:     s.VetReceivedSockets.Val,
 		LogLevel:               s.LogLevel.Val,
 		LogTime:                s.LogTime.Val,
 		LogFile:                s.LogFile.Val,
@@ -169,6 +173,7 @@ func build(s *Settings) (*Config, error) {
 			"IsolatePID":             s.IsolatePID.From,
 			"KeepCapabilities":       s.KeepCapabilities.From,
 			"EnableIPv6":             s.EnableIPv6.From,
+			"VetReceivedSockets":     s.VetReceivedSockets.From,
 			"ConnectTimeout":         s.ConnectTimeout.From,
 			"DNSMode":                s.DNSMode.From,
 			"LogLevel":               s.LogLevel.From,
@@ -240,6 +245,7 @@ func (c *Config) Describe() []string {
 	add("AllowInbound", fmt.Sprint(b2i(c.AllowInbound)))
 	add("AllowOutboundLocalhost", fmt.Sprint(c.AllowOutboundLocalhost))
 	add("EnableIPv6", fmt.Sprint(b2i(c.EnableIPv6)))
+	add("VetReceivedSockets", fmt.Sprint(b2i(c.VetReceivedSockets)))
 	add("ConnectTimeout", c.ConnectTimeout.String())
 	add("DNSMode", c.DNSMode)
 	add("KeepCapabilities", fmt.Sprint(b2i(c.KeepCapabilities)))

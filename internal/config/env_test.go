@@ -33,6 +33,8 @@ func TestEnvVars(t *testing.T) {
 		{"TORSOCKS_DNS_MODE=resolve", func(c *Config) bool { return c.DNSMode == DNSResolve }},
 		{"TORSOCKS_TOR_ADDRESS_IPV6=::1", func(c *Config) bool { return c.SocksAddrV6 == netip.MustParseAddrPort("[::1]:9050") }},
 		{"TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=2", func(c *Config) bool { return c.AllowOutboundLocalhost == 2 }},
+		{"TORSOCKS_VET_RECEIVED_SOCKETS=1", func(c *Config) bool { return c.VetReceivedSockets }},
+		{"TORSOCKS_VET_RECEIVED_SOCKETS=off", func(c *Config) bool { return !c.VetReceivedSockets }},
 	}
 	for _, tt := range tests {
 		inv := mustParse(t, []string{"true"}, envOf(tt.env), conf(""))
@@ -147,6 +149,12 @@ func TestPrecedence(t *testing.T) {
 		{name: "AllowOutboundLocalhost", get: func(c *Config) string { return fmt.Sprint(c.AllowOutboundLocalhost) }, def: "0",
 			file: "AllowOutboundLocalhost 2", env: "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=1",
 			wantFile: "2", wantEnv: "1", wantFlag: "1"},
+		{name: "VetReceivedSockets", get: func(c *Config) string { return fmt.Sprint(c.VetReceivedSockets) }, def: fmt.Sprint(DefaultVetReceivedSockets),
+			file: "VetReceivedSockets 1", env: "TORSOCKS_VET_RECEIVED_SOCKETS=0",
+			wantFile: "true", wantEnv: "false", wantFlag: "false"},
+		{name: "VetReceivedSockets off in file", get: func(c *Config) string { return fmt.Sprint(c.VetReceivedSockets) }, def: fmt.Sprint(DefaultVetReceivedSockets),
+			file: "VetReceivedSockets off", env: "TORSOCKS_VET_RECEIVED_SOCKETS=yes",
+			wantFile: "false", wantEnv: "true", wantFlag: "true"},
 		{name: "LogTime", get: func(c *Config) string { return fmt.Sprint(c.LogTime) }, def: "true",
 			env: "TORSOCKS_LOG_TIME=0", wantFile: "true", wantEnv: "false", wantFlag: "false"},
 		{name: "LogFile", get: func(c *Config) string { return c.LogFile }, def: "",
@@ -194,7 +202,7 @@ func TestDescribe(t *testing.T) {
 	s := inv.Config.String()
 	for _, want := range []string{
 		"config file " + F, "TorAddress 127.0.0.2 (" + F + ":1)", "TorPort 9150 (-P)",
-		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "LogFile stderr",
+		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "VetReceivedSockets 0 (default)", "LogFile stderr",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Describe lacks %q: %s", want, s)

@@ -36,6 +36,7 @@ type Settings struct {
 	IsolatePID             Opt[bool]
 	KeepCapabilities       Opt[bool]
 	EnableIPv6             Opt[bool]
+	VetReceivedSockets     Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
 	LogLevel               Opt[int]    // environment and command line only
@@ -59,6 +60,7 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.IsolatePID, src.IsolatePID)
 	over(&s.KeepCapabilities, src.KeepCapabilities)
 	over(&s.EnableIPv6, src.EnableIPv6)
+	over(&s.VetReceivedSockets, src.VetReceivedSockets)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
 	over(&s.LogLevel, src.LogLevel)
@@ -70,6 +72,10 @@ func (s *Settings) mergeFrom(src *Settings) {
 const (
 	DefaultConfigFile     = "/etc/tor/torsocks.conf"
 	DefaultConnectTimeout = 120 * time.Second
+	// DefaultVetReceivedSockets: off, because vetting notifies every recvmsg and recvmmsg, which
+	// costs programs that talk a lot over unix sockets (D-Bus, Wayland) several times their
+	// message rate (docs/benchmarks.md, "Vetting received sockets"). Flip it here.
+	DefaultVetReceivedSockets = false
 )
 
 var (
@@ -90,6 +96,7 @@ func defaults() *Settings {
 	s.IsolatePID.set(false, from)
 	s.KeepCapabilities.set(false, from)
 	s.EnableIPv6.set(true, from)
+	s.VetReceivedSockets.set(DefaultVetReceivedSockets, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
 	s.LogLevel.set(LogWarning, from)
@@ -126,6 +133,7 @@ var (
 	setIsolatePID     = setWith(func(s *Settings) *Opt[bool] { return &s.IsolatePID }, parseBool)
 	setKeepCaps       = setWith(func(s *Settings) *Opt[bool] { return &s.KeepCapabilities }, parseBool)
 	setEnableIPv6     = setWith(func(s *Settings) *Opt[bool] { return &s.EnableIPv6 }, parseBool)
+	setVetReceived    = setWith(func(s *Settings) *Opt[bool] { return &s.VetReceivedSockets }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
 	setLogLevel       = setWith(func(s *Settings) *Opt[int] { return &s.LogLevel }, parseLogLevel)
@@ -152,6 +160,7 @@ var fileKeys = []struct {
 	{"ConnectTimeout", setConnectTimeout},
 	{"DNSMode", setDNSMode},
 	{"KeepCapabilities", setKeepCaps},
+	{"VetReceivedSockets", setVetReceived},
 }
 
 // Environment variables.
@@ -172,6 +181,7 @@ const (
 	EnvTorAddressIPv6  = "TORSOCKS_TOR_ADDRESS_IPV6"
 	EnvAllowOutboundLo = "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST"
 	EnvKeepCaps        = "TORSOCKS_KEEP_CAPABILITIES"
+	EnvVetReceived     = "TORSOCKS_VET_RECEIVED_SOCKETS"
 )
 
 // envVars are the settings read from the environment (TORSOCKS_CONF_FILE is read apart).
@@ -195,4 +205,5 @@ var envVars = []struct {
 	{EnvTorAddressIPv6, setTorAddressIPv6},
 	{EnvAllowOutboundLo, setLocalhost},
 	{EnvKeepCaps, setKeepCaps},
+	{EnvVetReceived, setVetReceived},
 }

@@ -21,6 +21,8 @@ func TestNativeNumbers(t *testing.T) {
 		{"sendto", abi.Sendto, unix.SYS_SENDTO},
 		{"sendmsg", abi.Sendmsg, unix.SYS_SENDMSG},
 		{"sendmmsg", abi.Sendmmsg, unix.SYS_SENDMMSG},
+		{"recvmsg", abi.Recvmsg, unix.SYS_RECVMSG},
+		{"recvmmsg", abi.Recvmmsg, unix.SYS_RECVMMSG},
 		{"io_uring_setup", abi.IOUringSetup, unix.SYS_IO_URING_SETUP},
 		{"io_uring_enter", abi.IOUringEnter, unix.SYS_IO_URING_ENTER},
 		{"io_uring_register", abi.IOUringRegist, unix.SYS_IO_URING_REGISTER},

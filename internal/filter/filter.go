@@ -12,6 +12,10 @@ type Options struct {
 	// EnableIPv6 allows AF_INET6 stream sockets to be created unmediated. When false they are
 	// notified and refused (torsocks' "EnableIPv6 0": ENOSYS, so programs fall back to IPv4).
 	EnableIPv6 bool
+	// VetReceived notifies recvmsg and recvmmsg (and on i386 their socketcall sub-calls), so the
+	// supervisor can carry them out and vet the descriptors a message brings (VetReceivedSockets).
+	// BPF cannot see the msghdr, so every call is notified.
+	VetReceived bool
 }
 
 const msgFastopen = 0x20000000
@@ -46,6 +50,7 @@ func actErrno(e unix.Errno) uint32 { return 0x00050000 | uint32(e) }
 //     listen, getpeername or the send family reach is notified.
 //   - ioctl: notified for the requests in RefusedIoctls (the supervisor refuses them with a log
 //     line); every other request allowed.
+//   - recvmsg, recvmmsg (and recvmmsg_time64): notified when Options.VetReceived, else allowed.
 //   - io_uring: ENOSYS (IORING_OP_CONNECT would bypass everything); pidfd_getfd: EPERM (it could
 //     take a socket from a process outside the tree); x32 numbers: ENOSYS.
 func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
@@ -63,6 +68,11 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		}
 		for _, nr := range []int32{abi.Connect, abi.Getpeername, abi.Listen} {
 			a.jeqNr(nr, "notify")
+		}
+		if opts.VetReceived {
+			for _, nr := range []int32{abi.Recvmsg, abi.Recvmmsg, abi.RecvmmsgTime64} {
+				a.jeqNr(nr, "notify")
+			}
 		}
 		p := abi.Name + "_"
 		a.jeqNr(abi.Socket, p+"socket")
@@ -95,7 +105,11 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		if abi.Socketcall >= 0 {
 			a.label(p + "socketcall")
 			a.ins(bpf.LoadAbsolute{Off: offArg(0), Size: 4})
-			for _, c := range []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg} {
+			subs := []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg}
+			if opts.VetReceived {
+				subs = append(subs, SysRecvmsg, SysRecvmmsg)
+			}
+			for _, c := range subs {
 				a.jeq(c, "notify", "")
 			}
 			a.ret(actAllow)

@@ -43,6 +43,10 @@ func TestFilterDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	vet, err := Build([]*ABI{X86_64, I386, AArch64}, Options{EnableIPv6: true, VetReceived: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const (
 		allow  = actAllow
 		notify = actNotify
@@ -109,6 +113,25 @@ func TestFilterDecisions(t *testing.T) {
 		{"i386 x32-bit is not special", prog, i, 0, 3, nil, allow},
 		{"arm64 connect", prog, a, 0, a.Connect, nil, notify},
 		{"arm64 udp", prog, a, 0, a.Socket, []uint64{unix.AF_INET, unix.SOCK_DGRAM, 0}, notify},
+		{"recvmsg, vetting off", prog, x, 0, x.Recvmsg, []uint64{3, 0, 0}, allow},
+		{"recvmmsg, vetting off", prog, x, 0, x.Recvmmsg, []uint64{3, 0, 1, 0, 0}, allow},
+		{"i386 recvmsg, vetting off", prog, i, 0, i.Recvmsg, nil, allow},
+		{"i386 socketcall recvmsg, vetting off", prog, i, 0, i.Socketcall, []uint64{SysRecvmsg, 0}, allow},
+		{"recvmsg", vet, x, 0, x.Recvmsg, []uint64{3, 0, 0}, notify},
+		{"recvmmsg", vet, x, 0, x.Recvmmsg, []uint64{3, 0, 1, 0, 0}, notify},
+		{"recvfrom, vetting on", vet, x, 0, 45, nil, allow},
+		{"connect, vetting on", vet, x, 0, x.Connect, nil, notify},
+		{"tcp socket, vetting on", vet, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM, 0}, allow},
+		{"i386 recvmsg", vet, i, 0, i.Recvmsg, nil, notify},
+		{"i386 recvmmsg", vet, i, 0, i.Recvmmsg, nil, notify},
+		{"i386 recvmmsg_time64", vet, i, 0, i.RecvmmsgTime64, nil, notify},
+		{"i386 socketcall recvmsg", vet, i, 0, i.Socketcall, []uint64{SysRecvmsg, 0}, notify},
+		{"i386 socketcall recvmmsg", vet, i, 0, i.Socketcall, []uint64{SysRecvmmsg, 0}, notify},
+		{"i386 socketcall recvfrom, vetting on", vet, i, 0, i.Socketcall, []uint64{12, 0}, allow},
+		{"i386 socketcall connect, vetting on", vet, i, 0, i.Socketcall, []uint64{SysConnect, 0}, notify},
+		{"arm64 recvmsg", vet, a, 0, a.Recvmsg, nil, notify},
+		{"arm64 recvmmsg", vet, a, 0, a.Recvmmsg, nil, notify},
+		{"arm64 read, vetting on", vet, a, 0, 63, nil, allow},
 		{"unknown arch", prog, nil, unix.AUDIT_ARCH_ARM, 0, nil, kill},
 		{"i386 on a x86_64-only filter", noV6, i, 0, i.Connect, nil, kill},
 	}

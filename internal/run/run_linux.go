@@ -110,7 +110,7 @@ func Main(args []string) int {
 	if err := checkInherited(); err != nil {
 		return fail("%v", err)
 	}
-	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6})
+	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -171,6 +171,7 @@ func Main(args []string) int {
 		SocksV6:        cfg.SocksAddrV6,
 		Auth:           auth,
 		IsolatePID:     cfg.IsolatePID,
+		VetReceived:    cfg.VetReceivedSockets,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Logger:         log,
 		Policy: &policy.Policy{

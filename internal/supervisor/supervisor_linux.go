@@ -35,6 +35,10 @@ type Options struct {
 	Auth *socks5.Auth
 	// IsolatePID gives every process of the tree its own random SOCKS credentials.
 	IsolatePID bool
+	// VetReceived: the filter notifies recvmsg/recvmmsg (filter.Options.VetReceived) and the
+	// supervisor carries them out, refusing messages that bring sockets that could reach the
+	// network around Tor (recv_linux.go).
+	VetReceived bool
 	// Policy decides connects, sockets and listens.
 	Policy *policy.Policy
 	// ConnectTimeout bounds connecting to Tor plus the SOCKS handshake (default 120 s).
@@ -299,6 +303,11 @@ func (s *Supervisor) dispatch(c *call) {
 		s.send(c, sendArgs{fd: c.fdArg(0), msg: c.arg(1), flags: int(int32(c.arg(2))), kind: kindSendmsg})
 	case abi.Sendmmsg:
 		s.send(c, sendArgs{fd: c.fdArg(0), msg: c.arg(1), vlen: c.arg(2), flags: int(int32(c.arg(3))), kind: kindSendmmsg})
+	case abi.Recvmsg:
+		s.recv(c, recvArgs{fd: c.fdArg(0), msg: c.arg(1), flags: int(int32(c.arg(2)))})
+	case abi.Recvmmsg, abi.RecvmmsgTime64:
+		s.recv(c, recvArgs{fd: c.fdArg(0), msg: c.arg(1), vlen: uint64(uint32(c.arg(2))), flags: int(int32(c.arg(3))),
+			timeout: c.arg(4), mmsg: true, ts32: abi.PtrSize == 4 && nr == abi.Recvmmsg})
 	case abi.Socketcall:
 		s.socketcall(c)
 	case abi.Ioctl:
@@ -326,7 +335,8 @@ func (s *Supervisor) ioctl(c *call, req uint32) {
 
 // socketcallArgs is how many arguments each notified i386 socketcall sub-call reads from memory.
 var socketcallArgs = map[uint64]int{filter.SysSocket: 3, filter.SysConnect: 3, filter.SysListen: 2,
-	filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4}
+	filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4,
+	filter.SysRecvmsg: 3, filter.SysRecvmmsg: 5}
 
 // socketcall serves the i386 multiplexer: the sub-call is in a register, its arguments in memory.
 func (s *Supervisor) socketcall(c *call) {
@@ -357,6 +367,10 @@ func (s *Supervisor) socketcall(c *call) {
 		s.send(c, sendArgs{fd: fd, msg: a[1], flags: int(int32(uint32(a[2]))), kind: kindSendmsg, fromMemory: true})
 	case filter.SysSendmmsg:
 		s.send(c, sendArgs{fd: fd, msg: a[1], vlen: a[2], flags: int(int32(uint32(a[3]))), kind: kindSendmmsg, fromMemory: true})
+	case filter.SysRecvmsg:
+		s.recv(c, recvArgs{fd: fd, msg: a[1], flags: int(int32(uint32(a[2])))})
+	case filter.SysRecvmmsg:
+		s.recv(c, recvArgs{fd: fd, msg: a[1], vlen: a[2], flags: int(int32(uint32(a[3]))), timeout: a[4], mmsg: true, ts32: true})
 	}
 }
 
