@@ -38,6 +38,11 @@ type Settings struct {
 	EnableIPv6             Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
+	TorStart               Opt[string]
+	TorConfig              Opt[string]
+	TorBinary              Opt[string]
+	TorBootstrapTimeout    Opt[time.Duration]
+	TorIdleTime            Opt[time.Duration]
 	LogLevel               Opt[int]    // environment and command line only
 	LogTime                Opt[bool]   // environment only
 	LogFile                Opt[string] // environment only
@@ -61,6 +66,11 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.EnableIPv6, src.EnableIPv6)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
+	over(&s.TorStart, src.TorStart)
+	over(&s.TorConfig, src.TorConfig)
+	over(&s.TorBinary, src.TorBinary)
+	over(&s.TorBootstrapTimeout, src.TorBootstrapTimeout)
+	over(&s.TorIdleTime, src.TorIdleTime)
 	over(&s.LogLevel, src.LogLevel)
 	over(&s.LogTime, src.LogTime)
 	over(&s.LogFile, src.LogFile)
@@ -70,6 +80,10 @@ func (s *Settings) mergeFrom(src *Settings) {
 const (
 	DefaultConfigFile     = "/etc/tor/torsocks.conf"
 	DefaultConnectTimeout = 120 * time.Second
+	// DefaultTorBinary is looked up on PATH.
+	DefaultTorBinary           = "tor"
+	DefaultTorBootstrapTimeout = 120 * time.Second
+	DefaultTorIdleTime         = 5 * time.Minute
 )
 
 var (
@@ -92,6 +106,11 @@ func defaults() *Settings {
 	s.EnableIPv6.set(true, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
+	s.TorStart.set(TorStartAuto, from)
+	s.TorConfig.set("", from)
+	s.TorBinary.set(DefaultTorBinary, from)
+	s.TorBootstrapTimeout.set(DefaultTorBootstrapTimeout, from)
+	s.TorIdleTime.set(DefaultTorIdleTime, from)
 	s.LogLevel.set(LogWarning, from)
 	s.LogTime.set(true, from)
 	s.LogFile.set("", from)
@@ -128,6 +147,11 @@ var (
 	setEnableIPv6     = setWith(func(s *Settings) *Opt[bool] { return &s.EnableIPv6 }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
+	setTorStart       = setWith(func(s *Settings) *Opt[string] { return &s.TorStart }, parseTorStart)
+	setTorConfig      = setWith(func(s *Settings) *Opt[string] { return &s.TorConfig }, parsePath)
+	setTorBinary      = setWith(func(s *Settings) *Opt[string] { return &s.TorBinary }, parsePath)
+	setTorBootstrap   = setWith(func(s *Settings) *Opt[time.Duration] { return &s.TorBootstrapTimeout }, parseBootstrapTimeout)
+	setTorIdleTime    = setWith(func(s *Settings) *Opt[time.Duration] { return &s.TorIdleTime }, parseIdleTime)
 	setLogLevel       = setWith(func(s *Settings) *Opt[int] { return &s.LogLevel }, parseLogLevel)
 	setLogTime        = setWith(func(s *Settings) *Opt[bool] { return &s.LogTime }, parseBool)
 	setLogFile        = setWith(func(s *Settings) *Opt[string] { return &s.LogFile }, parsePath)
@@ -152,6 +176,11 @@ var fileKeys = []struct {
 	{"ConnectTimeout", setConnectTimeout},
 	{"DNSMode", setDNSMode},
 	{"KeepCapabilities", setKeepCaps},
+	{"TorStart", setTorStart},
+	{"TorConfig", setTorConfig},
+	{"TorBinary", setTorBinary},
+	{"TorBootstrapTimeout", setTorBootstrap},
+	{"TorIdleTime", setTorIdleTime},
 }
 
 // Environment variables.
@@ -172,6 +201,11 @@ const (
 	EnvTorAddressIPv6  = "TORSOCKS_TOR_ADDRESS_IPV6"
 	EnvAllowOutboundLo = "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST"
 	EnvKeepCaps        = "TORSOCKS_KEEP_CAPABILITIES"
+	EnvTorStart        = "TORSOCKS_TOR_START"
+	EnvTorConfig       = "TORSOCKS_TOR_CONFIG"
+	EnvTorBinary       = "TORSOCKS_TOR_BINARY"
+	EnvTorBootstrap    = "TORSOCKS_TOR_BOOTSTRAP_TIMEOUT"
+	EnvTorIdleTime     = "TORSOCKS_TOR_IDLE_TIME"
 )
 
 // envVars are the settings read from the environment (TORSOCKS_CONF_FILE is read apart).
@@ -195,4 +229,9 @@ var envVars = []struct {
 	{EnvTorAddressIPv6, setTorAddressIPv6},
 	{EnvAllowOutboundLo, setLocalhost},
 	{EnvKeepCaps, setKeepCaps},
+	{EnvTorStart, setTorStart},
+	{EnvTorConfig, setTorConfig},
+	{EnvTorBinary, setTorBinary},
+	{EnvTorBootstrap, setTorBootstrap},
+	{EnvTorIdleTime, setTorIdleTime},
 }
