@@ -40,8 +40,9 @@ type Config struct {
 	// TorStart (TorStartAuto, TorStartNever, TorStartAlways): whether torsocks may start a tor of
 	// its own for the user (internal/torstart).
 	TorStart string
-	// SocksExplicit: TorAddress, TorPort or TorAddressIPv6 came from the file, the environment or
-	// the command line, not the defaults. An explicit SocksPort never makes torsocks start a tor.
+	// SocksExplicit: a SocksPort was chosen (see socksExplicit): TorAddress or TorPort from the
+	// environment or the command line, or other than the defaults in the file; or TorAddressIPv6.
+	// An explicit SocksPort never makes torsocks start a tor.
 	SocksExplicit       bool
 	TorConfig           string        // extra torrc lines for the tor torsocks starts ("" none)
 	TorBinary           string        // the tor it starts: a path, or a name looked up on PATH
@@ -175,7 +176,7 @@ func build(s *Settings) (*Config, error) {
 		TorBinary:              s.TorBinary.Val,
 		TorBootstrapTimeout:    s.TorBootstrapTimeout.Val,
 		TorIdleTime:            s.TorIdleTime.Val,
-		SocksExplicit:          s.TorAddress.From != "default" || s.TorPort.From != "default" || s.TorAddressIPv6.Set,
+		SocksExplicit:          socksExplicit(s),
 		Sources: map[string]string{
 			"TorAddress":             s.TorAddress.From,
 			"TorPort":                s.TorPort.From,
@@ -237,6 +238,17 @@ func build(s *Settings) (*Config, error) {
 			"isolation makes its own credentials; drop one of them", s.IsolatePID.From, s.Username.From)
 	}
 	return c, nil
+}
+
+// socksExplicit tells whether the settings name a SocksPort: TorAddress or TorPort from the
+// environment or the command line (whatever the value), from the config file with a value other
+// than the default (Debian's stock torsocks.conf restates 127.0.0.1 and 9050: that is no choice of
+// the user's), or any TorAddressIPv6.
+func socksExplicit(s *Settings) bool {
+	byUser := func(from string) bool { return strings.HasPrefix(from, "TORSOCKS_") || strings.HasPrefix(from, "-") }
+	addr, port := s.TorAddress, s.TorPort
+	return byUser(addr.From) || byUser(port.From) || s.TorAddressIPv6.Set ||
+		addr.Val != (TorAddr{Addr: DefaultTorAddress}) || port.Val != DefaultTorPort
 }
 
 // Describe lists the effective configuration, one "Key value (source)" line per setting, for

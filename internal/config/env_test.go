@@ -214,8 +214,11 @@ func TestSocksExplicit(t *testing.T) {
 		explicit bool
 	}{
 		{"defaults", nil, nil, "", false},
-		{"file TorAddress", nil, nil, "TorAddress 127.0.0.1", true},
-		{"file TorPort", nil, nil, "TorPort 9050", true},
+		{"Debian's stock file", nil, nil, "TorAddress 127.0.0.1\nTorPort 9050\nOnionAddrRange 127.42.42.0/24", false},
+		{"file TorAddress", nil, nil, "TorAddress 127.0.0.2", true},
+		{"file TorAddress unix", nil, nil, "TorAddress /run/tor/socks", true},
+		{"file TorPort", nil, nil, "TorPort 9150", true},
+		{"env default port", nil, []string{"TORSOCKS_TOR_PORT=9050"}, "", true},
 		{"file TorAddressIPv6", nil, nil, "TorAddressIPv6 ::1", true},
 		{"env unix", nil, []string{"TORSOCKS_TOR_ADDRESS=/run/tor/socks"}, "", true},
 		{"-a", []string{"-a", "127.0.0.1"}, nil, "", true},

@@ -110,7 +110,7 @@ func Ensure(ctx context.Context, o Options) (*Tor, error) {
 		if warn != "" {
 			warn = "; Tor's last warning: " + warn
 		}
-		return nil, fmt.Errorf("%w (%s)%s", ErrBootstrap, err, warn)
+		return nil, fmt.Errorf("%w within %v (%s)%s; its log: %s", ErrBootstrap, o.BootstrapTimeout, err, warn, p.Log())
 	}
 	if t.users, err = flock(ctx, p.Users(), unix.LOCK_SH); err != nil {
 		return nil, err

@@ -279,7 +279,8 @@ func TestEnsureTimeout(t *testing.T) {
 	began := time.Now()
 	_, err := Ensure(context.Background(), o)
 	if !errors.Is(err, ErrBootstrap) || !strings.Contains(err.Error(), "timed out at 50% step 5") ||
-		!strings.HasSuffix(err.Error(), "Tor's last warning: fake: no authority reachable") {
+		!strings.Contains(err.Error(), "within 700ms") ||
+		!strings.HasSuffix(err.Error(), "Tor's last warning: fake: no authority reachable; its log: "+p.Log()) {
 		t.Errorf("err %v", err)
 	}
 	if d := time.Since(began); d > 3*time.Second {
