@@ -35,6 +35,7 @@ const (
 	Help                    // print Usage() on stdout, exit 0
 	Version                 // print the version, exit 0
 	OnOffShow               // torsocks' on/off/show: print OnOffShowMessage, exit 1
+	TorStop                 // --tor-stop: stop the user's tor that torsocks started (internal/torstart)
 )
 
 func (a Action) String() string {
@@ -47,6 +48,8 @@ func (a Action) String() string {
 		return "version"
 	case OnOffShow:
 		return "on/off/show"
+	case TorStop:
+		return "tor-stop"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -127,6 +130,16 @@ func init() {
 			apply: value(setTorAddressIPv6)},
 		{long: "keep-capabilities", ours: true, help: "A root program keeps CAP_NET_ADMIN, CAP_SYS_ADMIN... (see KeepCapabilities)",
 			apply: flag(func(c *cmdline, from string) { c.set.KeepCapabilities.set(true, from) })},
+		{long: "tor-stop", ours: true, help: "Stop the tor torsocks started for this user, and exit",
+			apply: flag(func(c *cmdline, _ string) { c.action = TorStop })},
+		{long: "tor-start", arg: "MODE", ours: true, help: "Start a tor of our own: auto (default: if none answers), never, always",
+			apply: value(setTorStart)},
+		{long: "tor-config", arg: "FILE", ours: true, help: "Extra torrc lines for the tor torsocks starts (bridges...)",
+			apply: value(setTorConfig)},
+		{long: "tor-binary", arg: "PATH", ours: true, help: "The tor torsocks starts (default tor from PATH)",
+			apply: value(setTorBinary)},
+		{long: "tor-bootstrap-timeout", arg: "SECONDS", ours: true, help: "Give up when the tor we start has not bootstrapped (default 120)",
+			apply: value(setTorBootstrap)},
 	}
 }
 
@@ -309,7 +322,8 @@ TORSOCKS_LOG_FILE_PATH, TORSOCKS_USERNAME, TORSOCKS_PASSWORD, TORSOCKS_TOR_ADDRE
 TORSOCKS_TOR_PORT, TORSOCKS_ALLOW_INBOUND, TORSOCKS_ISOLATE_PID, TORSOCKS_ENABLE_IPV6;
 ours: TORSOCKS_TOR_ADDRESS_IPV6, TORSOCKS_ALLOW_OUTBOUND_LOCALHOST,
 TORSOCKS_CONNECT_TIMEOUT, TORSOCKS_DNS_MODE, TORSOCKS_KEEP_CAPABILITIES,
-TORSOCKS_VET_RECEIVED_SOCKETS.
+TORSOCKS_VET_RECEIVED_SOCKETS, TORSOCKS_TOR_START, TORSOCKS_TOR_CONFIG, TORSOCKS_TOR_BINARY,
+TORSOCKS_TOR_BOOTSTRAP_TIMEOUT, TORSOCKS_TOR_IDLE_TIME.
 Precedence: defaults < config file < environment < options.
 
 Examples:

@@ -88,6 +88,15 @@ func TestFlags(t *testing.T) {
 			check: func(c *Config) bool { return c.ConnectTimeout == 1500*time.Millisecond }},
 		{name: "--dns", args: []string{"--dns", "resolve", "true"}, command: []string{"true"},
 			check: func(c *Config) bool { return c.DNSMode == DNSResolve }},
+		{name: "--tor-start", args: []string{"--tor-start", "never", "true"}, command: []string{"true"},
+			check: func(c *Config) bool { return c.TorStart == TorStartNever && c.Sources["TorStart"] == "--tor-start" }},
+		{name: "--tor-config=", args: []string{"--tor-config=/j.torrc", "true"}, command: []string{"true"},
+			check: func(c *Config) bool { return c.TorConfig == "/j.torrc" }},
+		{name: "--tor-binary", args: []string{"--tor-binary", "/opt/tor", "true"}, command: []string{"true"},
+			check: func(c *Config) bool { return c.TorBinary == "/opt/tor" }},
+		{name: "--tor-bootstrap-timeout", args: []string{"--tor-bootstrap-timeout", "2m", "true"}, command: []string{"true"},
+			check: func(c *Config) bool { return c.TorBootstrapTimeout == 2*time.Minute }},
+		{name: "--tor-stop", args: []string{"--tor-stop"}, action: TorStop},
 		{name: "--tor-address-ipv6", args: []string{"--tor-address-ipv6", "::1", "-P", "9150", "true"}, command: []string{"true"},
 			check: func(c *Config) bool { return c.SocksAddrV6 == netip.AddrPortFrom(v6, 9150) }},
 		{name: "--tor-address-ipv6 with port", args: []string{"--tor-address-ipv6=[::1]:9051", "true"}, command: []string{"true"},
@@ -159,6 +168,8 @@ func TestFlagValueErrors(t *testing.T) {
 		{[]string{"--port=0", "true"}, "--port: 0 is not a port (1-65535)"},
 		{[]string{"-a", "localhost", "true"}, "-a: localhost is not a numeric IPv4 or IPv6 address nor a unix socket path (host names are refused: resolving one would happen outside Tor)"},
 		{[]string{"--address", "unix:run/tor", "true"}, "--address: unix:run/tor: the unix socket path must be absolute"},
+		{[]string{"--tor-start", "on", "true"}, "--tor-start: on is not a TorStart mode (auto, never or always)"},
+		{[]string{"--tor-bootstrap-timeout", "0", "true"}, "--tor-bootstrap-timeout: 0 is not a positive time (waiting for Tor to bootstrap must time out)"},
 		{[]string{"--connect-timeout", "0", "true"}, "--connect-timeout: 0 is not a positive time (a connection to Tor must time out)"},
 		{[]string{"--dns", "DNS", "true"}, "--dns: DNS is not a DNS mode (map or resolve)"},
 		{[]string{"--tor-address-ipv6", "127.0.0.1", "true"}, "--tor-address-ipv6: 127.0.0.1 is not an IPv6 address"},
@@ -180,7 +191,7 @@ func TestFlagValueErrors(t *testing.T) {
 
 // Help, version and on/off/show do not read the environment nor the config file (as torsocks).
 func TestNonRunActionsReadNothing(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"--version"}, {"on"}} {
+	for _, args := range [][]string{{"--help"}, {"--version"}, {"on"}, {"--tor-stop"}} {
 		inv := mustParse(t, args, envOf("TORSOCKS_TOR_PORT=bad"), conf("TorPort bad\n"))
 		if inv.Config.SocksAddr.Port() != DefaultTorPort {
 			t.Errorf("%q: config %v", args, inv.Config.String())

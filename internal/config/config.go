@@ -40,8 +40,19 @@ type Config struct {
 	LogFile            string        // "" = stderr
 	ConnectTimeout     time.Duration // SOCKS handshake timeout
 	DNSMode            string        // DNSMap or DNSResolve
-	ConfigFile         string        // the file that was read ("" if none)
-	Warnings           []string      // non-fatal: missing default config file, unknown or repeated keys
+	// TorStart (TorStartAuto, TorStartNever, TorStartAlways): whether torsocks may start a tor of
+	// its own for the user (internal/torstart).
+	TorStart string
+	// SocksExplicit: a SocksPort was chosen (see socksExplicit): TorAddress or TorPort from the
+	// environment or the command line, or other than the defaults in the file; or TorAddressIPv6.
+	// An explicit SocksPort never makes torsocks start a tor.
+	SocksExplicit       bool
+	TorConfig           string        // extra torrc lines for the tor torsocks starts ("" none)
+	TorBinary           string        // the tor it starts: a path, or a name looked up on PATH
+	TorBootstrapTimeout time.Duration // how long to wait for that tor to bootstrap
+	TorIdleTime         time.Duration // how long that tor stays up after the last torsocks exits
+	ConfigFile          string        // the file that was read ("" if none)
+	Warnings            []string      // non-fatal: missing default config file, unknown or repeated keys
 
 	// Sources tells where each setting came from, by config-file key name: "default",
 	// "FILE:LINE", "TORSOCKS_TOR_PORT", "--port"...
@@ -164,6 +175,12 @@ func build(s *Settings) (*Config, error) {
 		LogFile:                s.LogFile.Val,
 		ConnectTimeout:         s.ConnectTimeout.Val,
 		DNSMode:                s.DNSMode.Val,
+		TorStart:               s.TorStart.Val,
+		TorConfig:              s.TorConfig.Val,
+		TorBinary:              s.TorBinary.Val,
+		TorBootstrapTimeout:    s.TorBootstrapTimeout.Val,
+		TorIdleTime:            s.TorIdleTime.Val,
+		SocksExplicit:          socksExplicit(s),
 		Sources: map[string]string{
 			"TorAddress":             s.TorAddress.From,
 			"TorPort":                s.TorPort.From,
@@ -176,6 +193,11 @@ func build(s *Settings) (*Config, error) {
 			"VetReceivedSockets":     s.VetReceivedSockets.From,
 			"ConnectTimeout":         s.ConnectTimeout.From,
 			"DNSMode":                s.DNSMode.From,
+			"TorStart":               s.TorStart.From,
+			"TorConfig":              s.TorConfig.From,
+			"TorBinary":              s.TorBinary.From,
+			"TorBootstrapTimeout":    s.TorBootstrapTimeout.From,
+			"TorIdleTime":            s.TorIdleTime.From,
 			"LogLevel":               s.LogLevel.From,
 			"LogTime":                s.LogTime.From,
 			"LogFile":                s.LogFile.From,
@@ -205,11 +227,33 @@ func build(s *Settings) (*Config, error) {
 	case p.Set:
 		return nil, fmt.Errorf("a SOCKS5 password (from %s) needs a username too: set SOCKS5Username, %s or -u", p.From, EnvUsername)
 	}
+	if c.TorStart == TorStartAlways && c.SocksExplicit {
+		src := s.TorAddress.From
+		if src == "default" {
+			src = s.TorPort.From
+		}
+		if src == "default" {
+			src = s.TorAddressIPv6.From
+		}
+		return nil, fmt.Errorf("TorStart always (from %s) and an explicit SocksPort (from %s) exclude each other: "+
+			"torsocks starts its own tor only where no SocksPort is configured; drop one of them", s.TorStart.From, src)
+	}
 	if c.IsolatePID && c.Auth != nil {
 		return nil, fmt.Errorf("IsolatePID (from %s) and SOCKS5 credentials (from %s) exclude each other: "+
 			"isolation makes its own credentials; drop one of them", s.IsolatePID.From, s.Username.From)
 	}
 	return c, nil
+}
+
+// socksExplicit tells whether the settings name a SocksPort: TorAddress or TorPort from the
+// environment or the command line (whatever the value), from the config file with a value other
+// than the default (Debian's stock torsocks.conf restates 127.0.0.1 and 9050: that is no choice of
+// the user's), or any TorAddressIPv6.
+func socksExplicit(s *Settings) bool {
+	byUser := func(from string) bool { return strings.HasPrefix(from, "TORSOCKS_") || strings.HasPrefix(from, "-") }
+	addr, port := s.TorAddress, s.TorPort
+	return byUser(addr.From) || byUser(port.From) || s.TorAddressIPv6.Set ||
+		addr.Val != (TorAddr{Addr: DefaultTorAddress}) || port.Val != DefaultTorPort
 }
 
 // Describe lists the effective configuration, one "Key value (source)" line per setting, for
@@ -249,6 +293,13 @@ func (c *Config) Describe() []string {
 	add("ConnectTimeout", c.ConnectTimeout.String())
 	add("DNSMode", c.DNSMode)
 	add("KeepCapabilities", fmt.Sprint(b2i(c.KeepCapabilities)))
+	add("TorStart", c.TorStart)
+	if c.TorConfig != "" {
+		add("TorConfig", show(c.TorConfig))
+	}
+	add("TorBinary", show(c.TorBinary))
+	add("TorBootstrapTimeout", c.TorBootstrapTimeout.String())
+	add("TorIdleTime", c.TorIdleTime.String())
 	add("LogLevel", fmt.Sprint(c.LogLevel))
 	add("LogTime", fmt.Sprint(b2i(c.LogTime)))
 	if c.LogFile == "" {

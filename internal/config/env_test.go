@@ -35,6 +35,13 @@ func TestEnvVars(t *testing.T) {
 		{"TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=2", func(c *Config) bool { return c.AllowOutboundLocalhost == 2 }},
 		{"TORSOCKS_VET_RECEIVED_SOCKETS=1", func(c *Config) bool { return c.VetReceivedSockets }},
 		{"TORSOCKS_VET_RECEIVED_SOCKETS=off", func(c *Config) bool { return !c.VetReceivedSockets }},
+		{"TORSOCKS_TOR_START=never", func(c *Config) bool { return c.TorStart == TorStartNever }},
+		{"TORSOCKS_TOR_START=always", func(c *Config) bool { return c.TorStart == TorStartAlways && !c.SocksExplicit }},
+		{"TORSOCKS_TOR_CONFIG=/etc/x.torrc", func(c *Config) bool { return c.TorConfig == "/etc/x.torrc" }},
+		{"TORSOCKS_TOR_BINARY=/opt/tor", func(c *Config) bool { return c.TorBinary == "/opt/tor" }},
+		{"TORSOCKS_TOR_BOOTSTRAP_TIMEOUT=30", func(c *Config) bool { return c.TorBootstrapTimeout == 30*time.Second }},
+		{"TORSOCKS_TOR_IDLE_TIME=1m", func(c *Config) bool { return c.TorIdleTime == time.Minute }},
+		{"TORSOCKS_TOR_PORT=9050", func(c *Config) bool { return c.SocksExplicit && c.Sources["TorPort"] == "TORSOCKS_TOR_PORT" }},
 	}
 	for _, tt := range tests {
 		inv := mustParse(t, []string{"true"}, envOf(tt.env), conf(""))
@@ -134,6 +141,24 @@ func TestPrecedence(t *testing.T) {
 		{name: "DNSMode", get: func(c *Config) string { return c.DNSMode }, def: "map",
 			file: "DNSMode resolve", env: "TORSOCKS_DNS_MODE=map", flag: []string{"--dns", "resolve"},
 			wantFile: "resolve", wantEnv: "map", wantFlag: "resolve"},
+		{name: "TorStart", get: func(c *Config) string { return c.TorStart }, def: "auto",
+			file: "TorStart never", env: "TORSOCKS_TOR_START=always", flag: []string{"--tor-start", "auto"},
+			wantFile: "never", wantEnv: "always", wantFlag: "auto"},
+		{name: "TorConfig", get: func(c *Config) string { return c.TorConfig }, def: "",
+			file: "TorConfig /a", env: "TORSOCKS_TOR_CONFIG=/b", flag: []string{"--tor-config", "/c"},
+			wantFile: "/a", wantEnv: "/b", wantFlag: "/c"},
+		{name: "TorBinary", get: func(c *Config) string { return c.TorBinary }, def: "tor",
+			file: "TorBinary /a", env: "TORSOCKS_TOR_BINARY=/b", flag: []string{"--tor-binary", "/c"},
+			wantFile: "/a", wantEnv: "/b", wantFlag: "/c"},
+		{name: "TorBootstrapTimeout", get: func(c *Config) string { return c.TorBootstrapTimeout.String() }, def: "2m0s",
+			file: "TorBootstrapTimeout 1", env: "TORSOCKS_TOR_BOOTSTRAP_TIMEOUT=2", flag: []string{"--tor-bootstrap-timeout", "3"},
+			wantFile: "1s", wantEnv: "2s", wantFlag: "3s"},
+		{name: "TorIdleTime", get: func(c *Config) string { return c.TorIdleTime.String() }, def: "5m0s",
+			file: "TorIdleTime 10", env: "TORSOCKS_TOR_IDLE_TIME=20",
+			wantFile: "10s", wantEnv: "20s", wantFlag: "20s"},
+		{name: "SocksExplicit", get: func(c *Config) string { return fmt.Sprint(c.SocksExplicit) }, def: "false",
+			file: "TorStart auto", env: "TORSOCKS_TOR_ADDRESS=127.0.0.1", flag: []string{"-P", "9050"},
+			wantFile: "false", wantEnv: "true", wantFlag: "true"},
 		{name: "LogLevel -d", get: func(c *Config) string { return fmt.Sprint(c.LogLevel) }, def: "3",
 			env: "TORSOCKS_LOG_LEVEL=1", flag: []string{"-d"},
 			wantFile: "3", wantEnv: "1", wantFlag: "5"},
@@ -183,6 +208,41 @@ func TestPrecedence(t *testing.T) {
 				t.Errorf("%s, %s: got %q, want %q", tt.name, st.step, got, st.want)
 			}
 		}
+	}
+}
+
+// An explicit SocksPort, whichever layer gives it and even when it names the default, never
+// makes torsocks start a tor; with TorStart always it is an error naming both sources.
+func TestSocksExplicit(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		env      []string
+		file     string
+		explicit bool
+	}{
+		{"defaults", nil, nil, "", false},
+		{"Debian's stock file", nil, nil, "TorAddress 127.0.0.1\nTorPort 9050\nOnionAddrRange 127.42.42.0/24", false},
+		{"file TorAddress", nil, nil, "TorAddress 127.0.0.2", true},
+		{"file TorAddress unix", nil, nil, "TorAddress /run/tor/socks", true},
+		{"file TorPort", nil, nil, "TorPort 9150", true},
+		{"env default port", nil, []string{"TORSOCKS_TOR_PORT=9050"}, "", true},
+		{"file TorAddressIPv6", nil, nil, "TorAddressIPv6 ::1", true},
+		{"env unix", nil, []string{"TORSOCKS_TOR_ADDRESS=/run/tor/socks"}, "", true},
+		{"-a", []string{"-a", "127.0.0.1"}, nil, "", true},
+		{"-P", []string{"-P", "9050"}, nil, "", true},
+		{"other keys", []string{"--dns", "resolve"}, []string{"TORSOCKS_TOR_START=never"}, "IsolatePID 1", false},
+	}
+	for _, tt := range tests {
+		inv := mustParse(t, append(tt.args, "true"), envOf(tt.env...), conf(tt.file))
+		if inv.Config.SocksExplicit != tt.explicit {
+			t.Errorf("%s: SocksExplicit %v, want %v", tt.name, inv.Config.SocksExplicit, tt.explicit)
+		}
+	}
+	err := parseErr(t, []string{"--tor-start", "always", "true"}, envOf(), conf("TorPort 9150"))
+	if want := "TorStart always (from --tor-start) and an explicit SocksPort (from " + F + ":1) exclude each other: " +
+		"torsocks starts its own tor only where no SocksPort is configured; drop one of them"; err.Error() != want {
+		t.Errorf("got %q", err)
 	}
 }
 

@@ -48,6 +48,12 @@ func TestFileKeys(t *testing.T) {
 		{"ConnectTimeout 0.25", func(c *Config) bool { return c.ConnectTimeout == 250*time.Millisecond }},
 		{"DNSMode resolve", func(c *Config) bool { return c.DNSMode == DNSResolve }},
 		{"DNSMode map", func(c *Config) bool { return c.DNSMode == DNSMap }},
+		{"TorStart always", func(c *Config) bool { return c.TorStart == TorStartAlways }},
+		{"TorStart never", func(c *Config) bool { return c.TorStart == TorStartNever }},
+		{"TorConfig /etc/tor/extra", func(c *Config) bool { return c.TorConfig == "/etc/tor/extra" }},
+		{"TorBinary /usr/local/bin/tor", func(c *Config) bool { return c.TorBinary == "/usr/local/bin/tor" }},
+		{"TorBootstrapTimeout 3m", func(c *Config) bool { return c.TorBootstrapTimeout == 3*time.Minute }},
+		{"TorIdleTime 0.5", func(c *Config) bool { return c.TorIdleTime == 500*time.Millisecond }},
 	}
 	for _, tt := range tests {
 		inv := mustParse(t, []string{"true"}, envOf(), conf(tt.line))
@@ -112,6 +118,9 @@ func TestFileErrors(t *testing.T) {
 		{"ConnectTimeout 90000", F + ":1: ConnectTimeout: 90000 seconds is longer than the 24h0m0s maximum"},
 		{"ConnectTimeout 1e3", F + ":1: ConnectTimeout: 1e3 is not a number of seconds nor a duration like 90s or 2m"},
 		{"DNSMode MAP", F + ":1: DNSMode: MAP is not a DNS mode (map or resolve)"},
+		{"TorStart yes", F + ":1: TorStart: yes is not a TorStart mode (auto, never or always)"},
+		{"TorBootstrapTimeout 0", F + ":1: TorBootstrapTimeout: 0 is not a positive time (waiting for Tor to bootstrap must time out)"},
+		{"TorIdleTime -1s", F + ":1: TorIdleTime: -1s is not a positive time (use TorStart never to keep no tor of our own)"},
 		{"TorPort \x00", F + ":1: TorPort: \"\\x00\" is not a port (1-65535)"},
 	}
 	for _, tt := range tests {

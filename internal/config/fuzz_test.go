@@ -12,6 +12,7 @@ func FuzzParseConfigFile(f *testing.F) {
 		"# c\nTorAddress unix:/run/tor/socks # c\n", "OnionAddrRange 127.42.42.0/24\r\n",
 		"SOCKS5Username u\nSOCKS5Password p#w\n", "AllowInbound yes\nIsolatePID on\nEnableIPv6 off\n",
 		"AllowOutboundLocalhost 2\nTorAddressIPv6 [::1]:9050\nConnectTimeout 1.5\nDNSMode resolve\n",
+		"TorStart always\nTorConfig /x\nTorBinary tor\nTorBootstrapTimeout 2m\nTorIdleTime 1\n",
 		"torport 1\nFoo bar\nTorPort 1\nTorPort 2\n", "\ufeffTorPort 9050", "TorAddress [fe80::1%eth0]\n",
 		"ConnectTimeout 99999999999999999999999\n", "TorPort \x00\n", "\xff\xfe\n",
 	} {

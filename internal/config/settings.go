@@ -39,6 +39,11 @@ type Settings struct {
 	VetReceivedSockets     Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
+	TorStart               Opt[string]
+	TorConfig              Opt[string]
+	TorBinary              Opt[string]
+	TorBootstrapTimeout    Opt[time.Duration]
+	TorIdleTime            Opt[time.Duration]
 	LogLevel               Opt[int]    // environment and command line only
 	LogTime                Opt[bool]   // environment only
 	LogFile                Opt[string] // environment only
@@ -63,6 +68,11 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.VetReceivedSockets, src.VetReceivedSockets)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
+	over(&s.TorStart, src.TorStart)
+	over(&s.TorConfig, src.TorConfig)
+	over(&s.TorBinary, src.TorBinary)
+	over(&s.TorBootstrapTimeout, src.TorBootstrapTimeout)
+	over(&s.TorIdleTime, src.TorIdleTime)
 	over(&s.LogLevel, src.LogLevel)
 	over(&s.LogTime, src.LogTime)
 	over(&s.LogFile, src.LogFile)
@@ -76,6 +86,10 @@ const (
 	// costs programs that talk a lot over unix sockets (D-Bus, Wayland) several times their
 	// message rate (docs/benchmarks.md, "Vetting received sockets"). Flip it here.
 	DefaultVetReceivedSockets = false
+	// DefaultTorBinary is looked up on PATH.
+	DefaultTorBinary           = "tor"
+	DefaultTorBootstrapTimeout = 120 * time.Second
+	DefaultTorIdleTime         = 5 * time.Minute
 )
 
 var (
@@ -99,6 +113,11 @@ func defaults() *Settings {
 	s.VetReceivedSockets.set(DefaultVetReceivedSockets, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
+	s.TorStart.set(TorStartAuto, from)
+	s.TorConfig.set("", from)
+	s.TorBinary.set(DefaultTorBinary, from)
+	s.TorBootstrapTimeout.set(DefaultTorBootstrapTimeout, from)
+	s.TorIdleTime.set(DefaultTorIdleTime, from)
 	s.LogLevel.set(LogWarning, from)
 	s.LogTime.set(true, from)
 	s.LogFile.set("", from)
@@ -136,6 +155,11 @@ var (
 	setVetReceived    = setWith(func(s *Settings) *Opt[bool] { return &s.VetReceivedSockets }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
+	setTorStart       = setWith(func(s *Settings) *Opt[string] { return &s.TorStart }, parseTorStart)
+	setTorConfig      = setWith(func(s *Settings) *Opt[string] { return &s.TorConfig }, parsePath)
+	setTorBinary      = setWith(func(s *Settings) *Opt[string] { return &s.TorBinary }, parsePath)
+	setTorBootstrap   = setWith(func(s *Settings) *Opt[time.Duration] { return &s.TorBootstrapTimeout }, parseBootstrapTimeout)
+	setTorIdleTime    = setWith(func(s *Settings) *Opt[time.Duration] { return &s.TorIdleTime }, parseIdleTime)
 	setLogLevel       = setWith(func(s *Settings) *Opt[int] { return &s.LogLevel }, parseLogLevel)
 	setLogTime        = setWith(func(s *Settings) *Opt[bool] { return &s.LogTime }, parseBool)
 	setLogFile        = setWith(func(s *Settings) *Opt[string] { return &s.LogFile }, parsePath)
@@ -161,6 +185,11 @@ var fileKeys = []struct {
 	{"DNSMode", setDNSMode},
 	{"KeepCapabilities", setKeepCaps},
 	{"VetReceivedSockets", setVetReceived},
+	{"TorStart", setTorStart},
+	{"TorConfig", setTorConfig},
+	{"TorBinary", setTorBinary},
+	{"TorBootstrapTimeout", setTorBootstrap},
+	{"TorIdleTime", setTorIdleTime},
 }
 
 // Environment variables.
@@ -182,6 +211,11 @@ const (
 	EnvAllowOutboundLo = "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST"
 	EnvKeepCaps        = "TORSOCKS_KEEP_CAPABILITIES"
 	EnvVetReceived     = "TORSOCKS_VET_RECEIVED_SOCKETS"
+	EnvTorStart        = "TORSOCKS_TOR_START"
+	EnvTorConfig       = "TORSOCKS_TOR_CONFIG"
+	EnvTorBinary       = "TORSOCKS_TOR_BINARY"
+	EnvTorBootstrap    = "TORSOCKS_TOR_BOOTSTRAP_TIMEOUT"
+	EnvTorIdleTime     = "TORSOCKS_TOR_IDLE_TIME"
 )
 
 // envVars are the settings read from the environment (TORSOCKS_CONF_FILE is read apart).
@@ -206,4 +240,9 @@ var envVars = []struct {
 	{EnvAllowOutboundLo, setLocalhost},
 	{EnvKeepCaps, setKeepCaps},
 	{EnvVetReceived, setVetReceived},
+	{EnvTorStart, setTorStart},
+	{EnvTorConfig, setTorConfig},
+	{EnvTorBinary, setTorBinary},
+	{EnvTorBootstrap, setTorBootstrap},
+	{EnvTorIdleTime, setTorIdleTime},
 }

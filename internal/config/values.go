@@ -226,6 +226,20 @@ func parseCredential(what, v string) (string, error) {
 
 // parseTimeout accepts seconds ("120", "2.5") or a Go duration ("2m", "90s").
 func parseTimeout(v string) (time.Duration, error) {
+	return parsePositiveTime(v, "a connection to Tor must time out")
+}
+
+func parseBootstrapTimeout(v string) (time.Duration, error) {
+	return parsePositiveTime(v, "waiting for Tor to bootstrap must time out")
+}
+
+func parseIdleTime(v string) (time.Duration, error) {
+	return parsePositiveTime(v, "use TorStart never to keep no tor of our own")
+}
+
+// parsePositiveTime reads seconds ("30", "1.5") or a Go duration ("2m"); why says, in the error
+// for zero or less, why the time must be positive.
+func parsePositiveTime(v, why string) (time.Duration, error) {
 	var d time.Duration
 	if f, err := strconv.ParseFloat(v, 64); err == nil && strings.TrimLeft(v, "0123456789.") == "" {
 		if math.IsNaN(f) || f > maxConnectTimeout.Seconds() {
@@ -237,7 +251,7 @@ func parseTimeout(v string) (time.Duration, error) {
 	}
 	switch {
 	case d <= 0:
-		return 0, fmt.Errorf("%s is not a positive time (a connection to Tor must time out)", show(v))
+		return 0, fmt.Errorf("%s is not a positive time (%s)", show(v), why)
 	case d > maxConnectTimeout:
 		return 0, fmt.Errorf("%s is longer than the %v maximum", show(v), maxConnectTimeout)
 	}
@@ -256,6 +270,24 @@ func parseDNSMode(v string) (string, error) {
 		return v, nil
 	}
 	return "", fmt.Errorf("%s is not a DNS mode (map or resolve)", show(v))
+}
+
+// TorStart modes: whether torsocks starts a tor of its own for the user.
+const (
+	// TorStartAuto starts one when no SocksPort is configured and nothing answers on the default.
+	TorStartAuto = "auto"
+	// TorStartNever never starts one (the C torsocks' behaviour).
+	TorStartNever = "never"
+	// TorStartAlways uses the per-user tor even when something answers on the default.
+	TorStartAlways = "always"
+)
+
+func parseTorStart(v string) (string, error) {
+	switch v {
+	case TorStartAuto, TorStartNever, TorStartAlways:
+		return v, nil
+	}
+	return "", fmt.Errorf("%s is not a TorStart mode (auto, never or always)", show(v))
 }
 
 // Log levels, torsocks' numbering.

@@ -63,6 +63,8 @@ func Main(args []string) int {
 	case config.OnOffShow:
 		fmt.Fprintln(os.Stderr, config.OnOffShowMessage(inv.Command[0]))
 		return 1
+	case config.TorStop:
+		return torStop()
 	}
 	cfg := &inv.Config
 	logw := io.Writer(os.Stderr)
@@ -110,6 +112,11 @@ func Main(args []string) int {
 	if err := checkInherited(); err != nil {
 		return fail("%v", err)
 	}
+	releaseTor, err := useOwnTor(cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer releaseTor()
 	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets})
 	if err != nil {
 		return fail("%v", err)

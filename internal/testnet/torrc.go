@@ -171,3 +171,25 @@ func (n *Network) torrc(nd *Node) string {
 	}
 	return b.String()
 }
+
+// JoinTorrc returns the torrc lines a client tor started outside this package needs to join the
+// network (its DirAuthority lines and the test-network options), e.g. for torsocks' TorConfig.
+// They set no ports, directories, control or ownership options of their own.
+func (n *Network) JoinTorrc() string {
+	var b strings.Builder
+	b.WriteString("# Joins the private test network of internal/testnet\n")
+	for _, l := range []string{
+		"TestingTorNetwork 1", "PathsNeededToBuildCircuits 0.67", "ClientUseIPv6 0",
+		"Sandbox 0", "ShutdownWaitLength 0", "SafeLogging 0", "LogTimeGranularity 1",
+		"GeoIPFile " + n.emptyFile(), "GeoIPv6File " + n.emptyFile(),
+	} {
+		b.WriteString(l + "\n")
+	}
+	for _, a := range n.Nodes {
+		if a.Role == RoleAuthority {
+			fmt.Fprintf(&b, "DirAuthority %s orport=%d v3ident=%s 127.0.0.1:%d %s\n",
+				a.Name, a.ORPort, a.V3Ident, a.DirPort, a.Fingerprint)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,145 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/config"
+	"github.com/gotorsocks/torsocks/internal/torstart"
+)
+
+// useOwnTor makes cfg point at the user's own tor (internal/torstart) when TorStart allows it: no
+// SocksPort configured explicitly and, with TorStart auto, nothing answering on the default one.
+// It starts that tor if none is running and returns once it has bootstrapped, with a release to
+// call when torsocks is done with it. Progress goes to stderr (nothing with -q).
+func useOwnTor(cfg *config.Config) (release func(), err error) {
+	nothing := func() {}
+	if cfg.TorStart == config.TorStartNever || cfg.SocksExplicit {
+		return nothing, nil
+	}
+	if cfg.TorStart == config.TorStartAuto && answers(cfg.SocksAddr) {
+		return nothing, nil
+	}
+	bin, err := exec.LookPath(cfg.TorBinary)
+	if err != nil {
+		if cfg.TorStart == config.TorStartAuto && cfg.Sources["TorBinary"] == "default" {
+			return nothing, nil // no tor installed: connects fail as before, saying Tor is not running
+		}
+		return nil, fmt.Errorf("TorBinary %s (from %s): %v", cfg.TorBinary, cfg.Sources["TorBinary"], errors.Unwrap(err))
+	}
+	paths, err := torstart.UserPaths(os.LookupEnv, os.Getuid())
+	if err != nil {
+		return nil, err
+	}
+	var extra []byte
+	if cfg.TorConfig != "" {
+		if extra, err = os.ReadFile(cfg.TorConfig); err != nil {
+			return nil, fmt.Errorf("TorConfig (from %s): %w", cfg.Sources["TorConfig"], err)
+		}
+	}
+	var w io.Writer = os.Stderr
+	if cfg.LogLevel <= config.LogNone {
+		w = io.Discard
+	}
+	pr := newProgressLine(w, isTerminal(os.Stderr))
+	tor, err := torstart.Ensure(context.Background(), torstart.Options{
+		Paths: paths, UID: os.Getuid(), Binary: bin,
+		Extra: extra, ExtraName: cfg.TorConfig,
+		BootstrapTimeout: cfg.TorBootstrapTimeout,
+		Progress:         pr.show,
+	})
+	pr.end()
+	if err != nil {
+		return nil, fmt.Errorf("starting Tor (%s): %w", bin, err)
+	}
+	cfg.SocksUnix, cfg.SocksAddr = tor.Socks, netip.AddrPort{}
+	return tor.Release, nil
+}
+
+// answers tells whether something accepts TCP connections at addr (the default SocksPort).
+func answers(addr netip.AddrPort) bool {
+	c, err := net.DialTimeout("tcp", addr.String(), 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progressLine shows Tor's bootstrap: one line rewritten in place on a terminal, a line per new
+// percentage otherwise. A tor that is already bootstrapped shows nothing.
+type progressLine struct {
+	w       io.Writer
+	tty     bool
+	shown   bool
+	last    int
+	lastLen int
+}
+
+func newProgressLine(w io.Writer, tty bool) *progressLine {
+	return &progressLine{w: w, tty: tty, last: -1}
+}
+
+func (p *progressLine) show(pr torstart.Progress) {
+	if !p.shown && pr.Percent == 100 {
+		return
+	}
+	if pr.Percent == p.last && !p.tty {
+		return
+	}
+	line := "torsocks: starting Tor: " + pr.String()
+	p.shown, p.last = true, pr.Percent
+	if p.tty {
+		pad := ""
+		if n := p.lastLen - len(line); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		fmt.Fprint(p.w, "\r"+line+pad)
+		p.lastLen = len(line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *progressLine) end() {
+	if p.tty && p.shown {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// torStop is --tor-stop: stop the user's tor that torsocks started.
+func torStop() int {
+	paths, err := torstart.UserPaths(os.LookupEnv, os.Getuid())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "torsocks: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stopped, err := torstart.Stop(ctx, paths, os.Getuid())
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "torsocks: --tor-stop: %v\n", err)
+		return 1
+	case stopped:
+		fmt.Fprintln(os.Stderr, "torsocks: stopped the tor torsocks started")
+	default:
+		fmt.Fprintln(os.Stderr, "torsocks: no tor started by torsocks is running")
+	}
+	return 0
+}
