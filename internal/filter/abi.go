@@ -17,6 +17,7 @@ type ABI struct {
 	IOUringSetup, IOUringEnter, IOUringRegist int32
 	PidfdGetfd                                int32
 	Ioctl                                     int32
+	Setsockopt                                int32
 
 	// X32Bit marks syscall numbers of the x32 ABI, which arrive labelled as x86_64 (0 if none).
 	X32Bit uint32
@@ -31,6 +32,7 @@ const (
 	SysSendto      = 11
 	SysSendmsg     = 16
 	SysSendmmsg    = 20
+	SysSetsockopt  = 14
 	SysRecvmsg     = 17
 	SysRecvmmsg    = 19
 )
@@ -41,20 +43,20 @@ var (
 		Socket: 41, Connect: 42, Getpeername: 52, Listen: 50,
 		Sendto: 44, Sendmsg: 46, Sendmmsg: 307, Socketcall: -1,
 		Recvmsg: 47, Recvmmsg: 299, RecvmmsgTime64: -1,
-		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 16,
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 16, Setsockopt: 54,
 		X32Bit: 0x40000000}
 	// I386 is the 32-bit ABI reachable from amd64 (int 0x80, 32-bit binaries).
 	I386 = &ABI{Name: "i386", Arch: unix.AUDIT_ARCH_I386, PtrSize: 4,
 		Socket: 359, Connect: 362, Getpeername: 368, Listen: 363,
 		Sendto: 369, Sendmsg: 370, Sendmmsg: 345, Socketcall: 102,
 		Recvmsg: 372, Recvmmsg: 337, RecvmmsgTime64: 417,
-		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 54}
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 54, Setsockopt: 366}
 	// AArch64 is the native arm64 ABI.
 	AArch64 = &ABI{Name: "aarch64", Arch: unix.AUDIT_ARCH_AARCH64, PtrSize: 8,
 		Socket: 198, Connect: 203, Getpeername: 205, Listen: 201,
 		Sendto: 206, Sendmsg: 211, Sendmmsg: 269, Socketcall: -1,
 		Recvmsg: 212, Recvmmsg: 243, RecvmmsgTime64: -1,
-		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 29}
+		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 29, Setsockopt: 208}
 )
 
 // Lookup returns the ABI of a notification's arch field, or nil for one this build does not serve.

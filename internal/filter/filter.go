@@ -48,6 +48,8 @@ func actErrno(e unix.Errno) uint32 { return 0x00050000 | uint32(e) }
 //     can only send on a connection the supervisor made.
 //   - socketcall (i386): its arguments are in memory, so every sub-call that socket, connect,
 //     listen, getpeername or the send family reach is notified.
+//   - setsockopt: allowed for the options on the allowlist (sockopt.go), checked on level and
+//     name; any other notified, for the supervisor to refuse.
 //   - ioctl: notified for the requests in RefusedIoctls (the supervisor refuses them with a log
 //     line); every other request allowed.
 //   - recvmsg, recvmmsg (and recvmmsg_time64): notified when Options.VetReceived, else allowed.
@@ -55,70 +57,72 @@ func actErrno(e unix.Errno) uint32 { return 0x00050000 | uint32(e) }
 //     take a socket from a process outside the tree); x32 numbers: ENOSYS.
 func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 	var a asm
-	a.ins(bpf.LoadAbsolute{Off: offArch, Size: 4})
-	for _, abi := range abis {
-		a.jeq(abi.Arch, "abi_"+abi.Name, "")
-	}
-	a.ret(actKill)
-	for _, abi := range abis {
-		a.label("abi_" + abi.Name)
+	// One section per ABI, each entered from an arch check in front of it and ending in its own
+	// return instructions, so that no jump spans more than one section (BPF jumps reach 255).
+	for i, abi := range abis {
+		p := abi.Name + "_"
+		a.label(fmt.Sprintf("arch%d", i))
+		a.ins(bpf.LoadAbsolute{Off: offArch, Size: 4})
+		a.jeq(abi.Arch, "", fmt.Sprintf("arch%d", i+1))
 		a.ins(bpf.LoadAbsolute{Off: offNr, Size: 4})
 		if abi.X32Bit != 0 {
-			a.jset(abi.X32Bit, "enosys", "")
+			a.jset(abi.X32Bit, p+"enosys", "")
 		}
 		for _, nr := range []int32{abi.Connect, abi.Getpeername, abi.Listen} {
-			a.jeqNr(nr, "notify")
+			a.jeqNr(nr, p+"notify")
 		}
 		if opts.VetReceived {
 			for _, nr := range []int32{abi.Recvmsg, abi.Recvmmsg, abi.RecvmmsgTime64} {
-				a.jeqNr(nr, "notify")
+				a.jeqNr(nr, p+"notify")
 			}
 		}
-		p := abi.Name + "_"
 		a.jeqNr(abi.Socket, p+"socket")
 		a.jeqNr(abi.Sendto, p+"flags3")
 		a.jeqNr(abi.Sendmmsg, p+"flags3")
 		a.jeqNr(abi.Sendmsg, p+"flags2")
 		a.jeqNr(abi.Socketcall, p+"socketcall")
 		for _, nr := range []int32{abi.IOUringSetup, abi.IOUringEnter, abi.IOUringRegist} {
-			a.jeqNr(nr, "enosys")
+			a.jeqNr(nr, p+"enosys")
 		}
-		a.jeqNr(abi.PidfdGetfd, "eperm")
+		a.jeqNr(abi.PidfdGetfd, p+"eperm")
 		a.jeqNr(abi.Ioctl, p+"ioctl")
+		a.jeqNr(abi.Setsockopt, p+"setsockopt")
 		a.ret(actAllow)
+
+		a.setsockoptBlock(p) // sockopt.go
 
 		// ioctl: the kernel's request is an unsigned int, so only the low 32 bits of arg 1 count.
 		a.label(p + "ioctl")
 		a.ins(bpf.LoadAbsolute{Off: offArg(1), Size: 4})
 		for _, req := range RefusedIoctls {
-			a.jeq(req, "notify", "")
+			a.jeq(req, p+"notify", "")
 		}
 		a.ret(actAllow)
 
 		a.label(p + "flags3")
 		a.ins(bpf.LoadAbsolute{Off: offArg(3), Size: 4})
-		a.jset(msgFastopen, "notify", "allow")
+		a.jset(msgFastopen, p+"notify", p+"allow")
 		a.label(p + "flags2")
 		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
-		a.jset(msgFastopen, "notify", "allow")
+		a.jset(msgFastopen, p+"notify", p+"allow")
 
 		if abi.Socketcall >= 0 {
 			a.label(p + "socketcall")
 			a.ins(bpf.LoadAbsolute{Off: offArg(0), Size: 4})
-			subs := []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg}
+			subs := []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg, SysSetsockopt}
 			if opts.VetReceived {
 				subs = append(subs, SysRecvmsg, SysRecvmmsg)
 			}
 			for _, c := range subs {
-				a.jeq(c, "notify", "")
+				a.jeq(c, p+"notify", "")
 			}
 			a.ret(actAllow)
 		}
 
 		a.label(p + "socket")
 		a.ins(bpf.LoadAbsolute{Off: offArg(0), Size: 4})
-		a.jeq(unix.AF_UNIX, "allow", "")
-		a.jeq(unix.AF_NETLINK, "allow", "")
+		a.jeq(unix.AF_UNIX, p+"allow", "")
+		a.jeq(unix.AF_NETLINK, p+"allow", "")
 		a.jeq(unix.AF_INET, p+"inet", "")
 		if opts.EnableIPv6 {
 			a.jeq(unix.AF_INET6, p+"inet", "")
@@ -127,20 +131,22 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		a.label(p + "inet")
 		a.ins(bpf.LoadAbsolute{Off: offArg(1), Size: 4})
 		a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf})
-		a.jeq(unix.SOCK_STREAM, p+"stream", "notify")
+		a.jeq(unix.SOCK_STREAM, p+"stream", p+"notify")
 		a.label(p + "stream")
 		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
-		a.jeq(0, "allow", "")
-		a.jeq(unix.IPPROTO_TCP, "allow", "notify")
+		a.jeq(0, p+"allow", "")
+		a.jeq(unix.IPPROTO_TCP, p+"allow", p+"notify")
+		a.label(p + "allow")
+		a.ret(actAllow)
+		a.label(p + "notify")
+		a.ret(actNotify)
+		a.label(p + "enosys")
+		a.ret(actErrno(unix.ENOSYS))
+		a.label(p + "eperm")
+		a.ret(actErrno(unix.EPERM))
 	}
-	a.label("allow")
-	a.ret(actAllow)
-	a.label("notify")
-	a.ret(actNotify)
-	a.label("enosys")
-	a.ret(actErrno(unix.ENOSYS))
-	a.label("eperm")
-	a.ret(actErrno(unix.EPERM))
+	a.label(fmt.Sprintf("arch%d", len(abis)))
+	a.ret(actKill)
 	return a.assemble()
 }
 

@@ -312,6 +312,8 @@ func (s *Supervisor) dispatch(c *call) {
 		s.socketcall(c)
 	case abi.Ioctl:
 		s.ioctl(c, uint32(c.arg(1)))
+	case abi.Setsockopt:
+		s.setsockopt(c, c.fdArg(0), int(int32(c.arg(1))), int(int32(c.arg(2))), c.arg(3), uint64(uint32(c.arg(4))), false)
 	default:
 		s.log.Error(fmt.Sprintf("unexpected notification for syscall %d (%s) from pid %d", nr, abi.Name, c.tid))
 		c.fail(unix.ENOSYS)
@@ -336,7 +338,7 @@ func (s *Supervisor) ioctl(c *call, req uint32) {
 // socketcallArgs is how many arguments each notified i386 socketcall sub-call reads from memory.
 var socketcallArgs = map[uint64]int{filter.SysSocket: 3, filter.SysConnect: 3, filter.SysListen: 2,
 	filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4,
-	filter.SysRecvmsg: 3, filter.SysRecvmmsg: 5}
+	filter.SysRecvmsg: 3, filter.SysRecvmmsg: 5, filter.SysSetsockopt: 5}
 
 // socketcall serves the i386 multiplexer: the sub-call is in a register, its arguments in memory.
 func (s *Supervisor) socketcall(c *call) {
@@ -371,6 +373,8 @@ func (s *Supervisor) socketcall(c *call) {
 		s.recv(c, recvArgs{fd: fd, msg: a[1], flags: int(int32(uint32(a[2])))})
 	case filter.SysRecvmmsg:
 		s.recv(c, recvArgs{fd: fd, msg: a[1], vlen: a[2], flags: int(int32(uint32(a[3]))), timeout: a[4], mmsg: true, ts32: true})
+	case filter.SysSetsockopt:
+		s.setsockopt(c, fd, int(int32(uint32(a[1]))), int(int32(uint32(a[2]))), a[3], a[4], true)
 	}
 }
 

@@ -1,0 +1,81 @@
+package supervisor
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/filter"
+)
+
+// maxSockoptLen bounds an option value read from the program (the allowed options are far
+// smaller; the kernel's own limit is per option).
+const maxSockoptLen = 4096
+
+// setsockopt serves a setsockopt the filter did not allow by itself. Options off the allowlist
+// (filter/sockopt.go: those that could change where a connection's packets go) are refused. The
+// i386 socketcall form has its arguments in memory, where a racing thread could rewrite them
+// between a check and the kernel's own read, so an allowed option is carried out here, on the
+// supervisor's copy of the socket, with the value read once.
+func (s *Supervisor) setsockopt(c *call, fd, level, name int, val, vlen uint64, viaMemory bool) {
+	if !filter.SockoptAllowed(level, name) {
+		c.refuse(unix.EPERM, fmt.Sprintf("setsockopt %s refused: not one of the socket options that cannot change where a connection goes", filter.SockoptName(level, name)))
+		return
+	}
+	if !viaMemory {
+		c.refuse(unix.EPERM, fmt.Sprintf("setsockopt %s refused: internal filter mismatch", filter.SockoptName(level, name)))
+		return
+	}
+	if vlen > maxSockoptLen {
+		c.fail(unix.EINVAL)
+		return
+	}
+	b, err := c.read(val, int(vlen))
+	if err != nil {
+		c.failErr("setsockopt", err)
+		return
+	}
+	b, ok := compatSockopt(level, name, b)
+	if !ok {
+		c.refuse(unix.EPERM, fmt.Sprintf("setsockopt %s refused: its 32-bit layout is not converted on the i386 socketcall path (the setsockopt system call works)", filter.SockoptName(level, name)))
+		return
+	}
+	cp, err := c.getfd(fd)
+	if err != nil {
+		c.failErr("setsockopt", err)
+		return
+	}
+	defer unix.Close(cp)
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(cp), uintptr(level), uintptr(name), uintptr(p), uintptr(len(b)), 0)
+	if errno != 0 {
+		c.fail(errno)
+		return
+	}
+	c.ok(0)
+}
+
+// compatSockopt turns an i386 option value into this process' layout, or says it cannot. Most
+// allowed options are ints or structs laid out alike in both ABIs; the old timeouts are a 32-bit
+// struct timeval; a socket filter holds a pointer into the program and the MCAST_* group requests
+// are packed differently: those are not carried out this way.
+func compatSockopt(level, name int, b []byte) ([]byte, bool) {
+	switch {
+	case level == unix.SOL_SOCKET && (name == unix.SO_RCVTIMEO || name == unix.SO_SNDTIMEO):
+		if len(b) < 8 {
+			return b, true // the kernel answers EINVAL
+		}
+		tv := unix.Timeval{Sec: int64(int32(binary.LittleEndian.Uint32(b))), Usec: int64(int32(binary.LittleEndian.Uint32(b[4:])))}
+		return unsafe.Slice((*byte)(unsafe.Pointer(&tv)), unsafe.Sizeof(tv)), true
+	case level == unix.SOL_SOCKET && (name == unix.SO_ATTACH_FILTER || name == unix.SO_ATTACH_REUSEPORT_CBPF):
+		return nil, false
+	case (level == unix.IPPROTO_IP || level == unix.IPPROTO_IPV6) && name >= unix.MCAST_JOIN_GROUP && name <= unix.MCAST_MSFILTER:
+		return nil, false
+	}
+	return b, true
+}
