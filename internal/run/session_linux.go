@@ -3,7 +3,6 @@ package run
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -94,7 +93,7 @@ func (c *closers) close() {
 // newSession opens the log (cfg.LogFile, else stderr) and says what the configuration warns of.
 func newSession(cfg *config.Config, st steps) (*session, error) {
 	s := &session{cfg: cfg, steps: st}
-	logw := io.Writer(os.Stderr)
+	logw := os.Stderr
 	if cfg.LogFile != "" {
 		f, err := tslog.OpenFile(cfg.LogFile)
 		if err != nil {

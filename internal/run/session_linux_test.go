@@ -21,12 +21,6 @@ import (
 	"github.com/gotorsocks/torsocks/internal/unixrelay"
 )
 
-// The test binary doubles as the UDP sandbox's socket factory, as the torsocks binary does.
-func TestMain(m *testing.M) {
-	sandbox.RunFactoryIfAsked()
-	os.Exit(m.Run())
-}
-
 var errInjected = errors.New("injected failure")
 
 // made is what a session's steps made, seen from the test.
@@ -269,4 +263,10 @@ func TestSessionWiresSupervisor(t *testing.T) {
 	if opts := s2.supervisorOptions(); opts.SocksRelay != nil || opts.DNSTCP != nil || opts.UDPLoopback != nil {
 		t.Fatalf("nil resources passed as non-nil interfaces: %+v", opts)
 	}
+}
+
+// The test binary doubles as the UDP sandbox's socket factory, as the torsocks binary does.
+func TestMain(m *testing.M) {
+	sandbox.RunFactoryIfAsked()
+	os.Exit(m.Run())
 }
