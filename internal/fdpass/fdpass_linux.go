@@ -56,11 +56,11 @@ func SendError(conn int, err error) error {
 	return unix.Sendmsg(conn, append(b, err.Error()...), nil, nil, 0)
 }
 
-// Receive receives one message of at most max bytes of text from conn. It returns the text and
+// Receive receives one message of at most maxText bytes of text from conn. It returns the text and
 // the descriptor that came with it (-1 if none; close-on-exec, the caller's to close), or the
 // *Error the other side sent, or io.EOF when the other side closed its end.
-func Receive(conn int, max int) (msg []byte, fd int, err error) {
-	buf := make([]byte, 1+max)
+func Receive(conn int, maxText int) (msg []byte, fd int, err error) {
+	buf := make([]byte, 1+maxText)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, flags, _, err := unix.Recvmsg(conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
@@ -81,7 +81,7 @@ func Receive(conn int, max int) (msg []byte, fd int, err error) {
 	case flags&unix.MSG_CTRUNC != 0:
 		return fail(errors.New("the descriptor sent did not arrive (MSG_CTRUNC)"))
 	case flags&unix.MSG_TRUNC != 0:
-		return fail(fmt.Errorf("message longer than %d bytes", max))
+		return fail(fmt.Errorf("message longer than %d bytes", maxText))
 	case len(fds) > 1:
 		return fail(fmt.Errorf("%d descriptors in one message, want at most one", len(fds)))
 	case n > 0 && buf[0] == tagMessage:

@@ -146,7 +146,7 @@ func RunFactoryIfAsked() {
 func RunFactory() {
 	const conn = 3
 	unix.CloseOnExec(conn)
-	// Not attachable by the program (see run.Main on the supervisor's own flag); the program's
+	// Not attachable by the program (see run.startProgram on the supervisor's own flag); the program's
 	// Landlock domain is what stops it when the factory is in a user namespace the user owns.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	fail := func(err error) {
