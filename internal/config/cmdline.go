@@ -230,20 +230,7 @@ func (c *cmdline) long(args []string, i int) (int, error) {
 		}
 		return i, o.apply(c, "", from)
 	}
-	if !hasVal {
-		if i+1 >= len(args) {
-			return i, usageErrorf("option %s needs a value (%s)", from, o.arg)
-		}
-		i++
-		val = args[i]
-	}
-	if val == "" {
-		return i, usageErrorf("option %s needs a non-empty value (%s)", from, o.arg)
-	}
-	if err := o.apply(c, val, from); err != nil {
-		return i, fmt.Errorf("%s: %w", from, err)
-	}
-	return i, nil
+	return c.withValue(o, from, val, hasVal, args, i)
 }
 
 // shorts reads a cluster of short options ("-d", "-di", "-uNAME", "-u NAME").
@@ -264,21 +251,28 @@ func (c *cmdline) shorts(args []string, i int) (int, error) {
 			}
 			continue
 		}
-		val := a[j+1:]
-		if val == "" {
-			if i+1 >= len(args) {
-				return i, usageErrorf("option %s needs a value (%s)", from, o.arg)
-			}
-			i++
-			val = args[i]
+		return c.withValue(o, from, a[j+1:], j+1 < len(a), args, i)
+	}
+	return i, nil
+}
+
+// withValue applies o, typed as from, to its value: inline ("--user=NAME", "-uNAME") when
+// hasInline, else the next argument (which it consumes). It returns the index of the last
+// argument read.
+func (c *cmdline) withValue(o *option, from, inline string, hasInline bool, args []string, i int) (int, error) {
+	val := inline
+	if !hasInline {
+		if i+1 >= len(args) {
+			return i, usageErrorf("option %s needs a value (%s)", from, o.arg)
 		}
-		if val == "" {
-			return i, usageErrorf("option %s needs a non-empty value (%s)", from, o.arg)
-		}
-		if err := o.apply(c, val, from); err != nil {
-			return i, fmt.Errorf("%s: %w", from, err)
-		}
-		return i, nil
+		i++
+		val = args[i]
+	}
+	if val == "" {
+		return i, usageErrorf("option %s needs a non-empty value (%s)", from, o.arg)
+	}
+	if err := o.apply(c, val, from); err != nil {
+		return i, fmt.Errorf("%s: %w", from, err)
 	}
 	return i, nil
 }

@@ -40,8 +40,7 @@ type Server struct {
 	dropped Dropped
 	sem     chan struct{} // bounds queries being answered at once
 	tcp     net.Listener
-	udp4    *ipv4.PacketConn
-	udp6    *ipv6.PacketConn
+	udp     []udpSocket // IPv4, IPv6
 	raw     []*os.File
 
 	gate portgate.Gate // local ports of program sockets being connected to the TCP listener
@@ -72,16 +71,16 @@ func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped)
 	if err != nil {
 		return fail(err)
 	}
-	s.udp4 = ipv4.NewPacketConn(pc4)
-	if err := s.udp4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+	s.udp = append(s.udp, udpSocket{conn: pc4.(*net.UDPConn), dst: dst4, from: from4})
+	if err := ipv4.NewPacketConn(pc4).SetControlMessage(ipv4.FlagDst, true); err != nil {
 		return fail(fmt.Errorf("IP_PKTINFO: %w", err))
 	}
 	pc6, err := sandboxUDP(sb, unix.AF_INET6, &unix.SockaddrInet6{Port: 53})
 	if err != nil {
 		return fail(err)
 	}
-	s.udp6 = ipv6.NewPacketConn(pc6)
-	if err := s.udp6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+	s.udp = append(s.udp, udpSocket{conn: pc6.(*net.UDPConn), dst: dst6, from: from6})
+	if err := ipv6.NewPacketConn(pc6).SetControlMessage(ipv6.FlagDst, true); err != nil {
 		return fail(fmt.Errorf("IPV6_RECVPKTINFO: %w", err))
 	}
 	if s.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -98,8 +97,8 @@ func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped)
 		s.raw = append(s.raw, os.NewFile(uintptr(fd), "udp-catch-all"))
 	}
 	s.wg.Add(5)
-	go s.serveUDP4()
-	go s.serveUDP6()
+	go s.serveUDP(s.udp[0])
+	go s.serveUDP(s.udp[1])
 	go s.serveTCP()
 	go s.catchAll(s.raw[0], unix.AF_INET)
 	go s.catchAll(s.raw[1], unix.AF_INET6)
@@ -146,11 +145,8 @@ func (s *Server) Expect(port uint16) { s.gate.Expect(port) }
 // Close stops serving and waits.
 func (s *Server) Close() error {
 	s.cancel()
-	if s.udp4 != nil {
-		s.udp4.Close()
-	}
-	if s.udp6 != nil {
-		s.udp6.Close()
+	for _, u := range s.udp {
+		u.conn.Close()
 	}
 	if s.tcp != nil {
 		s.tcp.Close()
@@ -188,46 +184,53 @@ func (s *Server) answer(q []byte, max int, reply func([]byte)) {
 	}()
 }
 
-func (s *Server) serveUDP4() {
+// serveUDP answers the queries that reach c, each from the address the program sent it to, so
+// that the program sees its nameserver answering.
+func (s *Server) serveUDP(c udpSocket) {
 	defer s.wg.Done()
+	oob := make([]byte, 128)
 	for {
 		buf := make([]byte, 4096)
-		n, cm, src, err := s.udp4.ReadFrom(buf)
+		n, oobn, _, src, err := c.conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			return
 		}
-		if cm == nil || cm.Dst == nil {
+		dst := c.dst(oob[:oobn])
+		if dst == nil {
 			continue
 		}
-		// Answer from the address the program sent to, so it sees its nameserver answering.
-		out := &ipv4.ControlMessage{Src: cm.Dst}
 		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) {
-			if _, err := s.udp4.WriteTo(r, out, src); err != nil {
+			if _, _, err := c.conn.WriteMsgUDPAddrPort(r, c.from(dst), src); err != nil {
 				s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", src, err))
 			}
 		})
 	}
 }
 
-func (s *Server) serveUDP6() {
-	defer s.wg.Done()
-	for {
-		buf := make([]byte, 4096)
-		n, cm, src, err := s.udp6.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		if cm == nil || cm.Dst == nil {
-			continue
-		}
-		out := &ipv6.ControlMessage{Src: cm.Dst}
-		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) {
-			if _, err := s.udp6.WriteTo(r, out, src); err != nil {
-				s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", src, err))
-			}
-		})
-	}
+// udpSocket is one of the responder's UDP sockets (IPv4 or IPv6) with its family's packet info:
+// the address a query was sent to, and the control message that answers from it.
+type udpSocket struct {
+	conn *net.UDPConn
+	dst  func(oob []byte) net.IP // nil if the kernel did not say
+	from func(src net.IP) []byte
 }
+
+// dst4 and dst6 read the IP_PKTINFO / IPV6_PKTINFO destination (what a malformed message list
+// still gave, if anything).
+func dst4(oob []byte) net.IP {
+	var cm ipv4.ControlMessage
+	cm.Parse(oob)
+	return cm.Dst
+}
+
+func dst6(oob []byte) net.IP {
+	var cm ipv6.ControlMessage
+	cm.Parse(oob)
+	return cm.Dst
+}
+
+func from4(src net.IP) []byte { return (&ipv4.ControlMessage{Src: src}).Marshal() }
+func from6(src net.IP) []byte { return (&ipv6.ControlMessage{Src: src}).Marshal() }
 
 // udpMax is the largest UDP answer the query allows: 512, or its EDNS buffer size (up to 4096).
 func udpMax(q []byte) int {

@@ -13,8 +13,8 @@
 //	   │                                            prctl(NO_NEW_PRIVS)
 //	   │                                            Landlock domain (landlock_linux.go)
 //	   │                                            seccomp(SET_MODE_FILTER, NEW_LISTENER|WAIT_KILLABLE_RECV)
-//	   │  recvmsg: 'L' + Landlock mode + listener ◀── sendmsg (or 'E' + reason, then exit 1)
-//	   │           (SCM_RIGHTS)
+//	   │  fdpass.Receive: Landlock mode ◀────────── fdpass.Send (or fdpass.SendError: errno and
+//	   │           + listener (SCM_RIGHTS)          reason, then exit 1)
 //	   │                                            close(listener)  (the program must never hold it)
 //	   │  send: 'G' ──────────────────────────────▶ read ack (EOF: supervisor gone, exit 1)
 //	   │  serve notifications                       execve(PATH, ARGV) on the same thread
@@ -27,6 +27,7 @@ package launch
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -34,6 +35,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/fdpass"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
@@ -97,32 +99,23 @@ func Start(self, path string, argv, env []string, prog []unix.SockFilter, opts O
 	if _, err := unix.Write(sup, filterBytes(prog)); err != nil {
 		return fail(fmt.Errorf("send filter to helper: %w", err))
 	}
-	buf := make([]byte, 512)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := unix.Recvmsg(sup, buf, oob, unix.MSG_CMSG_CLOEXEC)
-	if err != nil {
-		return fail(fmt.Errorf("receive seccomp listener from helper: %w", err))
-	}
-	if n == 0 {
+	landlock, lfd, err := fdpass.Receive(sup, 512)
+	switch {
+	case err == io.EOF:
 		return fail(errors.New("helper exited before loading the filter"))
+	case errors.As(err, new(*fdpass.Error)):
+		return fail(err) // the helper's reason
+	case err != nil:
+		return fail(fmt.Errorf("receive seccomp listener from helper: %w", err))
+	case lfd < 0:
+		return fail(errors.New("helper sent no listener"))
 	}
-	if buf[0] == 'E' {
-		return fail(errors.New(string(buf[1:n])))
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return fail(fmt.Errorf("helper sent no listener (%v)", err))
-	}
-	rights, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(rights) != 1 {
-		return fail(fmt.Errorf("helper sent no listener (%v)", err))
-	}
-	l := seccomp.NewListener(rights[0])
+	l := seccomp.NewListener(lfd)
 	if _, err := unix.Write(sup, []byte{'G'}); err != nil {
 		l.Close()
 		return fail(fmt.Errorf("release helper: %w", err))
 	}
-	return &Child{Pid: proc.Pid, Listener: l, Landlock: string(buf[1:n])}, nil
+	return &Child{Pid: proc.Pid, Listener: l, Landlock: string(landlock)}, nil
 }
 
 func filterBytes(prog []unix.SockFilter) []byte {
@@ -155,7 +148,7 @@ func RunHelper(args []string) {
 	prog := unsafe.Slice((*unix.SockFilter)(unsafe.Pointer(&buf[0])), n/8)
 
 	report := func(err error) {
-		unix.Write(fd, append([]byte{'E'}, err.Error()...))
+		fdpass.SendError(fd, err)
 		os.Exit(1)
 	}
 	if !keepCaps {
@@ -172,7 +165,7 @@ func RunHelper(args []string) {
 		report(err)
 	}
 	// From here on, only unnotified syscalls: sendmsg on a unix socket, read, close, execve.
-	if err := unix.Sendmsg(fd, append([]byte{'L'}, landlock...), unix.UnixRights(lfd), nil, 0); err != nil {
+	if err := fdpass.Send(fd, []byte(landlock), lfd); err != nil {
 		os.Exit(1)
 	}
 	unix.Close(lfd)

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/fdpass"
 	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
@@ -32,7 +33,7 @@ import (
 const FactoryArg = "--internal-sandbox"
 
 // Sandbox is a network namespace held by a small child process, the socket factory, which creates
-// sockets there on request and passes them back over a unix socket (SCM_RIGHTS). A process is
+// sockets there on request and passes them back over a unix socket (internal/fdpass: SCM_RIGHTS, errors as their errno). A process is
 // needed because an unprivileged user can only make a network namespace inside a new user
 // namespace, which a multi-threaded Go program cannot enter; root gets the same design without the
 // user namespace.
@@ -112,24 +113,17 @@ func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
 	if _, err := unix.Write(s.conn, req); err != nil {
 		return -1, fmt.Errorf("ask the UDP sandbox for a socket: %w", err)
 	}
-	buf := make([]byte, 512)
-	oob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := unix.Recvmsg(s.conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
-	if err != nil || n == 0 {
+	_, fd, err := fdpass.Receive(s.conn, 512)
+	switch {
+	case errors.As(err, new(*fdpass.Error)):
+		// The factory's errno (EMFILE, EAFNOSUPPORT...) is kept: it is what the program gets.
+		return -1, fmt.Errorf("socket(%d, %d, %d) in the UDP sandbox: %w", domain, typ, proto, err)
+	case err != nil:
 		return -1, fmt.Errorf("the UDP sandbox did not answer: %v", err)
-	}
-	if buf[0] != 'S' {
-		return -1, fmt.Errorf("socket(%d, %d, %d) in the UDP sandbox: %s", domain, typ, proto, buf[1:n])
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
+	case fd < 0:
 		return -1, errors.New("the UDP sandbox sent no socket")
 	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return -1, errors.New("the UDP sandbox sent no socket")
-	}
-	return fds[0], nil
+	return fd, nil
 }
 
 // Contains reports whether socket fd lives in the sandbox namespace.
@@ -152,11 +146,11 @@ func RunFactoryIfAsked() {
 func RunFactory() {
 	const conn = 3
 	unix.CloseOnExec(conn)
-	// Not attachable by the program (see run.Main on the supervisor's own flag); the program's
+	// Not attachable by the program (see run.startProgram on the supervisor's own flag); the program's
 	// Landlock domain is what stops it when the factory is in a user namespace the user owns.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	fail := func(err error) {
-		unix.Write(conn, append([]byte{'E'}, err.Error()...))
+		fdpass.SendError(conn, err)
 		os.Exit(1)
 	}
 	if err := setup(); err != nil {
@@ -176,10 +170,10 @@ func RunFactory() {
 		}
 		fd, err := unix.Socket(int(int32(binary.LittleEndian.Uint32(req[0:]))), int(int32(binary.LittleEndian.Uint32(req[4:]))), int(int32(binary.LittleEndian.Uint32(req[8:]))))
 		if err != nil {
-			unix.Write(conn, append([]byte{'E'}, err.Error()...))
+			fdpass.SendError(conn, err) // as its errno: the program gets the same
 			continue
 		}
-		err = unix.Sendmsg(conn, []byte{'S'}, unix.UnixRights(fd), nil, 0)
+		err = fdpass.Send(conn, nil, fd)
 		unix.Close(fd)
 		if err != nil {
 			os.Exit(0)

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"os"
 	"testing"
 
@@ -66,4 +67,56 @@ func TestAnyAddressIsLocal(t *testing.T) {
 func TestMain(m *testing.M) {
 	RunFactoryIfAsked()
 	os.Exit(m.Run())
+}
+
+// The factory's errno reaches the caller as itself (the supervisor answers the program's socket()
+// with it): EAFNOSUPPORT for a family the kernel does not know, EMFILE when the factory is out of
+// descriptors; and the factory goes on serving.
+func TestFactoryErrno(t *testing.T) {
+	s, err := New(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := func(err, errno error) {
+		t.Helper()
+		var got unix.Errno
+		if !errors.Is(err, errno) || !errors.As(err, &got) || got != errno {
+			t.Fatalf("got %v (errno %d), want %v", err, got, errno)
+		}
+	}
+	_, err = s.Socket(unix.AF_MAX+1, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	want(err, unix.EAFNOSUPPORT)
+
+	var old unix.Rlimit
+	if err := unix.Prlimit(s.proc.Pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := unix.Rlimit{Cur: 3, Max: old.Max} // its socket to us is fd 3: no new descriptor fits
+	if err := unix.Prlimit(s.proc.Pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	want(err, unix.EMFILE)
+	if err := unix.Prlimit(s.proc.Pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("after EMFILE: %v", err)
+	}
+	unix.Close(fd)
+}
+
+// A closed sandbox makes no sockets.
+func TestClosed(t *testing.T) {
+	s, err := New(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+		t.Fatal("a closed sandbox made a socket")
+	}
 }

@@ -1,0 +1,310 @@
+package run
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/config"
+	"github.com/gotorsocks/torsocks/internal/dns"
+	"github.com/gotorsocks/torsocks/internal/dnsserver"
+	"github.com/gotorsocks/torsocks/internal/launch"
+	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/sandbox"
+	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/standin"
+	"github.com/gotorsocks/torsocks/internal/supervisor"
+	"github.com/gotorsocks/torsocks/internal/tslog"
+	"github.com/gotorsocks/torsocks/internal/udprelay"
+	"github.com/gotorsocks/torsocks/internal/unixrelay"
+)
+
+// session is the composition root of one run: it owns the configuration, the log, the user's own
+// tor, the unix SocksPort relay, the UDP sandbox with its stand-in tables and DNS responder, the
+// program and its supervisor. It opens them in that order, wires them together, and closes what
+// it opened, newest first, on every path (Close).
+//
+// The order needs no cycle: the sandbox, the stand-in tables and the DNS responder exist before the
+// program starts (whether UDP is possible is part of the supervisor's policy); the supervisor only
+// after (it serves the program's listener). The one call back, the DNS answerer asking the
+// supervisor to release the stand-ins of closed connections when a table is full, goes through
+// the session (reclaimClosed), which knows the supervisor once it exists.
+type session struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	steps steps
+	open  closers // what was opened, oldest first
+
+	auth  *socks5.Auth
+	relay *unixrelay.Relay // SocksUnix only
+	udp   *udpDNS          // nil: no UDP sandbox (UDP sockets are refused)
+	child *launch.Child
+	sigs  chan os.Signal
+
+	supMu sync.Mutex // guards sup
+	sup   *supervisor.Supervisor
+}
+
+// udpDNS is the UDP sandbox and what serves DNS in it.
+type udpDNS struct {
+	sandbox  *sandbox.Sandbox
+	answerer *dns.Server // holds the stand-in tables (.onion, map mode)
+	server   *dnsserver.Server
+	loopback *udprelay.Relay // AllowOutboundLocalhost 2 only
+}
+
+// steps are the constructors of a session's resources; tests substitute failing ones.
+type steps struct {
+	ownTor    func(*config.Config) (release func(), err error)
+	unixRelay func(path string) (*unixrelay.Relay, error)
+	sandbox   func() (*sandbox.Sandbox, error)
+	dnsServer func(*sandbox.Sandbox, dnsserver.Answerer, *slog.Logger, dnsserver.Dropped) (*dnsserver.Server, error)
+	start     func(path string, argv []string, prog []unix.SockFilter, opts launch.Options) (*launch.Child, error)
+}
+
+// realSteps are the steps of torsocks itself.
+var realSteps = steps{
+	ownTor:    useOwnTor,
+	unixRelay: unixrelay.Start,
+	sandbox:   func() (*sandbox.Sandbox, error) { return sandbox.New("/proc/self/exe") },
+	dnsServer: dnsserver.Start,
+	start:     startProgram,
+}
+
+// closers closes, newest first, what was opened.
+type closers []func()
+
+func (c *closers) add(close func()) { *c = append(*c, close) }
+
+func (c *closers) close() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
+	*c = nil
+}
+
+// newSession opens the log (cfg.LogFile, else stderr) and says what the configuration warns of.
+func newSession(cfg *config.Config, st steps) (*session, error) {
+	s := &session{cfg: cfg, steps: st}
+	logw := os.Stderr
+	if cfg.LogFile != "" {
+		f, err := tslog.OpenFile(cfg.LogFile)
+		if err != nil {
+			return nil, fmt.Errorf("log file: %v", err)
+		}
+		s.open.add(func() { f.Close() })
+		logw = f
+	}
+	s.log = tslog.New(logw, tslog.Options{Level: cfg.LogLevel, Time: cfg.LogTime})
+	for _, w := range cfg.Warnings {
+		s.log.Warn(w)
+	}
+	if cfg.LogLevel >= tslog.LevelDebug {
+		for _, line := range cfg.Describe() {
+			s.log.Debug("config: " + line)
+		}
+	}
+	if cfg.Auth != nil {
+		s.auth = &socks5.Auth{Username: cfg.Auth.Username, Password: cfg.Auth.Password}
+	}
+	return s, nil
+}
+
+// Close closes what the session opened, newest first. It may be called more than once.
+func (s *session) Close() { s.open.close() }
+
+// openResources makes what the program's network goes through: the user's own tor if torsocks
+// is to start one, the relay to a unix SocksPort, the UDP sandbox and DNS responder.
+func (s *session) openResources() error {
+	release, err := s.steps.ownTor(s.cfg)
+	if err != nil {
+		return err
+	}
+	s.open.add(release)
+	if s.cfg.SocksUnix != "" {
+		if s.relay, err = s.steps.unixRelay(s.cfg.SocksUnix); err != nil {
+			return err
+		}
+		s.open.add(func() { s.relay.Close() })
+	}
+	s.openUDP()
+	return nil
+}
+
+// openUDP makes the UDP sandbox and starts the DNS responder. Without them (no network namespace
+// could be made: not root and user namespaces disabled) UDP sockets are refused, as the C torsocks
+// refuses them, and names can only be resolved by programs that ask Tor themselves; torsocks says
+// so once. What was made before a failure is closed at once.
+func (s *session) openUDP() {
+	var opened closers
+	fail := func(level slog.Level, line string) {
+		opened.close()
+		s.log.Log(context.Background(), level, line)
+	}
+	sb, err := s.steps.sandbox()
+	if err != nil {
+		fail(slog.LevelWarn, fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
+		return
+	}
+	opened.add(func() { sb.Close() })
+	onion, err := standin.New(s.cfg.OnionAddrRange)
+	if err != nil {
+		fail(slog.LevelError, fmt.Sprintf("OnionAddrRange %v: %v", s.cfg.OnionAddrRange, err))
+		return
+	}
+	answerer, err := dns.New(dns.Options{
+		Mode:     dns.Mode(s.cfg.DNSMode),
+		Onion:    onion,
+		Resolver: &dns.TorResolver{Auth: s.auth, Timeout: s.cfg.ConnectTimeout, Dial: s.dialTor},
+		Logf:     func(f string, a ...any) { s.log.Warn(fmt.Sprintf(f, a...)) },
+		Reclaim:  s.reclaimClosed,
+	})
+	if err != nil {
+		fail(slog.LevelError, fmt.Sprintf("DNS: %v", err))
+		return
+	}
+	u := &udpDNS{sandbox: sb, answerer: answerer}
+	var dropped dnsserver.Dropped
+	if s.cfg.AllowOutboundLocalhost == 2 {
+		// UDP to loopback goes to this machine's services (torsocks' AllowOutboundLocalhost 2).
+		u.loopback = udprelay.New(sb)
+		opened.add(func() { u.loopback.Close() })
+		dropped = func(src, dst netip.AddrPort, payload []byte) bool {
+			if !dst.Addr().Unmap().IsLoopback() {
+				return false
+			}
+			if err := u.loopback.Inject(src, dst, payload); err != nil {
+				s.log.Warn(fmt.Sprintf("UDP to %s (AllowOutboundLocalhost 2): %v", dst, err))
+			}
+			return true
+		}
+	}
+	if u.server, err = s.steps.dnsServer(sb, answerer, s.log, dropped); err != nil {
+		fail(slog.LevelWarn, fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
+		return
+	}
+	opened.add(func() { u.server.Close() })
+	s.udp = u
+	s.open = append(s.open, opened...)
+}
+
+// dialTor connects to Tor's SocksPort, for the DNS answerer's RESOLVE requests.
+func (s *session) dialTor(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	if s.cfg.SocksUnix != "" {
+		return d.DialContext(ctx, "unix", s.cfg.SocksUnix)
+	}
+	return d.DialContext(ctx, "tcp", s.cfg.SocksAddr.String())
+}
+
+// reclaimClosed is the DNS answerer's call, when a stand-in table is full, to release the
+// stand-ins held by connections the program has closed (the supervisor's registry sweep). Before
+// the supervisor exists there is no connection to release.
+func (s *session) reclaimClosed() {
+	s.supMu.Lock()
+	sup := s.sup
+	s.supMu.Unlock()
+	if sup != nil {
+		sup.ReclaimClosed()
+	}
+}
+
+// launch starts the program (path, argv) under the filter prog; signals torsocks receives from
+// then on are the reaper's (supervise).
+func (s *session) launch(path string, argv []string, prog []unix.SockFilter) error {
+	s.sigs = make(chan os.Signal, 32)
+	signal.Notify(s.sigs, forwarded()...)
+	signal.Notify(s.sigs, unix.SIGCHLD)
+	s.open.add(func() { signal.Stop(s.sigs) })
+	child, err := s.steps.start(path, argv, prog, launch.Options{KeepCapabilities: s.cfg.KeepCapabilities})
+	if err != nil {
+		return err
+	}
+	s.child = child
+	s.log.Debug(fmt.Sprintf("program pid %d, Landlock domain: %s", child.Pid, child.Landlock))
+	return nil
+}
+
+// startProgram makes torsocks the program tree's subreaper, unattachable, and starts the program
+// (the real steps.start).
+func startProgram(path string, argv []string, prog []unix.SockFilter, opts launch.Options) (*launch.Child, error) {
+	// Orphans of the program's tree are re-parented to us, so they stay our descendants (pidfd_getfd
+	// and process_vm_readv then work under Yama's ptrace_scope 1) and we can reap them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %v", err)
+	}
+	// From here on the program exists, and the supervisor must not be attachable by it: with
+	// dumpable 0 neither ptrace, /proc/PID/mem, /proc/PID/fd, process_vm_readv nor pidfd_getfd
+	// reach this process without CAP_SYS_PTRACE, which the program does not have (unless
+	// KeepCapabilities); the Landlock domain (launch) stops root too. Not earlier: a child cloned
+	// into a new user namespace inherits the flag, and its uid_map would then be root's to write
+	// (the non-root UDP sandbox). The helper and the program get dumpable back from execve.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("prctl(PR_SET_DUMPABLE): %v", err)
+	}
+	return launch.Start("/proc/self/exe", path, argv, os.Environ(), prog, opts)
+}
+
+// supervise serves the program's listener until no process of its tree uses the filter any
+// more, reaps them all, and returns how the program ended.
+func (s *session) supervise() unix.WaitStatus {
+	sup := supervisor.New(s.child.Listener, s.supervisorOptions())
+	s.supMu.Lock()
+	s.sup = sup
+	s.supMu.Unlock()
+	r := &reaper{child: s.child.Pid, done: make(chan struct{})}
+	go r.loop(s.sigs, s.log)
+	if err := sup.Serve(); err != nil {
+		// Closing the listener makes every pending and later notified call fail (ENOSYS): the
+		// program loses its network, nothing goes around Tor.
+		s.log.Error(fmt.Sprintf("supervisor stopped: %v; the program's network calls now fail", err))
+	}
+	s.child.Listener.Close()
+	<-r.done
+	return r.waitStatus()
+}
+
+// supervisorOptions wires the session's resources into the supervisor.
+func (s *session) supervisorOptions() supervisor.Options {
+	cfg := s.cfg
+	socksPorts := []netip.AddrPort{cfg.SocksAddr}
+	if cfg.SocksAddrV6.IsValid() {
+		socksPorts = append(socksPorts, cfg.SocksAddrV6)
+	}
+	opts := supervisor.Options{
+		Socks:          cfg.SocksAddr,
+		SocksV6:        cfg.SocksAddrV6,
+		Auth:           s.auth,
+		IsolatePID:     cfg.IsolatePID,
+		VetReceived:    cfg.VetReceivedSockets,
+		ConnectTimeout: cfg.ConnectTimeout,
+		Logger:         s.log,
+		Policy: &policy.Policy{
+			AllowOutboundLocalhost: cfg.AllowOutboundLocalhost,
+			AllowInbound:           cfg.AllowInbound,
+			EnableIPv6:             cfg.EnableIPv6,
+			SocksPorts:             socksPorts,
+			UDPSandbox:             s.udp != nil,
+		},
+	}
+	// Interfaces are set only for what exists (a nil pointer in an interface is not nil).
+	if s.relay != nil {
+		opts.SocksRelay = s.relay
+	}
+	if u := s.udp; u != nil {
+		opts.Sandbox = u.sandbox
+		opts.DNSTCP = u.server
+		opts.StandIn = u.answerer.StandIn
+		if u.loopback != nil {
+			opts.UDPLoopback = u.loopback
+		}
+	}
+	return opts
+}

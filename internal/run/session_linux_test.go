@@ -1,0 +1,272 @@
+package run
+
+import (
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/config"
+	"github.com/gotorsocks/torsocks/internal/dnsserver"
+	"github.com/gotorsocks/torsocks/internal/launch"
+	"github.com/gotorsocks/torsocks/internal/sandbox"
+	"github.com/gotorsocks/torsocks/internal/unixrelay"
+)
+
+var errInjected = errors.New("injected failure")
+
+// made is what a session's steps made, seen from the test.
+type made struct {
+	torHeld   int // own tor: held minus released
+	relay     *unixrelay.Relay
+	sandbox   *sandbox.Sandbox
+	dnsServer *dnsserver.Server
+}
+
+// testSteps are the real steps (the sandbox started from the test binary), recording what they
+// made, with the step named fail failing instead; the program never starts (start fails).
+func testSteps(t *testing.T, m *made, fail string) steps {
+	t.Helper()
+	return steps{
+		ownTor: func(*config.Config) (func(), error) {
+			if fail == "ownTor" {
+				return nil, errInjected
+			}
+			m.torHeld++
+			return func() { m.torHeld-- }, nil
+		},
+		unixRelay: func(path string) (*unixrelay.Relay, error) {
+			if fail == "unixRelay" {
+				return nil, errInjected
+			}
+			r, err := unixrelay.Start(path)
+			m.relay = r
+			return r, err
+		},
+		sandbox: func() (*sandbox.Sandbox, error) {
+			if fail == "sandbox" {
+				return nil, errInjected
+			}
+			sb, err := sandbox.New(os.Args[0])
+			if err != nil {
+				t.Skipf("no UDP sandbox here: %v", err)
+			}
+			m.sandbox = sb
+			return sb, nil
+		},
+		dnsServer: func(sb *sandbox.Sandbox, a dnsserver.Answerer, log *slog.Logger, d dnsserver.Dropped) (*dnsserver.Server, error) {
+			if fail == "dnsServer" {
+				return nil, errInjected
+			}
+			s, err := dnsserver.Start(sb, a, log, d)
+			m.dnsServer = s
+			return s, err
+		},
+		start: func(string, []string, []unix.SockFilter, launch.Options) (*launch.Child, error) {
+			return nil, errInjected
+		},
+	}
+}
+
+// testConfig is the default configuration with the SocksPort on a unix socket (so that the relay
+// is made), UDP to loopback relayed (so that the UDP relay is made) and the log in a file.
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	inv, err := config.Parse([]string{"true"}, func(string) (string, bool) { return "", false },
+		func(string) ([]byte, error) { return nil, fs.ErrNotExist })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &inv.Config
+	cfg.SocksUnix = filepath.Join(t.TempDir(), "socks")
+	cfg.AllowOutboundLocalhost = 2
+	cfg.LogFile = filepath.Join(t.TempDir(), "log")
+	cfg.Warnings = nil
+	return cfg
+}
+
+// open runs the session's steps up to the program's start, as Main does, and returns the first
+// error.
+func open(s *session) error {
+	if err := s.openResources(); err != nil {
+		return err
+	}
+	return s.launch("/bin/true", []string{"true"}, nil)
+}
+
+// assertClosed fails unless everything m records is closed or released.
+func assertClosed(t *testing.T, m *made) {
+	t.Helper()
+	if m.torHeld != 0 {
+		t.Errorf("own tor held %d times after Close", m.torHeld)
+	}
+	if m.relay != nil {
+		if c, err := net.DialTimeout("tcp", m.relay.Addr().String(), time.Second); err == nil {
+			c.Close()
+			t.Error("unix SocksPort relay still accepts after Close")
+		}
+	}
+	if m.sandbox != nil {
+		if fd, err := m.sandbox.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+			unix.Close(fd)
+			t.Error("UDP sandbox still makes sockets after Close")
+		}
+	}
+	if m.dnsServer != nil {
+		if c, err := net.DialTimeout("tcp", m.dnsServer.TCPAddr().String(), time.Second); err == nil {
+			c.Close()
+			t.Error("DNS responder still accepts after Close")
+		}
+	}
+}
+
+// Whichever step fails, everything opened before it is closed when the session is, and only once.
+func TestSessionClosesWhatItOpened(t *testing.T) {
+	for _, fail := range []string{"ownTor", "unixRelay", "start"} {
+		t.Run(fail, func(t *testing.T) {
+			m := &made{}
+			s, err := newSession(testConfig(t), testSteps(t, m, fail))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := open(s); !errors.Is(err, errInjected) {
+				t.Fatalf("open: %v, want the injected failure", err)
+			}
+			var loopback bool
+			if s.udp != nil && s.udp.loopback != nil {
+				loopback = true
+			}
+			s.Close()
+			assertClosed(t, m)
+			if loopback {
+				if err := s.udp.loopback.Ensure(netip.MustParseAddrPort("127.0.0.1:9")); err == nil {
+					t.Error("UDP loopback relay still makes mirrors after Close")
+				}
+			}
+			if len(s.open) != 0 {
+				t.Errorf("%d closers left after Close", len(s.open))
+			}
+			s.Close() // a second Close does nothing
+			if m.torHeld != 0 {
+				t.Errorf("own tor held %d times after a second Close", m.torHeld)
+			}
+			if fail == "start" && (m.sandbox == nil || m.dnsServer == nil || m.relay == nil) {
+				t.Errorf("not everything was made before the start failed: %+v", m)
+			}
+		})
+	}
+}
+
+// When the DNS responder cannot be made, the run goes on without UDP, torsocks says so as before,
+// and what was made for it (the sandbox) is closed at once, not at the end of the run.
+func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		fail string
+		cfg  func(*config.Config)
+		line string
+	}{
+		{name: "sandbox", fail: "sandbox", line: "WARNING torsocks[%d]: UDP and DNS unavailable (injected failure): UDP sockets will be refused"},
+		{name: "dnsServer", fail: "dnsServer", line: "WARNING torsocks[%d]: DNS responder unavailable (injected failure): UDP sockets will be refused"},
+		{name: "onion range", cfg: func(c *config.Config) { c.OnionAddrRange = netip.MustParsePrefix("127.42.42.0/31") }, line: "ERROR torsocks[%d]: OnionAddrRange 127.42.42.0/31: "},
+		{name: "answerer", cfg: func(c *config.Config) { c.DNSMode = "bogus" }, line: "ERROR torsocks[%d]: DNS: "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := &made{}
+			cfg := testConfig(t)
+			if c.cfg != nil {
+				c.cfg(cfg)
+			}
+			s, err := newSession(cfg, testSteps(t, m, c.fail))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.openResources(); err != nil {
+				t.Fatal(err)
+			}
+			if s.udp != nil {
+				t.Fatal("UDP sandbox in use after its failure")
+			}
+			if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIn != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
+				t.Errorf("the supervisor would be given UDP: %+v", opts)
+			}
+			// Only what was made for UDP must be closed already; the rest is the run's until Close.
+			udpOnly := *m
+			udpOnly.torHeld, udpOnly.relay = 0, nil
+			assertClosed(t, &udpOnly)
+			if m.relay == nil || m.torHeld != 1 {
+				t.Errorf("the run's other resources are not all open: %+v", m)
+			}
+			s.Close()
+			assertClosed(t, m)
+			log, _ := os.ReadFile(cfg.LogFile)
+			if want := strings.ReplaceAll(c.line, "%d", ""); !strings.Contains(stripPID(string(log)), want) {
+				t.Errorf("log %q lacks %q", log, want)
+			}
+		})
+	}
+}
+
+// stripPID removes the pid from "torsocks[PID]" in a log.
+func stripPID(log string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(log, "torsocks[")
+		if i < 0 {
+			return b.String() + log
+		}
+		j := strings.IndexByte(log[i:], ']')
+		if j < 0 {
+			return b.String() + log
+		}
+		b.WriteString(log[:i] + "torsocks[")
+		log = log[i+j:]
+	}
+}
+
+// With everything made, the supervisor is given all of it (and a nil interface for nothing).
+func TestSessionWiresSupervisor(t *testing.T) {
+	m := &made{}
+	cfg := testConfig(t)
+	s, err := newSession(cfg, testSteps(t, m, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.openResources(); err != nil {
+		t.Fatal(err)
+	}
+	opts := s.supervisorOptions()
+	if opts.Sandbox != m.sandbox || opts.DNSTCP == nil || opts.StandIn == nil || opts.UDPLoopback == nil ||
+		opts.SocksRelay == nil || !opts.Policy.UDPSandbox {
+		t.Fatalf("supervisor options miss a resource: %+v", opts)
+	}
+	s.reclaimClosed() // no supervisor yet: nothing to do, no crash
+	cfg.SocksUnix, cfg.AllowOutboundLocalhost = "", 0
+	s2, err := newSession(cfg, testSteps(t, &made{}, "sandbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.openResources(); err != nil {
+		t.Fatal(err)
+	}
+	if opts := s2.supervisorOptions(); opts.SocksRelay != nil || opts.DNSTCP != nil || opts.UDPLoopback != nil {
+		t.Fatalf("nil resources passed as non-nil interfaces: %+v", opts)
+	}
+}
+
+// The test binary doubles as the UDP sandbox's socket factory, as the torsocks binary does.
+func TestMain(m *testing.M) {
+	sandbox.RunFactoryIfAsked()
+	os.Exit(m.Run())
+}
