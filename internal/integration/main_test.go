@@ -139,9 +139,26 @@ func runCmdStdin(t *testing.T, env []string, stdin string, args ...string) resul
 	return r
 }
 
+// syncTimeout only keeps a broken canary from hanging a test; a canary answers its Sync at once.
+const syncTimeout = 10 * time.Second
+
+// settle waits until each of cs has recorded everything that reached it before the call (see
+// socks5test.Sink.Sync). Once the program that might have sent something has exited, what a
+// canary has not recorded by then never reached it: assert nothing-came after settle, never
+// after a sleep.
+func settle(t *testing.T, cs ...interface{ Sync(time.Duration) error }) {
+	t.Helper()
+	for _, c := range cs {
+		if err := c.Sync(syncTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // noLeaks fails the test if any canary saw a connection not made by the SOCKS server.
 func noLeaks(t *testing.T) {
 	t.Helper()
+	settle(t, canary4, canary6)
 	for _, c := range []*socks5test.Canary{canary4, canary6} {
 		if l := c.Leaks(); len(l) > 0 {
 			t.Fatalf("LEAK: canary %v accepted connections from %v (not from the SOCKS server)", c.Addr(), l)
