@@ -162,37 +162,27 @@ func resultErrnos(out string) map[string]string {
 
 // startHTTPStub listens on addr (loopback only: never a canary address) and answers every request
 // head with a page containing "canary", like the canaries do.
-func startHTTPStub(t *testing.T, network, addr string) net.Listener {
+func startHTTPStub(t *testing.T, network, addr string) *socks5test.Sink {
 	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	s, err := socks5test.Listen(network, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\ncanary stub\n")
-			}()
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
-	return ln
+		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\ncanary stub\n")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // UDP sockets live in the sandbox (their datagrams never arrive); ICMP, raw, packet, SCTP, MPTCP,

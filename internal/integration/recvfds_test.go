@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 const vetOn = "TORSOCKS_VET_RECEIVED_SOCKETS=1"
@@ -81,34 +83,25 @@ func (s *sinks) datagrams() []string {
 func fdDaemon(t *testing.T, s *sinks) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "daemon.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	d, err := socks5test.Listen("unix", path, func(c net.Conn) {
+		tcp, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Connect(tcp, &unix.SockaddrInet4{Port: 81, Addr: [4]byte{203, 0, 113, 10}})
+		}
+		udp, uerr := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil || uerr != nil {
+			t.Errorf("daemon: sockets: %v %v", err, uerr)
+			return
+		}
+		c.(*net.UnixConn).WriteMsgUnix([]byte("take"), unix.UnixRights(tcp, udp), nil)
+		unix.Close(tcp)
+		unix.Close(udp)
+		io.Copy(io.Discard, c) // until the program is gone
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			tcp, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err == nil {
-				err = unix.Connect(tcp, &unix.SockaddrInet4{Port: 81, Addr: [4]byte{203, 0, 113, 10}})
-			}
-			udp, uerr := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil || uerr != nil {
-				t.Errorf("daemon: sockets: %v %v", err, uerr)
-				c.Close()
-				return
-			}
-			c.WriteMsgUnix([]byte("take"), unix.UnixRights(tcp, udp), nil)
-			unix.Close(tcp)
-			unix.Close(udp)
-			io.Copy(io.Discard, c) // until the program is gone
-			c.Close()
-		}
-	}()
+	t.Cleanup(func() { d.Close() })
 	return path
 }
 

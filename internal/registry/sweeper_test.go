@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/sockdiag"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // liveSet is a fake list of live sockets.
@@ -273,27 +274,7 @@ func TestSweeperWithSockDiag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var accepted []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			accepted = append(accepted, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range accepted {
-			c.Close()
-		}
-	}()
+	defer socks5test.Serve(ln, nil).Close() // accepts and holds every connection
 	r := New()
 	s := NewSweeper(r, sockdiag.LiveTCPCookies, 1<<30, t.Logf) // no sweep of its own
 	defer s.Close()
