@@ -67,8 +67,7 @@ func (c *Canary) Accepted() int { return c.sink.Accepted() }
 func (c *Canary) Remotes() []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, r := range c.sink.Remotes() {
-		ap := r.(*net.TCPAddr).AddrPort()
-		out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		out = append(out, unmapped(r.(*net.TCPAddr).AddrPort()))
 	}
 	return out
 }
@@ -189,14 +188,9 @@ func CanaryBody(listen, remote net.Addr) string {
 type UDPCanary struct {
 	pc   net.PacketConn
 	done chan struct{}
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	sources []netip.AddrPort
-	fences  map[netip.AddrPort]bool // senders of Sync's datagrams
-	closed  bool
-	once    sync.Once
-	err     error
+	rec  *record[netip.AddrPort] // the senders
+	once sync.Once
+	err  error
 }
 
 // StartUDPCanary listens for datagrams on addr, e.g. "192.0.2.53:53".
@@ -205,100 +199,68 @@ func StartUDPCanary(addr string) (*UDPCanary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socks5test: UDP canary listening on %s: %w", addr, err)
 	}
-	u := &UDPCanary{pc: pc, done: make(chan struct{}), fences: map[netip.AddrPort]bool{}}
-	u.cond = sync.NewCond(&u.mu)
+	u := &UDPCanary{pc: pc, done: make(chan struct{}), rec: newRecord(netip.AddrPort.String)}
 	go u.serve()
 	return u, nil
 }
 
 func (u *UDPCanary) serve() {
 	defer close(u.done)
+	defer u.rec.close()
 	buf := make([]byte, 65536)
 	for {
 		_, from, err := u.pc.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				u.mu.Lock()
-				u.closed = true
-				u.cond.Broadcast()
-				u.mu.Unlock()
 				return
 			}
 			continue
 		}
-		ap := from.(*net.UDPAddr).AddrPort()
-		u.mu.Lock()
-		u.sources = append(u.sources, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-		u.cond.Broadcast()
-		u.mu.Unlock()
+		u.rec.add(unmapped(from.(*net.UDPAddr).AddrPort()))
 	}
+}
+
+// unmapped is ap with an IPv4-mapped address as plain IPv4.
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // Addr returns the listening address.
 func (u *UDPCanary) Addr() net.Addr { return u.pc.LocalAddr() }
 
 // Packets returns how many datagrams arrived (Sync's left out).
-func (u *UDPCanary) Packets() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.received())
-}
+func (u *UDPCanary) Packets() int { return u.rec.count() }
 
 // Sources returns the sender of every datagram, in order (Sync's left out).
-func (u *UDPCanary) Sources() []netip.AddrPort {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.received()
-}
-
-// received returns the sources without Sync's; the caller holds mu.
-func (u *UDPCanary) received() []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, s := range u.sources {
-		if !u.fences[s] {
-			out = append(out, s)
-		}
-	}
-	return out
-}
+func (u *UDPCanary) Sources() []netip.AddrPort { return u.rec.list() }
 
 // WaitPackets waits until at least n datagrams arrived or the timeout passes, and reports
 // whether they did.
-func (u *UDPCanary) WaitPackets(n int, timeout time.Duration) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	WaitCond(u.cond, timeout, func() bool { return len(u.received()) >= n || u.closed })
-	return len(u.received()) >= n
-}
+func (u *UDPCanary) WaitPackets(n int, timeout time.Duration) bool { return u.rec.wait(n, timeout) }
 
 // Sync returns once every datagram that was queued on the canary's socket before the call is
 // recorded: it sends a datagram of its own (left out of Packets and Sources) and waits until the
 // canary has read it; the socket's queue is first in, first out. Call it before asserting that a
 // canary saw nothing. timeout only keeps a broken canary from hanging the test.
 func (u *UDPCanary) Sync(timeout time.Duration) error {
-	to := u.pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	if to.Addr().IsUnspecified() {
+	la := u.pc.LocalAddr().(*net.UDPAddr)
+	to := la.AddrPort()
+	if la.IP.IsUnspecified() {
 		to = netip.AddrPortFrom(netip.IPv6Loopback(), to.Port())
-		if u.pc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		if la.IP.To4() != nil {
 			to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), to.Port())
 		}
 	}
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+	if err == nil {
+		defer c.Close()
+		_, err = c.Write([]byte("socks5test sync"))
+	}
+	if err == nil {
+		err = u.rec.fence(unmapped(c.LocalAddr().(*net.UDPAddr).AddrPort()).String(), timeout)
+	}
 	if err != nil {
 		return fmt.Errorf("socks5test: sync with %v: %w", to, err)
-	}
-	defer c.Close()
-	me := c.LocalAddr().(*net.UDPAddr).AddrPort()
-	me = netip.AddrPortFrom(me.Addr().Unmap(), me.Port())
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.fences[me] = true
-	if _, err := c.Write([]byte("socks5test sync")); err != nil {
-		return fmt.Errorf("socks5test: sync with %v: %w", to, err)
-	}
-	seen := func() bool { return slices.Contains(u.sources, me) }
-	if !WaitCond(u.cond, timeout, func() bool { return seen() || u.closed }) || !seen() {
-		return fmt.Errorf("socks5test: %v did not receive its sync datagram within %v", to, timeout)
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,15 +24,10 @@ type Sink struct {
 	ln     net.Listener
 	handle func(net.Conn)
 	wg     sync.WaitGroup
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	remotes []net.Addr
-	fences  map[string]bool // remote addresses of Sync's own connections
-	conns   map[net.Conn]struct{}
-	closed  bool
-	once    sync.Once
-	err     error
+	rec    *record[net.Addr]
+	conns  connSet
+	once   sync.Once
+	err    error
 }
 
 // Serve runs the accept loop of ln until Close. handle owns the connection it is given only
@@ -41,8 +35,7 @@ type Sink struct {
 // connection open without reading or writing (a server that never answers). handle may be given
 // a connection of Sync's, which closes without sending anything.
 func Serve(ln net.Listener, handle func(net.Conn)) *Sink {
-	s := &Sink{ln: ln, handle: handle, fences: map[string]bool{}, conns: map[net.Conn]struct{}{}}
-	s.cond = sync.NewCond(&s.mu)
+	s := &Sink{ln: ln, handle: handle, rec: newRecord(addrString)}
 	s.wg.Add(1)
 	go s.serve()
 	return s
@@ -61,39 +54,15 @@ func Listen(network, addr string, handle func(net.Conn)) (*Sink, error) {
 func (s *Sink) Addr() net.Addr { return s.ln.Addr() }
 
 // Accepted returns how many connections were accepted (Sync's own left out).
-func (s *Sink) Accepted() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.accepted())
-}
+func (s *Sink) Accepted() int { return s.rec.count() }
 
 // Remotes returns the remote address of every accepted connection, in order (Sync's own left out).
-func (s *Sink) Remotes() []net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.accepted()
-}
-
-// accepted returns the remotes without the fences; the caller holds mu.
-func (s *Sink) accepted() []net.Addr {
-	var out []net.Addr
-	for _, r := range s.remotes {
-		if !s.fences[addrString(r)] {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+func (s *Sink) Remotes() []net.Addr { return s.rec.list() }
 
 // WaitAccepted waits until at least n connections were accepted or the timeout passes, and
 // reports whether they were. Use it where a connection is expected: a client may finish before
 // the accept loop has recorded its connection.
-func (s *Sink) WaitAccepted(n int, timeout time.Duration) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	WaitCond(s.cond, timeout, func() bool { return len(s.accepted()) >= n || s.closed })
-	return len(s.accepted()) >= n
-}
+func (s *Sink) WaitAccepted(n int, timeout time.Duration) bool { return s.rec.wait(n, timeout) }
 
 var fenceSeq atomic.Int64
 
@@ -112,15 +81,8 @@ func (s *Sink) Sync(timeout time.Duration) error {
 		return fmt.Errorf("socks5test: sync with %v: %w", s.ln.Addr(), err)
 	}
 	defer c.Close()
-	me := c.LocalAddr().String()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.fences[me] = true
-	seen := func() bool {
-		return slices.ContainsFunc(s.remotes, func(r net.Addr) bool { return addrString(r) == me })
-	}
-	if !WaitCond(s.cond, timeout, func() bool { return seen() || s.closed }) || !seen() {
-		return fmt.Errorf("socks5test: %v did not accept its sync connection within %v", s.ln.Addr(), timeout)
+	if err := s.rec.fence(c.LocalAddr().String(), timeout); err != nil {
+		return fmt.Errorf("socks5test: sync with %v: %w", s.ln.Addr(), err)
 	}
 	return nil
 }
@@ -148,19 +110,54 @@ func syncTarget(a net.Addr) string {
 // Close stops the listener, closes the live connections and waits for all goroutines.
 func (s *Sink) Close() error {
 	s.once.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		for c := range s.conns {
-			c.Close()
-		}
-		s.cond.Broadcast()
-		s.mu.Unlock()
+		s.conns.closeAll()
+		s.rec.close()
 		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.err = err
 		}
 		s.wg.Wait()
 	})
 	return s.err
+}
+
+// connSet is a server's live connections, closed all at once when the server closes.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// add registers a live connection; it returns false (and closes c) once the set is closed.
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// remove forgets c and closes it.
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// closeAll closes every live connection, and every one added from now on.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
 }
 
 func (s *Sink) serve() {
@@ -170,29 +167,17 @@ func (s *Sink) serve() {
 		if err != nil {
 			return
 		}
-		s.mu.Lock()
-		s.remotes = append(s.remotes, c.RemoteAddr())
-		s.cond.Broadcast()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
+		fence, _ := s.rec.add(c.RemoteAddr())
+		if !s.conns.add(c) {
 			return
 		}
-		fence := s.fences[addrString(c.RemoteAddr())]
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
 		if fence || s.handle == nil {
 			continue // held open until Close (a fence is closed by its dialler)
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, c)
-				s.mu.Unlock()
-				c.Close()
-			}()
+			defer s.conns.remove(c)
 			s.handle(c)
 		}()
 	}
