@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
@@ -82,7 +83,7 @@ func TestBypassInt80(t *testing.T) {
 	forDests(t, func(t *testing.T, d dest) {
 		r := torsocks(t, nil, bin, d.ip, "80")
 		if r.code == 3 {
-			t.Skipf("bp_int80: %s", r.stdout)
+			netnstest.Skip(t, "bp_int80: %s", r.stdout)
 		}
 		expectOK(t, "bp_int80", r)
 	})
@@ -285,7 +286,7 @@ func TestBypassFDSwap(t *testing.T) {
 			t.Run(mode, func(t *testing.T) {
 				r := torsocks(t, []string{"TORSOCKS_LOG_LEVEL=1"}, bin, d.ip, "80", mode, "1500")
 				if r.code == 3 {
-					t.Skipf("bp_fdswap: %s", r.stdout)
+					netnstest.Skip(t, "bp_fdswap: %s", r.stdout)
 				}
 				expectOK(t, "bp_fdswap "+mode, r)
 				noLeaks(t) // it settles the canaries: a direct connection is counted, however late

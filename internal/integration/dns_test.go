@@ -201,7 +201,7 @@ func runDNSRun(t *testing.T, resolv, run string, env []string, args ...string) r
 func buildMusl(t *testing.T, name string) string {
 	t.Helper()
 	if _, err := exec.LookPath("musl-gcc"); err != nil {
-		t.Skip("no musl-gcc (Debian's musl-tools)")
+		netnstest.Skip(t, "no musl-gcc (Debian's musl-tools)")
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -504,7 +504,7 @@ func vcResolv(t *testing.T, resolv string) string {
 func buildCares(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat("/usr/include/ares.h"); err != nil {
-		t.Skip("no c-ares headers (Debian's libc-ares-dev)")
+		netnstest.Skip(t, "no c-ares headers (Debian's libc-ares-dev)")
 	}
 	return buildC(t, "dns_cares", "-lcares")
 }
@@ -584,7 +584,7 @@ func TestDNSDig(t *testing.T) {
 	env(t)
 	startDNSFixtures(t)
 	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("no dig (Debian's dnsutils)")
+		netnstest.Skip(t, "no dig (Debian's dnsutils)")
 	}
 	dig := func(t *testing.T, args ...string) result {
 		t.Helper()

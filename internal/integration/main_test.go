@@ -180,7 +180,7 @@ func buildC(t *testing.T, name string, flags ...string) string {
 	args := append([]string{"-O1", "-Wall", "-o", out, filepath.Join("testdata", "c", name+".c"), "-lpthread"}, flags...)
 	if o, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
 		if strings.Contains(string(o), "-m32") || strings.Contains(string(o), "gnu/stubs-32.h") {
-			t.Skipf("no 32-bit toolchain (gcc-multilib): %s", o)
+			netnstest.Skip(t, "no 32-bit toolchain (gcc-multilib): %s", o)
 		}
 		t.Fatalf("gcc %v: %v\n%s", args, err, o)
 	}

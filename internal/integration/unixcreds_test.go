@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
@@ -63,7 +64,7 @@ func unixCredServer(t *testing.T, addr string) {
 func unixCredSockets(t *testing.T) (rootOnly, hidden, open, group, abstract string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		netnstest.Skip(t, "needs root")
 	}
 	base := t.TempDir()
 	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil { // t.TempDir's parent is 0700
@@ -130,7 +131,7 @@ func TestUnixConnectRootProgram(t *testing.T) {
 func TestUnixSendCallerCredentials(t *testing.T) {
 	env(t)
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		netnstest.Skip(t, "needs root")
 	}
 	base := t.TempDir()
 	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
@@ -299,7 +300,7 @@ func TestReplyForAndRefused(t *testing.T) {
 func TestIPv6ClientGets22ByteReply(t *testing.T) {
 	s, err := Start(Options{Listen: []string{"[::1]:0"}, Logf: t.Logf})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		netnstest.Skip(t, "no IPv6 loopback: %v", err)
 	}
 	defer s.Close()
 	can := startCanary(t, CanaryOptions{Allowed: []netip.Addr{loopback}})
@@ -404,7 +405,7 @@ func TestSinkSync(t *testing.T) {
 		t.Run(tc.network+" "+tc.addr, func(t *testing.T) {
 			if strings.HasPrefix(tc.addr, "[") {
 				if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
-					t.Skipf("no IPv6 loopback: %v", err) // the private namespace has it (netnstest)
+					netnstest.Skip(t, "no IPv6 loopback: %v", err)
 				} else {
 					ln.Close()
 				}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -296,7 +298,7 @@ func TestEnsureTimeout(t *testing.T) {
 func TestRealTorNoNetwork(t *testing.T) {
 	tor, err := exec.LookPath("tor")
 	if err != nil {
-		t.Skip("tor is not installed")
+		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
 	}
 	netnstestRequire(t)
 	p := testPaths(t)
