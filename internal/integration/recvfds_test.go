@@ -19,7 +19,7 @@ const vetOn = "TORSOCKS_VET_RECEIVED_SOCKETS=1"
 // sinks are a TCP listener and a UDP socket on the canary host (ports of their own, so the
 // shared canaries' leak accounting is not disturbed): whatever reaches them came around Tor.
 type sinks struct {
-	tcp  net.Listener
+	tcp  *socks5test.Sink
 	udp  *net.UDPConn
 	mu   sync.Mutex
 	got  []string      // bytes of each TCP connection, once it is closed
@@ -37,24 +37,16 @@ func startSinks(t *testing.T) *sinks {
 		ln.Close()
 		t.Fatal(err)
 	}
-	s := &sinks{tcp: ln, udp: uc, done: make(chan struct{}, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				b, _ := io.ReadAll(c)
-				c.Close()
-				s.mu.Lock()
-				s.got = append(s.got, string(b))
-				s.mu.Unlock()
-				s.done <- struct{}{}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); uc.Close() })
+	s := &sinks{udp: uc, done: make(chan struct{}, 16)}
+	s.tcp = socks5test.Serve(ln, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Close()
+		s.mu.Lock()
+		s.got = append(s.got, string(b))
+		s.mu.Unlock()
+		s.done <- struct{}{}
+	})
+	t.Cleanup(func() { s.tcp.Close(); uc.Close() })
 	return s
 }
 
