@@ -153,7 +153,7 @@ func BenchmarkConnect(b *testing.B) {
 // BENCH_BASELINE to the path of another torsocks build to measure it alongside ("baseline").
 func TestReport(t *testing.T) {
 	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
-		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report") // opt-in (make bench): a skip in CI too
 	}
 	setup(t)
 	n := 20000
@@ -218,7 +218,7 @@ func TestReport(t *testing.T) {
 // BENCH_MEMORY_CONNECTS), read by the program itself from /proc/PPID/status at its end.
 func TestReportMemory(t *testing.T) {
 	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
-		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report") // opt-in (make bench): a skip in CI too
 	}
 	setup(t)
 	n := 100000
@@ -237,7 +237,7 @@ func TestReportMemory(t *testing.T) {
 // Interleaved rounds (BENCH_ROUNDS, default 5), medians; BENCH_RECV_TRIPS round trips a run.
 func TestReportRecv(t *testing.T) {
 	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
-		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report") // opt-in (make bench): a skip in CI too
 	}
 	setup(t)
 	// The C torsocks keeps every descriptor it peeks at (one per message received): the runs

@@ -18,7 +18,7 @@ import (
 // torsocks. Set BENCH_REPORT=1; BENCH_TOR_CONNECTS changes the count (default 300).
 func TestReportTor(t *testing.T) {
 	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
-		t.Skip("set BENCH_REPORT=1 to run the benchmark report")
+		t.Skip("set BENCH_REPORT=1 to run the benchmark report") // opt-in (make bench): a skip in CI too
 	}
 	setup(t)
 	cache, _ := os.UserCacheDir()

@@ -497,18 +497,28 @@ func TestSingleFlight(t *testing.T) {
 	const n = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
+	waiting := make(chan struct{}, n)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp := s.Answer(context.Background(), buildQuery(t, "example.com.", A, qopt{id: uint16(i + 1)}), MaxUDPSize)
+			ctx := waitSpy{Context: context.Background(), waiting: waiting, once: new(sync.Once)}
+			resp := s.Answer(ctx, buildQuery(t, "example.com.", A, qopt{id: uint16(i + 1)}), MaxUDPSize)
 			var m dnsmessage.Message
 			if err := m.Unpack(resp); err != nil || m.ID != uint16(i+1) || len(m.Answers) != 1 {
 				errs <- fmt.Errorf("query %d: %v %+v", i, err, m.Header)
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Release the lookup once every query waits for it: one that came later would be answered
+	// from the cache and prove nothing about the single flight.
+	for range n {
+		select {
+		case <-waiting:
+		case <-time.After(30 * time.Second): // only keeps a broken server from hanging the test
+			t.Fatal("the queries never waited for the lookup in flight")
+		}
+	}
 	close(f.block)
 	wg.Wait()
 	close(errs)
@@ -518,6 +528,19 @@ func TestSingleFlight(t *testing.T) {
 	if c := f.calls.Load(); c != 1 {
 		t.Fatalf("%d resolver calls for %d concurrent identical queries", c, n)
 	}
+}
+
+// waitSpy is a query's context that reports, once, that the query waits: a waiter for a lookup
+// in flight asks its context for Done when it joins the flight (cache.do).
+type waitSpy struct {
+	context.Context
+	waiting chan<- struct{}
+	once    *sync.Once
+}
+
+func (w waitSpy) Done() <-chan struct{} {
+	w.once.Do(func() { w.waiting <- struct{}{} })
+	return w.Context.Done()
 }
 
 func TestCancelledWaiterDoesNotFailOthers(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 )
 
@@ -33,7 +34,7 @@ func (echoAnswerer) Answer(_ context.Context, q []byte, _ int) []byte {
 func TestServe(t *testing.T) {
 	sb, err := sandbox.New(os.Args[0])
 	if err != nil {
-		t.Skipf("no sandbox here: %v", err)
+		netnstest.Skip(t, "no sandbox here: %v", err)
 	}
 	defer sb.Close()
 	dropped := make(chan [2]string, 16)

@@ -19,11 +19,11 @@ import (
 // connection around Tor except in the C torsocks contrast step at the end.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a real Tor network; skipped with -short")
+		t.Skip("starts a real Tor network; skipped with -short") // asked for, so a skip in CI too
 	}
 	netnstest.Require(t)
 	if _, err := exec.LookPath("tor"); err != nil {
-		t.Skip("tor is not installed (scripts/install-deps.sh)")
+		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "torsocks")

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // pyConnect resolves HOST (IPv4) and makes one blocking connect to PORT;
@@ -97,11 +99,11 @@ func torsocksMessages(stderr string) []string {
 func (e *env) errorRun(t *testing.T, ec errorCase, tool string) {
 	if tool == toolC && e.cVersion == "" {
 		e.table.set(secErrors, ec.row, tool, cell{status: "not installed"})
-		t.Skip("the C torsocks is not installed")
+		netnstest.Skip(t, "the C torsocks is not installed (scripts/install-deps.sh)")
 	}
 	if tool == toolGo && ec.needsDNS && !e.dnsWorks {
 		e.table.set(secErrors, ec.row, tool, cell{status: "skipped", detail: "needs DNS (issue 4)"})
-		t.Skipf("needs DNS (issue 4): %s", e.dnsDetail)
+		netnstest.Skip(t, "needs DNS (issue 4): %s", e.dnsDetail)
 	}
 	id := e.newID(tool)
 	host := ec.host(e, id)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/testnet"
 )
 
@@ -98,7 +99,7 @@ const twoCurls = `curl -sS --max-time 60 "$1" & curl -sS --max-time 60 "$1" & wa
 func (e *env) isolationRun(t *testing.T, ic isolationCase, tool string) {
 	if tool == toolC && e.cVersion == "" {
 		e.table.set(secIsolation, ic.row, tool, cell{status: "not installed"})
-		t.Skip("the C torsocks is not installed")
+		netnstest.Skip(t, "the C torsocks is not installed (scripts/install-deps.sh)")
 	}
 	id := e.newID(tool)
 	// A port of its own, so that this run's streams are the only ones to it.

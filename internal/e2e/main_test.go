@@ -511,12 +511,12 @@ func concurrently(t *testing.T, names []string, fs []func(t *testing.T)) {
 // TestE2E is the whole end-to-end suite, on one private Tor network.
 func TestE2E(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a real Tor network; skipped with -short")
+		t.Skip("starts a real Tor network; skipped with -short") // asked for, so a skip in CI too
 	}
 	netnstest.Require(t)
 	if _, err := exec.LookPath("tor"); err != nil {
 		if _, err := os.Stat("/usr/sbin/tor"); err != nil {
-			t.Skip("tor is not installed (scripts/install-deps.sh)")
+			netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
 		}
 	}
 	began := time.Now()

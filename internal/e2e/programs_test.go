@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // target is how a program names the destination.
@@ -33,8 +35,12 @@ type program struct {
 	// torsocks, and why: a run that fails without leaking is "n/a" there.
 	impossible map[target]string
 	// needs names a command the program needs that the machine may lack: the runs are then
-	// recorded as "not installed" (scripts/install-deps.sh installs it).
+	// recorded as "not installed" and skipped, which fails in CI (scripts/install-deps.sh installs
+	// it) unless optional.
 	needs string
+	// optional says scripts/install-deps.sh does not install the program: where it is missing or
+	// does not run, its runs skip in CI too.
+	optional bool
 	// probe, if set, checks without any network that the program runs on this machine at all
 	// (a browser missing a library, say): if it fails the runs are recorded as "does not run
 	// here" instead of failing.
@@ -42,6 +48,15 @@ type program struct {
 	// timeout, if set, bounds each run instead of runTimeout (for programs that hang, rather
 	// than fail, under the C torsocks).
 	timeout time.Duration
+}
+
+// skip skips the runs of p on a machine that lacks it: a failure in CI unless p is optional.
+func (p program) skip(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if p.optional {
+		t.Skipf(format, args...)
+	}
+	netnstest.Skip(t, format, args...)
 }
 
 func pageURL(host, id string) string { return fmt.Sprintf("http://%s/t/%s/", host, id) }
@@ -216,8 +231,9 @@ var programs = []program{
 		cmd: func(e *env, id, host string, tg target) ([]string, string) {
 			return []string{"node", "-e", nodeFetch, pageURL(host, id)}, ""
 		},
-		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
-		needs: "node",
+		check:    func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+		needs:    "node",
+		optional: true,
 	},
 	{
 		name:    "python3 asyncio",
@@ -236,8 +252,9 @@ var programs = []program{
 			e.writeOnce(src, javaFetch)
 			return []string{"java", src, pageURL(host, id)}, ""
 		},
-		check: func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
-		needs: "java",
+		check:    func(e *env, id string, tg target, r result) error { return wantBody(id, r) },
+		needs:    "java",
+		optional: true,
 	},
 	{
 		// A browser: a multi-process program with its own DNS client, happy eyeballs over the
@@ -322,23 +339,23 @@ func contains(ts []target, tg target) bool {
 func (e *env) programRun(t *testing.T, p program, tg target, tool, row string) {
 	if tool == toolC && e.cVersion == "" {
 		e.table.set(secPrograms, row, tool, cell{status: "not installed"})
-		t.Skip("the C torsocks is not installed")
+		netnstest.Skip(t, "the C torsocks is not installed (scripts/install-deps.sh)")
 	}
 	if p.needs != "" {
 		if _, err := exec.LookPath(p.needs); err != nil {
 			e.table.set(secPrograms, row, tool, cell{status: "not installed"})
-			t.Skipf("%s is not installed (scripts/install-deps.sh)", p.needs)
+			p.skip(t, "%s is not installed", p.needs)
 		}
 	}
 	if p.probe != nil {
 		if err := e.probeOnce(p.name, p.probe); err != nil {
 			e.table.set(secPrograms, row, tool, cell{status: "does not run here", detail: err.Error()})
-			t.Skipf("%s does not run on this machine without torsocks either: %v", p.name, err)
+			p.skip(t, "%s does not run on this machine without torsocks either: %v", p.name, err)
 		}
 	}
 	if tool == toolGo && tg != byIP && !e.dnsWorks {
 		e.table.set(secPrograms, row, tool, cell{status: "skipped", detail: "needs DNS (issue 4)"})
-		t.Skipf("needs DNS (issue 4): %s", e.dnsDetail)
+		netnstest.Skip(t, "needs DNS (issue 4): %s", e.dnsDetail)
 	}
 	id := e.newID(tool)
 	host := e.host(id, tg)

@@ -260,35 +260,24 @@ func (w *webServer) release(id string) {
 // over-reads bytes around the SOCKS handshake shows a different transcript.
 const banner = "SSH-2.0-e2e_test\r\n"
 
-func startBanner(rec *recorder, addr string) (net.Listener, error) {
+func startBanner(rec *recorder, addr string) (*socks5test.Sink, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	rl := recordingListener{Listener: l, rec: rec}
-	go func() {
-		for {
-			c, err := rl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(60 * time.Second))
-				if _, err := io.WriteString(c, banner); err != nil {
-					return
-				}
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if id, ok := strings.CutPrefix(strings.TrimSpace(line), "hello "); ok {
-					rec.tag(addrPort(c.RemoteAddr()), id)
-				}
-				if err == nil {
-					io.WriteString(c, line)
-				}
-			}()
+	return socks5test.Serve(recordingListener{Listener: l, rec: rec}, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		if _, err := io.WriteString(c, banner); err != nil {
+			return
 		}
-	}()
-	return l, nil
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "hello "); ok {
+			rec.tag(addrPort(c.RemoteAddr()), id)
+		}
+		if err == nil {
+			io.WriteString(c, line)
+		}
+	}), nil
 }
 
 // ownedBy reports whether the socket connecting from local to remote (the

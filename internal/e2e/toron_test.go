@@ -24,11 +24,11 @@ import (
 // tor is replaced at the next run; --tor-stop stops it.
 func TestTorOnDemand(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a real Tor network; skipped with -short")
+		t.Skip("starts a real Tor network; skipped with -short") // asked for, so a skip in CI too
 	}
 	netnstest.Require(t)
 	if _, err := exec.LookPath("tor"); err != nil {
-		t.Skip("tor is not installed (scripts/install-deps.sh)")
+		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
 	}
 	dir, err := os.MkdirTemp("", "toron")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
@@ -49,7 +50,8 @@ func forDests(t *testing.T, f func(t *testing.T, d dest)) {
 }
 
 // canaryDelta runs f and returns how many connections the canary of d accepted meanwhile.
-func canaryDelta(d dest, f func()) int {
+func canaryDelta(t *testing.T, d dest, f func()) int {
+	t.Helper()
 	c := canary4
 	if strings.Contains(d.ip, ":") {
 		c = canary6
@@ -57,7 +59,7 @@ func canaryDelta(d dest, f func()) int {
 	before := c.Accepted()
 	f()
 	// The canary may record a connection a moment after the client is done with it.
-	c.WaitAccepted(before+1, 2*time.Second)
+	settle(t, c)
 	return c.Accepted() - before
 }
 
@@ -66,7 +68,7 @@ func TestBypassRawSyscall(t *testing.T) {
 	bin := buildCIn(t, "bp_rawsyscall")
 	forDests(t, func(t *testing.T, d dest) {
 		var r result
-		n := canaryDelta(d, func() { r = torsocks(t, nil, bin, d.ip, "80") })
+		n := canaryDelta(t, d, func() { r = torsocks(t, nil, bin, d.ip, "80") })
 		expectOK(t, "bp_rawsyscall", r)
 		if n < 1 {
 			t.Errorf("the canary saw no connection: the page did not come through the SOCKS server")
@@ -81,7 +83,7 @@ func TestBypassInt80(t *testing.T) {
 	forDests(t, func(t *testing.T, d dest) {
 		r := torsocks(t, nil, bin, d.ip, "80")
 		if r.code == 3 {
-			t.Skipf("bp_int80: %s", r.stdout)
+			netnstest.Skip(t, "bp_int80: %s", r.stdout)
 		}
 		expectOK(t, "bp_int80", r)
 	})
@@ -161,37 +163,27 @@ func resultErrnos(out string) map[string]string {
 
 // startHTTPStub listens on addr (loopback only: never a canary address) and answers every request
 // head with a page containing "canary", like the canaries do.
-func startHTTPStub(t *testing.T, network, addr string) net.Listener {
+func startHTTPStub(t *testing.T, network, addr string) *socks5test.Sink {
 	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	s, err := socks5test.Listen(network, addr, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\ncanary stub\n")
-			}()
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
-	return ln
+		io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\ncanary stub\n")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // UDP sockets live in the sandbox (their datagrams never arrive); ICMP, raw, packet, SCTP, MPTCP,
@@ -209,7 +201,7 @@ func TestBypassSockets(t *testing.T) {
 		if !strings.Contains(r.stderr, "UDP to ") || !strings.Contains(r.stderr, "refused") {
 			t.Errorf("no stderr line saying the datagram was refused:\n%s", r.stderr)
 		}
-		time.Sleep(100 * time.Millisecond)
+		settle(t, u)
 		if n := u.Packets(); n != 0 {
 			t.Fatalf("LEAK: %d datagrams reached %v", n, u.Addr())
 		}
@@ -294,12 +286,10 @@ func TestBypassFDSwap(t *testing.T) {
 			t.Run(mode, func(t *testing.T) {
 				r := torsocks(t, []string{"TORSOCKS_LOG_LEVEL=1"}, bin, d.ip, "80", mode, "1500")
 				if r.code == 3 {
-					t.Skipf("bp_fdswap: %s", r.stdout)
+					netnstest.Skip(t, "bp_fdswap: %s", r.stdout)
 				}
-				// A direct connection may reach the canary's accept queue a moment after exit.
-				time.Sleep(200 * time.Millisecond)
 				expectOK(t, "bp_fdswap "+mode, r)
-				noLeaks(t)
+				noLeaks(t) // it settles the canaries: a direct connection is counted, however late
 			})
 		}
 	})

@@ -165,13 +165,14 @@ func setupDNS() error {
 // canary a connection not made by a SOCKS server.
 func dnsNoLeaks(t *testing.T) {
 	t.Helper()
-	time.Sleep(100 * time.Millisecond) // let a datagram in flight arrive
 	for _, u := range dnsUDPCanaries {
+		settle(t, u)
 		if n := u.Packets(); n != 0 {
 			t.Errorf("DNS LEAK: %d datagrams reached %v from %v", n, u.Addr(), u.Sources())
 		}
 	}
 	for _, c := range dnsTCPCanaries {
+		settle(t, c)
 		if n := c.Accepted(); n != 0 {
 			t.Errorf("DNS LEAK: %d connections reached %v from %v", n, c.Addr(), c.Remotes())
 		}
@@ -200,7 +201,7 @@ func runDNSRun(t *testing.T, resolv, run string, env []string, args ...string) r
 func buildMusl(t *testing.T, name string) string {
 	t.Helper()
 	if _, err := exec.LookPath("musl-gcc"); err != nil {
-		t.Skip("no musl-gcc (Debian's musl-tools)")
+		netnstest.Skip(t, "no musl-gcc (Debian's musl-tools)")
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -227,14 +228,6 @@ const (
 	onionLower = "abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuvwx.onion"
 	onionUpper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abcdefghijklmnopqrstuvwx.onion"
 )
-
-// slow scales a time bound when the tests (and the torsocks binary) run under the race detector.
-func slow(d time.Duration) time.Duration {
-	if raceEnabled {
-		return 3 * d
-	}
-	return d
-}
 
 // kvLine is one "word key=value key=value" line a test program printed; the leading word, if any,
 // is under "".
@@ -405,13 +398,14 @@ print(body.decode().splitlines()[-1])
 				findKV(t, r, "nameinfo", "web.test")
 				findKV(t, r, "hostbyaddr", "web.test")
 			}
-			// A stand-in nobody resolved has no name (NXDOMAIN, at once).
-			start := time.Now()
+			// A stand-in nobody resolved has no name: an answer (NXDOMAIN), not a time-out, which
+			// glibc would report as EAI_AGAIN and TRY_AGAIN (h_errno 2).
 			r := runDNS(t, resolv, nil, bin, "revaddr", "127.192.200.1")
-			findKV(t, r, "nameinfo", "-")
-			findKV(t, r, "hostbyaddr", "-")
-			if d := time.Since(start); d > slow(3*time.Second) {
-				t.Errorf("reverse lookup of an unallocated stand-in took %v", d)
+			if l := findKV(t, r, "nameinfo", "-"); l["rc"] != "EAI_NONAME" {
+				t.Errorf("getnameinfo of an unallocated stand-in: %v, want EAI_NONAME (NXDOMAIN)", l)
+			}
+			if l := findKV(t, r, "hostbyaddr", "-"); l["h_errno"] != "1" {
+				t.Errorf("gethostbyaddr of an unallocated stand-in: %v, want HOST_NOT_FOUND (h_errno 1)", l)
 			}
 		})
 		t.Run("gethostbyname", func(t *testing.T) {
@@ -428,15 +422,13 @@ print(body.decode().splitlines()[-1])
 			addrIn(t, findKV(t, r, "answer", "")["answer"], mapV4Range)
 			r = runDNS(t, resolv, nil, bin, "resq", "web.test", "AAAA")
 			addrIn(t, findKV(t, r, "answer", "")["answer"], mapV6Range)
-			// Other types: NODATA (res_query -1, h_errno NO_DATA = 4) at once, no time-out.
+			// Other types: NODATA (res_query -1, h_errno NO_DATA = 4), an answer: a time-out would
+			// be TRY_AGAIN (h_errno 2).
 			for _, typ := range []string{"MX", "TXT", "SRV", "HTTPS"} {
 				r := runDNS(t, resolv, nil, bin, "resq", "web.test", typ)
 				l := findKV(t, r, "resq", "")
 				if l["len"] != "-1" || l["h_errno"] != "4" {
 					t.Errorf("res_query %s: %v, want NODATA (h_errno 4)", typ, l)
-				}
-				if ms, _ := strconv.Atoi(l["ms"]); ms > 1000 {
-					t.Errorf("res_query %s took %d ms", typ, ms)
 				}
 			}
 		})
@@ -461,13 +453,14 @@ print(body.decode().splitlines()[-1])
 			if f := strings.Fields(r.stdout); len(f) == 0 || f[0] != "127.0.0.1" {
 				t.Errorf("getent ahostsv4 localhost: %q", r.stdout)
 			}
-			// A single-label name that is nowhere: not found, at once.
-			start := time.Now()
+			// A single-label name that is nowhere: not found, an answer (NXDOMAIN, HOST_NOT_FOUND),
+			// not a time-out (TRY_AGAIN, h_errno 2).
 			if r := runDNS(t, resolv, nil, "getent", "hosts", "nosuchhost"); r.code != 2 {
 				t.Errorf("getent hosts nosuchhost: exit %d, want 2\n%s", r.code, r.stderr)
 			}
-			if d := time.Since(start); d > slow(3*time.Second) {
-				t.Errorf("not found took %v", d)
+			r = runDNS(t, resolv, nil, buildC(t, "dns_probe", "-lresolv"), "hostbyname", "nosuchhost")
+			if l := findKV(t, r, "hostbyname", "-"); l["h_errno"] != "1" {
+				t.Errorf("gethostbyname nosuchhost: %v, want HOST_NOT_FOUND (h_errno 1)", l)
 			}
 		})
 		t.Run("use-vc", func(t *testing.T) {
@@ -511,7 +504,7 @@ func vcResolv(t *testing.T, resolv string) string {
 func buildCares(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat("/usr/include/ares.h"); err != nil {
-		t.Skip("no c-ares headers (Debian's libc-ares-dev)")
+		netnstest.Skip(t, "no c-ares headers (Debian's libc-ares-dev)")
 	}
 	return buildC(t, "dns_cares", "-lcares")
 }
@@ -545,10 +538,9 @@ func TestDNSMusl(t *testing.T) {
 		r = runDNS(t, resolv, nil, bin, "rev", "web.test", "4")
 		findKV(t, r, "nameinfo", "web.test")
 		r = runDNS(t, resolv, nil, bin, "resq", "web.test", "MX")
+		// An answer (NOERROR, no records); a time-out would be TRY_AGAIN (h_errno 2).
 		if l := findKV(t, r, "resq", ""); l["rcode"] != "0" && l["h_errno"] == "2" {
 			t.Errorf("musl res_query MX: %v", l)
-		} else if ms, _ := strconv.Atoi(l["ms"]); ms > 1000 {
-			t.Errorf("musl res_query MX took %d ms", ms)
 		}
 	})
 }
@@ -586,21 +578,17 @@ func TestDNSGoResolver(t *testing.T) {
 	})
 }
 
-// 4. dig: its own resolver, any server address, UDP and TCP, every type answered at once.
+// 4. dig: its own resolver, any server address, UDP and TCP, every type answered on the first
+// try (+tries=1: a query the responder dropped fails the run, "no servers could be reached").
 func TestDNSDig(t *testing.T) {
 	env(t)
 	startDNSFixtures(t)
 	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("no dig (Debian's dnsutils)")
+		netnstest.Skip(t, "no dig (Debian's dnsutils)")
 	}
 	dig := func(t *testing.T, args ...string) result {
 		t.Helper()
-		start := time.Now()
-		r := runDNS(t, resolvV4, nil, append([]string{"dig", "+time=2", "+tries=1"}, args...)...)
-		if d := time.Since(start); d > slow(4*time.Second) {
-			t.Errorf("dig %v took %v", args, d)
-		}
-		return r
+		return runDNS(t, resolvV4, nil, append([]string{"dig", "+time=2", "+tries=1"}, args...)...)
 	}
 	for _, tc := range []struct {
 		name string
@@ -625,7 +613,7 @@ func TestDNSDig(t *testing.T) {
 			addrIn(t, strings.TrimSpace(r.stdout), tc.want)
 		})
 	}
-	// Other types: NOERROR with no answer, at once.
+	// Other types: NOERROR with no answer.
 	for _, typ := range []string{"MX", "TXT", "HTTPS", "SRV", "NS", "SOA", "ANY"} {
 		t.Run(typ, func(t *testing.T) {
 			r := dig(t, "+noall", "+comments", "@192.0.2.53", typ, "web.test")
@@ -799,13 +787,14 @@ func TestDNSResolveMode(t *testing.T) {
 			}
 			wantConnectRequests(t, connects, dest4)
 
-			start := time.Now()
+			// Unknown: an answer (NXDOMAIN, HOST_NOT_FOUND), not a time-out (TRY_AGAIN, h_errno 2).
 			r = run("getent", "hosts", "nxdomain.test")
 			if r.code != 2 {
 				t.Errorf("getent hosts nxdomain.test: exit %d, want 2\n%s%s", r.code, r.stdout, r.stderr)
 			}
-			if d := time.Since(start); d > slow(3*time.Second) {
-				t.Errorf("NXDOMAIN took %v", d)
+			r = run(buildC(t, "dns_probe", "-lresolv"), "hostbyname", "nxdomain.test")
+			if l := findKV(t, r, "hostbyname", "-"); l["h_errno"] != "1" {
+				t.Errorf("gethostbyname nxdomain.test: %v, want HOST_NOT_FOUND (h_errno 1)", l)
 			}
 
 			// Reverse: /etc/hosts locally, a global address through RESOLVE_PTR.
@@ -853,30 +842,18 @@ func TestDNSResolverDaemons(t *testing.T) {
 	startDNSFixtures(t)
 	run := t.TempDir()
 	paths := []string{"nscd/socket", "systemd/resolve/io.systemd.Resolve", "avahi-daemon/socket"}
-	var mu sync.Mutex
-	var seen []string
+	var daemons []*socks5test.Sink
 	for _, p := range paths {
 		full := filepath.Join(run, p)
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: full, Net: "unix"})
+		d, err := socks5test.Listen("unix", full, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				seen = append(seen, p)
-				mu.Unlock()
-				c.Close()
-			}
-		}()
+		defer d.Close()
+		daemons = append(daemons, d)
 	}
 	// glibc asks nscd first (getent), then DNS.
 	r := runDNSRun(t, resolvV4, run, nil, "getent", "ahostsv4", "web.test")
@@ -899,11 +876,11 @@ for p in sys.argv[1:]:
 			t.Errorf("connect to the resolver daemon socket /run/%s succeeded", l["path"])
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 0 {
-		t.Errorf("LEAK: local resolver daemons were reached (they resolve outside Tor): %v", seen)
+	for i, d := range daemons {
+		settle(t, d)
+		if n := d.Accepted(); n != 0 {
+			t.Errorf("LEAK: the local resolver daemon /run/%s was reached %d times (it resolves outside Tor)", paths[i], n)
+		}
 	}
 	dnsNoLeaks(t)
 }
@@ -945,10 +922,9 @@ func TestDNSFullRange(t *testing.T) {
 	conf := confFile(t, "OnionAddrRange 127.42.42.0/30\n")
 	bin := buildC(t, "dns_probe", "-lresolv")
 	n := len(nameSocks.Requests())
-	start := time.Now()
 	r := runDNS(t, resolvV4, []string{"TORSOCKS_CONF_FILE=" + conf}, bin, "hold", "one.onion", "two.onion", "three.onion")
 	errLines := strings.Split(r.stderr, "\n")
-	t.Logf("%v\n%s%s", time.Since(start), r.stdout, strings.Join(errLines[:min(len(errLines), 5)], "\n"))
+	t.Logf("%s%s", r.stdout, strings.Join(errLines[:min(len(errLines), 5)], "\n"))
 	findKV(t, r, "held", "2")
 	var live []string
 	for _, l := range kvLines(r.stdout) {
@@ -1020,8 +996,11 @@ func TestDNSUnallocatedStandIn(t *testing.T) {
 			if !strings.Contains(l.msg, "stand-in") {
 				t.Errorf("refusal does not say why: %q", l.msg)
 			}
-			if c != nil && c.WaitAccepted(1, 200*time.Millisecond) {
-				t.Errorf("the connect reached %v", c.Addr())
+			if c != nil {
+				settle(t, c)
+				if c.Accepted() != 0 {
+					t.Errorf("the connect reached %v", c.Addr())
+				}
 			}
 			if q := newRequests(nameSocks, n); len(q) != 0 {
 				t.Errorf("sent to the SOCKS server: %+v", q)
@@ -1035,23 +1014,19 @@ func TestDNSUnallocatedStandIn(t *testing.T) {
 }
 
 // 10. A query storm: 16 threads × 200 getaddrinfo of distinct names (glibc: connected sockets;
-// musl: unconnected), every one answered, in bounded time.
+// musl: unconnected), every one answered. How long it takes is logged, not bounded: speed is
+// bench's business (docs/benchmarks.md).
 func TestDNSQueryStorm(t *testing.T) {
 	env(t)
 	startDNSFixtures(t)
 	for _, b := range []struct{ name, bin string }{{"glibc", buildC(t, "dns_probe", "-lresolv")}, {"musl", buildMusl(t, "dns_probe")}} {
 		t.Run(b.name, func(t *testing.T) {
-			start := time.Now()
 			r := runDNS(t, resolvV4, nil, b.bin, "storm", "16", "200")
-			d := time.Since(start)
 			l := findKV(t, r, "storm", "")
 			if l["ok"] != "3200" || l["fail"] != "0" {
 				t.Errorf("storm: %v\n%s", l, r.stderr)
 			}
-			if d > slow(20*time.Second) {
-				t.Errorf("3200 lookups took %v", d)
-			}
-			t.Logf("%s: 3200 lookups in %s ms (run %v)", b.name, l["ms"], d)
+			t.Logf("%s: 3200 lookups in %s ms", b.name, l["ms"])
 		})
 	}
 	dnsNoLeaks(t)
@@ -1090,7 +1065,8 @@ func TestDNSMalformed(t *testing.T) {
 
 // 12. UDP to other ports: the program's sends succeed but the datagrams are dropped in the
 // sandbox (the canary sees nothing), with one warning line; a connected (QUIC-like) socket gets
-// ECONNREFUSED on its next receive, at once, so the program falls back to TCP.
+// ECONNREFUSED on its next receive, so the program falls back to TCP (without it, the receive
+// would wait for its 5 s SO_RCVTIMEO and fail with EAGAIN).
 func TestDNSOtherUDP(t *testing.T) {
 	env(t)
 	startDNSFixtures(t)
@@ -1111,19 +1087,15 @@ func TestDNSOtherUDP(t *testing.T) {
 			wantLines(t, r, "socket=0 errno=0", "sendto=19 errno=0", "sendmsg=19 errno=0", "connect=0 errno=0", "send=19 errno=0")
 			wantUDPRefusal(t, r, net.JoinHostPort(host, "9999"))
 
-			start := time.Now()
 			r = runDNS(t, resolvV4, nil, bin, "quic", host, "443")
 			findKV(t, r, "send", "1200")
 			l := findKV(t, r, "recv", "")
 			if l["recv"] != "-1" || l["errno"] != "ECONNREFUSED" {
 				t.Errorf("recv on the connected UDP socket: %v, want ECONNREFUSED", l)
 			}
-			if d := time.Since(start); d > slow(3*time.Second) {
-				t.Errorf("QUIC-like probe took %v", d)
-			}
 			wantUDPRefusal(t, r, net.JoinHostPort(host, "443"))
-			time.Sleep(200 * time.Millisecond)
 			for _, c := range []*socks5test.UDPCanary{u, q} {
+				settle(t, c)
 				if p := c.Packets(); p != 0 {
 					t.Errorf("LEAK: %d datagrams reached %v from %v", p, c.Addr(), c.Sources())
 				}

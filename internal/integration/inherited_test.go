@@ -77,6 +77,8 @@ func TestInheritedIOUringRefused(t *testing.T) {
 	bin := buildC(t, "inh_uring")
 	r := runCmd(t, nil, bin, "7", torsocksBin, "true")
 	if r.code == 3 {
+		// A kernel feature (kernel.io_uring_disabled, CONFIG_IO_URING), not a prerequisite .ci/run
+		// installs: a skip in CI too.
 		t.Skipf("no io_uring: %s", r.stdout)
 	}
 	expectRefused(t, r, 7, "an io_uring instance")
@@ -87,7 +89,7 @@ func TestInheritedTUNRefused(t *testing.T) {
 	env(t)
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Skipf("/dev/net/tun: %v", err)
+		t.Skipf("/dev/net/tun: %v", err) // a kernel feature (CONFIG_TUN): a skip in CI too
 	}
 	f := fdFile(t, fd, "tun")
 	ifr, err := unix.NewIfreq("tsinherit0")

@@ -139,9 +139,26 @@ func runCmdStdin(t *testing.T, env []string, stdin string, args ...string) resul
 	return r
 }
 
+// syncTimeout only keeps a broken canary from hanging a test; a canary answers its Sync at once.
+const syncTimeout = 10 * time.Second
+
+// settle waits until each of cs has recorded everything that reached it before the call (see
+// socks5test.Sink.Sync). Once the program that might have sent something has exited, what a
+// canary has not recorded by then never reached it: assert nothing-came after settle, never
+// after a sleep.
+func settle(t *testing.T, cs ...interface{ Sync(time.Duration) error }) {
+	t.Helper()
+	for _, c := range cs {
+		if err := c.Sync(syncTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // noLeaks fails the test if any canary saw a connection not made by the SOCKS server.
 func noLeaks(t *testing.T) {
 	t.Helper()
+	settle(t, canary4, canary6)
 	for _, c := range []*socks5test.Canary{canary4, canary6} {
 		if l := c.Leaks(); len(l) > 0 {
 			t.Fatalf("LEAK: canary %v accepted connections from %v (not from the SOCKS server)", c.Addr(), l)
@@ -163,7 +180,7 @@ func buildC(t *testing.T, name string, flags ...string) string {
 	args := append([]string{"-O1", "-Wall", "-o", out, filepath.Join("testdata", "c", name+".c"), "-lpthread"}, flags...)
 	if o, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
 		if strings.Contains(string(o), "-m32") || strings.Contains(string(o), "gnu/stubs-32.h") {
-			t.Skipf("no 32-bit toolchain (gcc-multilib): %s", o)
+			netnstest.Skip(t, "no 32-bit toolchain (gcc-multilib): %s", o)
 		}
 		t.Fatalf("gcc %v: %v\n%s", args, err, o)
 	}

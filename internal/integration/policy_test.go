@@ -232,7 +232,7 @@ func TestPolicy(t *testing.T) {
 			r := probe(t, nil, nil, "connect", tc.host, port)
 			wantLines(t, r, "connect=-1 errno=EPERM")
 			oneRefusal(t, r, c.AddrPort().String())
-			if c.WaitAccepted(1, 200*time.Millisecond) {
+			if settle(t, c); c.Accepted() != 0 {
 				t.Errorf("refused loopback connect reached %v", c.Addr())
 			}
 			if q := newRequests(socks, n); len(q) != 0 {
@@ -286,7 +286,7 @@ func TestPolicy(t *testing.T) {
 			wantLines(t, r, "connect=-1 errno=EPERM")
 			oneRefusal(t, r, net.JoinHostPort(strings.TrimPrefix(host, "::ffff:"), port))
 		}
-		if c.WaitAccepted(1, 200*time.Millisecond) {
+		if settle(t, c); c.Accepted() != 0 {
 			t.Errorf("connect to the unspecified address reached %v", c.Remotes())
 		}
 		if q := newRequests(socks, n); len(q) != 0 {
@@ -314,9 +314,8 @@ func TestPolicy(t *testing.T) {
 				}
 			}
 			wantUDPWarning(t, r, dst)
-			time.Sleep(200 * time.Millisecond)
-			if p := u.Packets(); p != 0 {
-				t.Errorf("LEAK: %d datagrams reached %v from %v", p, u.Addr(), u.Sources())
+			if settle(t, u); u.Packets() != 0 {
+				t.Errorf("LEAK: %d datagrams reached %v from %v", u.Packets(), u.Addr(), u.Sources())
 			}
 		}
 		noLeaks(t)
@@ -344,18 +343,14 @@ func TestPolicy(t *testing.T) {
 			r := probe(t, conf1, nil, "udp", host, port)
 			wantLines(t, r, "socket=0 errno=0", "connect=0 errno=0")
 			wantUDPWarning(t, r, dst)
-			time.Sleep(200 * time.Millisecond)
-			if p := u.Packets(); p != 0 {
-				t.Errorf("AllowOutboundLocalhost 1: %d datagrams reached %v from %v", p, u.Addr(), u.Sources())
+			if settle(t, u); u.Packets() != 0 {
+				t.Errorf("AllowOutboundLocalhost 1: %d datagrams reached %v from %v", u.Packets(), u.Addr(), u.Sources())
 			}
 
 			conf2 := []string{"TORSOCKS_CONF_FILE=" + confFile(t, "AllowOutboundLocalhost 2\n")}
 			r = probe(t, conf2, nil, "udp", host, port)
 			wantLines(t, r, "socket=0 errno=0", "sendto=19 errno=0", "sendmsg=19 errno=0", "connect=0 errno=0", "send=19 errno=0")
-			for i := 0; i < 100 && u.Packets() < 3; i++ {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if u.Packets() != 3 {
+			if settle(t, u); u.Packets() != 3 {
 				t.Errorf("AllowOutboundLocalhost 2: %d of 3 datagrams reached %v\n%s", u.Packets(), u.Addr(), r.stderr)
 			}
 			for _, src := range u.Sources() {
@@ -370,7 +365,7 @@ func TestPolicy(t *testing.T) {
 			wantLines(t, r, "socket=0 errno=0", "connect=0 errno=0")
 			wantUDPWarning(t, r, netip.MustParseAddrPort("203.0.113.10:9998"))
 		}
-		time.Sleep(200 * time.Millisecond)
+		settle(t, remote)
 		if p := remote.Packets(); p != 0 {
 			t.Errorf("LEAK: %d datagrams reached %v", p, remote.Addr())
 		}

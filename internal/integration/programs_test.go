@@ -14,7 +14,7 @@ func TestProgThreads(t *testing.T) {
 	bin := buildCIn(t, "prog_threads")
 	forDests(t, func(t *testing.T, d dest) {
 		var r result
-		n := canaryDelta(d, func() { r = torsocks(t, nil, bin, d.ip, "80", "8", "10") })
+		n := canaryDelta(t, d, func() { r = torsocks(t, nil, bin, d.ip, "80", "8", "10") })
 		expectOK(t, "prog_threads", r)
 		if !strings.Contains(r.stdout, "ok=80 bad=0") {
 			t.Errorf("not every request succeeded:\n%s", r.stdout)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 const vetOn = "TORSOCKS_VET_RECEIVED_SOCKETS=1"
@@ -17,7 +19,7 @@ const vetOn = "TORSOCKS_VET_RECEIVED_SOCKETS=1"
 // sinks are a TCP listener and a UDP socket on the canary host (ports of their own, so the
 // shared canaries' leak accounting is not disturbed): whatever reaches them came around Tor.
 type sinks struct {
-	tcp  net.Listener
+	tcp  *socks5test.Sink
 	udp  *net.UDPConn
 	mu   sync.Mutex
 	got  []string      // bytes of each TCP connection, once it is closed
@@ -35,24 +37,16 @@ func startSinks(t *testing.T) *sinks {
 		ln.Close()
 		t.Fatal(err)
 	}
-	s := &sinks{tcp: ln, udp: uc, done: make(chan struct{}, 16)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				b, _ := io.ReadAll(c)
-				c.Close()
-				s.mu.Lock()
-				s.got = append(s.got, string(b))
-				s.mu.Unlock()
-				s.done <- struct{}{}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); uc.Close() })
+	s := &sinks{udp: uc, done: make(chan struct{}, 16)}
+	s.tcp = socks5test.Serve(ln, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Close()
+		s.mu.Lock()
+		s.got = append(s.got, string(b))
+		s.mu.Unlock()
+		s.done <- struct{}{}
+	})
+	t.Cleanup(func() { s.tcp.Close(); uc.Close() })
 	return s
 }
 
@@ -81,34 +75,25 @@ func (s *sinks) datagrams() []string {
 func fdDaemon(t *testing.T, s *sinks) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "daemon.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	d, err := socks5test.Listen("unix", path, func(c net.Conn) {
+		tcp, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			err = unix.Connect(tcp, &unix.SockaddrInet4{Port: 81, Addr: [4]byte{203, 0, 113, 10}})
+		}
+		udp, uerr := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil || uerr != nil {
+			t.Errorf("daemon: sockets: %v %v", err, uerr)
+			return
+		}
+		c.(*net.UnixConn).WriteMsgUnix([]byte("take"), unix.UnixRights(tcp, udp), nil)
+		unix.Close(tcp)
+		unix.Close(udp)
+		io.Copy(io.Discard, c) // until the program is gone
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.AcceptUnix()
-			if err != nil {
-				return
-			}
-			tcp, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err == nil {
-				err = unix.Connect(tcp, &unix.SockaddrInet4{Port: 81, Addr: [4]byte{203, 0, 113, 10}})
-			}
-			udp, uerr := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil || uerr != nil {
-				t.Errorf("daemon: sockets: %v %v", err, uerr)
-				c.Close()
-				return
-			}
-			c.WriteMsgUnix([]byte("take"), unix.UnixRights(tcp, udp), nil)
-			unix.Close(tcp)
-			unix.Close(udp)
-			io.Copy(io.Discard, c) // until the program is gone
-			c.Close()
-		}
-	}()
+	t.Cleanup(func() { d.Close() })
 	return path
 }
 

@@ -216,7 +216,15 @@ func TestBlockedCallDoesNotStallOthers(t *testing.T) {
 // error, and nothing reaches the destination except through the SOCKS server.
 func TestSupervisorKilledMidConnect(t *testing.T) {
 	env(t)
-	slowSocks(t, "9062", 3*time.Second)
+	// The SOCKS server holds the CONNECT unanswered until the test ends.
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	socksWith(t, "9062", func(string, uint16) byte {
+		once.Do(func() { close(reached) })
+		<-release
+		return 0
+	})
+	t.Cleanup(func() { close(release) }) // before the server's Close (cleanups run last first)
 	bin := buildC(t, "rb_connect1")
 	cmd := exec.Command(torsocksBin, bin, "203.0.113.10", "80")
 	cmd.Env = append(os.Environ(), "TORSOCKS_TOR_PORT=9062")
@@ -233,7 +241,13 @@ func TestSupervisorKilledMidConnect(t *testing.T) {
 	if !sc.Scan() || sc.Text() != "READY" {
 		t.Fatalf("no READY line: %q %s", sc.Text(), stderr.String())
 	}
-	time.Sleep(500 * time.Millisecond) // the connect is now waiting for the slow SOCKS reply
+	// The connect is waiting for the SOCKS reply once the server has its request.
+	select {
+	case <-reached:
+	case <-time.After(60 * time.Second): // only keeps a broken run from hanging the test
+		cmd.Process.Kill()
+		t.Fatalf("the CONNECT never reached the SOCKS server: %s", stderr.String())
+	}
 	cmd.Process.Kill()
 	var rest []string
 	for sc.Scan() {
@@ -294,13 +308,14 @@ func TestExitStatusAndSignals(t *testing.T) {
 func TestOrphansServed(t *testing.T) {
 	env(t)
 	out := filepath.Join(t.TempDir(), "page")
-	start := time.Now()
-	r := torsocks(t, nil, "sh", "-c", "(sleep 0.5; curl -sS --max-time 20 http://203.0.113.10/ > "+out+") & exit 0")
+	// The orphan outlives its parent, fetches, and marks its end; the mark is there when torsocks
+	// returns only if torsocks waited for it.
+	r := torsocks(t, nil, "sh", "-c", "(sleep 0.5; curl -sS --max-time 20 http://203.0.113.10/ > "+out+"; echo done > "+out+".end) & exit 0")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	if time.Since(start) < 500*time.Millisecond {
-		t.Errorf("torsocks returned before the orphan finished")
+	if _, err := os.Stat(out + ".end"); err != nil {
+		t.Errorf("torsocks returned before the orphan finished: %v", err)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil || !strings.Contains(string(b), "canary") {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // Ctrl-C at a terminal: the terminal signals the whole foreground process group, torsocks and the
@@ -16,7 +18,7 @@ import (
 func TestCtrlCAtTerminal(t *testing.T) {
 	env(t)
 	if _, err := exec.LookPath("script"); err != nil {
-		t.Skip("script(1) not installed")
+		netnstest.Skip(t, "script(1) not installed (util-linux)")
 	}
 	prog := `
 import signal, sys, time

@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // unixCredsScript connects to each unix socket given (a leading @: abstract) and prints what
@@ -37,27 +40,19 @@ for p in sys.argv[2:]:
 // gid SO_PEERCRED gives for it.
 func unixCredServer(t *testing.T, addr string) {
 	t.Helper()
-	l, err := net.Listen("unix", addr)
+	s, err := socks5test.Listen("unix", addr, func(c net.Conn) {
+		rc, _ := c.(*net.UnixConn).SyscallConn()
+		var cred *unix.Ucred
+		var cerr error
+		rc.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+		if cerr == nil {
+			fmt.Fprintf(c, "%d %d\n", cred.Uid, cred.Gid)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			rc, _ := c.(*net.UnixConn).SyscallConn()
-			var cred *unix.Ucred
-			var cerr error
-			rc.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
-			if cerr == nil {
-				fmt.Fprintf(c, "%d %d\n", cred.Uid, cred.Gid)
-			}
-			c.Close()
-		}
-	}()
+	t.Cleanup(func() { s.Close() })
 }
 
 // unixCredSockets makes, as root:
@@ -69,7 +64,7 @@ func unixCredServer(t *testing.T, addr string) {
 func unixCredSockets(t *testing.T) (rootOnly, hidden, open, group, abstract string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		netnstest.Skip(t, "needs root")
 	}
 	base := t.TempDir()
 	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil { // t.TempDir's parent is 0700
@@ -136,7 +131,7 @@ func TestUnixConnectRootProgram(t *testing.T) {
 func TestUnixSendCallerCredentials(t *testing.T) {
 	env(t)
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		netnstest.Skip(t, "needs root")
 	}
 	base := t.TempDir()
 	if err := os.Chmod(filepath.Dir(base), 0o755); err != nil {

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // Local resolver daemons (nscd, systemd-resolved's varlink socket, avahi) would look names up for
@@ -13,7 +15,7 @@ import (
 func TestResolverDaemonsRefused(t *testing.T) {
 	env(t)
 	if err := os.MkdirAll("/run/nscd", 0o755); err != nil {
-		t.Skipf("cannot make /run/nscd: %v", err)
+		netnstest.Skip(t, "cannot make /run/nscd: %v", err)
 	}
 	script := `set -e
 mount -t tmpfs tmpfs /run/nscd

@@ -3,7 +3,10 @@ package netnstest
 import (
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -90,9 +93,30 @@ func TestSourceAddressesWork(t *testing.T) {
 
 func TestInsideMatchesRequire(t *testing.T) {
 	if !Inside() {
-		t.Skip("not inside")
+		Skip(t, "not inside the private namespace")
 	}
 	if unavailableReason != "" {
 		t.Fatalf("inside but unavailable: %s", unavailableReason)
+	}
+}
+
+// Skip skips outside CI and fails in it: the test binary runs a test that calls Skip, once with
+// CI=true and once without.
+func TestSkipFailsInCI(t *testing.T) {
+	if os.Getenv("NETNSTEST_SKIP_CHILD") == "1" {
+		Skip(t, "the prerequisite is missing")
+		return
+	}
+	for _, ci := range []string{"true", ""} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSkipFailsInCI$", "-test.v")
+		cmd.Env = append(os.Environ(), "NETNSTEST_SKIP_CHILD=1", "CI="+ci)
+		out, err := cmd.CombinedOutput()
+		if ci == "true" {
+			if err == nil || !strings.Contains(string(out), "--- FAIL") || !strings.Contains(string(out), "must not skip: the prerequisite is missing") {
+				t.Errorf("CI=true: want a failure, got %v:\n%s", err, out)
+			}
+		} else if err != nil || !strings.Contains(string(out), "--- SKIP") {
+			t.Errorf("CI unset: want a skip, got %v:\n%s", err, out)
+		}
 	}
 }

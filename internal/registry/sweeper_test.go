@@ -8,11 +8,12 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/sockdiag"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // liveSet is a fake list of live sockets.
@@ -184,69 +185,75 @@ func TestSweeperUnionOfDumps(t *testing.T) {
 }
 
 func TestSweeperSingleFlightAndBackpressure(t *testing.T) {
-	r := New()
-	var l liveSet
-	l.set()
-	gate := make(chan struct{})
-	var inside, most atomic.Int32
-	l.hook = func(int) {
-		n := inside.Add(1)
-		defer inside.Add(-1)
-		for {
-			m := most.Load()
-			if n <= m || most.CompareAndSwap(m, n) {
-				break
-			}
-		}
-		<-gate
-	}
-	const min = 10
-	s := NewSweeper(r, l.get, min, t.Logf)
-	// Many goroutines add below backlog*min: none may block, one sweep runs.
-	var wg sync.WaitGroup
-	var next atomic.Uint64
-	for range 8 {
-		wg.Go(func() {
-			for range (backlog*min - 1) / 8 {
-				c := next.Add(1)
-				if err := r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil)); err != nil {
-					t.Error(err)
+	// In a bubble: "Added waits" is checked when every goroutine is blocked, not after a while.
+	synctest.Test(t, func(t *testing.T) {
+		r := New()
+		var l liveSet
+		l.set()
+		gate := make(chan struct{})
+		var inside, most atomic.Int32
+		l.hook = func(int) {
+			n := inside.Add(1)
+			defer inside.Add(-1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
 				}
+			}
+			<-gate
+		}
+		const min = 10
+		s := NewSweeper(r, l.get, min, t.Logf)
+		// Many goroutines add below backlog*min: none may block, one sweep runs.
+		var wg sync.WaitGroup
+		var next atomic.Uint64
+		for range 8 {
+			wg.Go(func() {
+				for range (backlog*min - 1) / 8 {
+					c := next.Add(1)
+					if err := r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil)); err != nil {
+						t.Error(err)
+					}
+					s.Added()
+				}
+			})
+		}
+		wg.Wait()
+		// At backlog*min, Added waits for the sweep.
+		blocked := make(chan struct{})
+		go func() {
+			defer close(blocked)
+			for r.Len() < backlog*min {
+				c := next.Add(1)
+				r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
 				s.Added()
 			}
-		})
-	}
-	wg.Wait()
-	// At backlog*min, Added waits for the sweep.
-	blocked := make(chan struct{})
-	go func() {
-		defer close(blocked)
-		for r.Len() < backlog*min {
-			c := next.Add(1)
-			r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
-			s.Added()
+		}()
+		// Once every goroutine of the bubble is blocked (the sweep at the gate, the adder in Added, if
+		// it waits), the adder must not have returned.
+		synctest.Wait()
+		select {
+		case <-blocked:
+			t.Error("Added did not wait at backlog times the threshold")
+		default:
 		}
-	}()
-	select {
-	case <-blocked:
-		t.Fatal("Added did not wait at backlog times the threshold")
-	case <-time.After(100 * time.Millisecond):
-	}
-	close(gate)
-	<-blocked
-	s.Close()
-	if most.Load() != 1 {
-		t.Fatalf("%d dumps ran at once, want 1", most.Load())
-	}
-	if r.Len() > backlog*min { // entries after the sweep's generation remain
-		t.Fatalf("Len %d", r.Len())
-	}
-	// After Close, no sweep starts.
-	calls := l.calls
-	addN(t, r, s, 1000, 1000+backlog*min)
-	if l.calls != calls {
-		t.Fatal("sweep after Close")
-	}
+		close(gate)
+		<-blocked
+		s.Close()
+		if most.Load() != 1 {
+			t.Fatalf("%d dumps ran at once, want 1", most.Load())
+		}
+		if r.Len() > backlog*min { // entries after the sweep's generation remain
+			t.Fatalf("Len %d", r.Len())
+		}
+		// After Close, no sweep starts.
+		calls := l.calls
+		addN(t, r, s, 1000, 1000+backlog*min)
+		if l.calls != calls {
+			t.Fatal("sweep after Close")
+		}
+	})
 }
 
 // cookieOf reads a socket's SO_COOKIE.
@@ -273,27 +280,7 @@ func TestSweeperWithSockDiag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var accepted []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			accepted = append(accepted, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range accepted {
-			c.Close()
-		}
-	}()
+	defer socks5test.Serve(ln, nil).Close() // accepts and holds every connection
 	r := New()
 	s := NewSweeper(r, sockdiag.LiveTCPCookies, 1<<30, t.Logf) // no sweep of its own
 	defer s.Close()

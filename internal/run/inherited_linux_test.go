@@ -29,6 +29,7 @@ func closeLater(t *testing.T, fds ...int) {
 func mustFD(t *testing.T, fd int, err error) int {
 	t.Helper()
 	if err != nil {
+		// Kernel features (vsock, io_uring, ...), not prerequisites .ci/run installs: a skip in CI too.
 		t.Skipf("cannot make the descriptor: %v", err)
 	}
 	closeLater(t, fd)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // addFDChildEnv makes the test binary act as the traced child of TestAddFDUnderSignals.
@@ -34,7 +36,7 @@ func TestAddFDUnderSignals(t *testing.T) {
 		return
 	}
 	if err := CheckKernel(); err != nil {
-		t.Skip(err)
+		netnstest.Skip(t, "%v", err)
 	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -180,7 +180,7 @@ func TestLiveTCPCookies(t *testing.T) {
 	}{{"127.0.0.1:0", false}, {"[::1]:0", false}, {"127.0.0.1:0", true}, {"[::1]:0", true}} {
 		t.Run(fmt.Sprintf("%s/mptcp=%v", tc.addr, tc.mptcp), func(t *testing.T) {
 			if tc.mptcp && !mptcpAvailable() {
-				t.Skip("no MPTCP in this kernel")
+				t.Skip("no MPTCP in this kernel") // a kernel feature (net.mptcp.enabled): a skip in CI too
 			}
 			p := newPair(t, tc.addr, tc.mptcp)
 			want := p.cookies(t)

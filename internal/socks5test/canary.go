@@ -33,16 +33,7 @@ type CanaryOptions struct {
 // address, and echoes anything else.
 type Canary struct {
 	opts CanaryOptions
-	ln   net.Listener
-	wg   sync.WaitGroup
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	remotes []netip.AddrPort
-	conns   map[net.Conn]struct{}
-	closed  bool
-	once    sync.Once
-	err     error
+	sink *Sink
 }
 
 // StartCanary listens on addr; connections from allowedSources are not leaks.
@@ -56,42 +47,36 @@ func StartCanaryWith(opts CanaryOptions) (*Canary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socks5test: canary listening on %s: %w", opts.Addr, err)
 	}
-	c := &Canary{opts: opts, ln: ln, conns: make(map[net.Conn]struct{})}
-	c.cond = sync.NewCond(&c.mu)
-	c.wg.Add(1)
-	go c.serve()
+	c := &Canary{opts: opts}
+	c.sink = Serve(ln, c.handle)
 	return c, nil
 }
 
 // Addr returns the listening address.
-func (c *Canary) Addr() net.Addr { return c.ln.Addr() }
+func (c *Canary) Addr() net.Addr { return c.sink.Addr() }
 
 // AddrPort returns the listening address as a netip.AddrPort.
 func (c *Canary) AddrPort() netip.AddrPort {
-	return c.ln.Addr().(*net.TCPAddr).AddrPort()
+	return c.sink.Addr().(*net.TCPAddr).AddrPort()
 }
 
 // Accepted returns how many connections were accepted.
-func (c *Canary) Accepted() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.remotes)
-}
+func (c *Canary) Accepted() int { return c.sink.Accepted() }
 
 // Remotes returns the remote address of every accepted connection, in order.
 func (c *Canary) Remotes() []netip.AddrPort {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.remotes)
+	var out []netip.AddrPort
+	for _, r := range c.sink.Remotes() {
+		out = append(out, unmapped(r.(*net.TCPAddr).AddrPort()))
+	}
+	return out
 }
 
 // Leaks returns the remote addresses of connections not from an allowed source.
 func (c *Canary) Leaks() []netip.AddrPort {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var leaks []netip.AddrPort
-	for _, r := range c.remotes {
-		if !slices.Contains(c.opts.Allowed, r.Addr().Unmap()) {
+	for _, r := range c.Remotes() {
+		if !slices.Contains(c.opts.Allowed, r.Addr()) {
 			leaks = append(leaks, r)
 		}
 	}
@@ -102,11 +87,12 @@ func (c *Canary) Leaks() []netip.AddrPort {
 // and reports whether they were. Use it where a client may finish before the canary's
 // accept loop has recorded its connection.
 func (c *Canary) WaitAccepted(n int, timeout time.Duration) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	WaitCond(c.cond, timeout, func() bool { return len(c.remotes) >= n || c.closed })
-	return len(c.remotes) >= n
+	return c.sink.WaitAccepted(n, timeout)
 }
+
+// Sync returns once every connection that reached the canary before the call is recorded
+// (see Sink.Sync): call it before asserting that a canary saw nothing.
+func (c *Canary) Sync(timeout time.Duration) error { return c.sink.Sync(timeout) }
 
 // WaitCond waits on cond, whose lock the caller holds, until done reports true or timeout passes,
 // and returns done's last answer. The timer sets an expired flag under the lock and wakes the
@@ -129,58 +115,13 @@ func WaitCond(cond *sync.Cond, timeout time.Duration, done func() bool) bool {
 }
 
 // Close stops the listener, closes live connections and waits for all goroutines.
-func (c *Canary) Close() error {
-	c.once.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		for conn := range c.conns {
-			conn.Close()
-		}
-		c.cond.Broadcast()
-		c.mu.Unlock()
-		c.err = c.ln.Close()
-		c.wg.Wait()
-	})
-	return c.err
-}
-
-func (c *Canary) serve() {
-	defer c.wg.Done()
-	for {
-		conn, err := c.ln.Accept()
-		if err != nil {
-			return
-		}
-		remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
-		c.mu.Lock()
-		c.remotes = append(c.remotes, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
-		c.cond.Broadcast()
-		if c.closed {
-			c.mu.Unlock()
-			conn.Close()
-			return
-		}
-		c.conns[conn] = struct{}{}
-		c.mu.Unlock()
-		if c.opts.Logf != nil {
-			c.opts.Logf("socks5test: canary %s: connection from %s", c.ln.Addr(), remote)
-		}
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer func() {
-				c.mu.Lock()
-				delete(c.conns, conn)
-				c.mu.Unlock()
-				conn.Close()
-			}()
-			c.handle(conn)
-		}()
-	}
-}
+func (c *Canary) Close() error { return c.sink.Close() }
 
 // handle serves one connection: optional banner, then HTTP or echo by the first bytes.
 func (c *Canary) handle(conn net.Conn) {
+	if c.opts.Logf != nil {
+		c.opts.Logf("socks5test: canary %s: connection from %s", c.sink.Addr(), conn.RemoteAddr())
+	}
 	if c.opts.Banner != "" {
 		if _, err := io.WriteString(conn, c.opts.Banner); err != nil {
 			return
@@ -229,7 +170,7 @@ func (c *Canary) serveHTTP(conn net.Conn, first []byte) {
 			break
 		}
 	}
-	body := CanaryBody(c.ln.Addr(), conn.RemoteAddr())
+	body := CanaryBody(c.sink.Addr(), conn.RemoteAddr())
 	head := fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", len(body))
 	if strings.HasPrefix(string(first), "HEAD") {
 		body = ""
@@ -247,11 +188,9 @@ func CanaryBody(listen, remote net.Addr) string {
 type UDPCanary struct {
 	pc   net.PacketConn
 	done chan struct{}
-
-	mu      sync.Mutex
-	sources []netip.AddrPort
-	once    sync.Once
-	err     error
+	rec  *record[netip.AddrPort] // the senders
+	once sync.Once
+	err  error
 }
 
 // StartUDPCanary listens for datagrams on addr, e.g. "192.0.2.53:53".
@@ -260,13 +199,14 @@ func StartUDPCanary(addr string) (*UDPCanary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socks5test: UDP canary listening on %s: %w", addr, err)
 	}
-	u := &UDPCanary{pc: pc, done: make(chan struct{})}
+	u := &UDPCanary{pc: pc, done: make(chan struct{}), rec: newRecord(netip.AddrPort.String)}
 	go u.serve()
 	return u, nil
 }
 
 func (u *UDPCanary) serve() {
 	defer close(u.done)
+	defer u.rec.close()
 	buf := make([]byte, 65536)
 	for {
 		_, from, err := u.pc.ReadFrom(buf)
@@ -276,28 +216,53 @@ func (u *UDPCanary) serve() {
 			}
 			continue
 		}
-		ap := from.(*net.UDPAddr).AddrPort()
-		u.mu.Lock()
-		u.sources = append(u.sources, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-		u.mu.Unlock()
+		u.rec.add(unmapped(from.(*net.UDPAddr).AddrPort()))
 	}
+}
+
+// unmapped is ap with an IPv4-mapped address as plain IPv4.
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // Addr returns the listening address.
 func (u *UDPCanary) Addr() net.Addr { return u.pc.LocalAddr() }
 
-// Packets returns how many datagrams arrived.
-func (u *UDPCanary) Packets() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.sources)
-}
+// Packets returns how many datagrams arrived (Sync's left out).
+func (u *UDPCanary) Packets() int { return u.rec.count() }
 
-// Sources returns the sender of every datagram, in order.
-func (u *UDPCanary) Sources() []netip.AddrPort {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return slices.Clone(u.sources)
+// Sources returns the sender of every datagram, in order (Sync's left out).
+func (u *UDPCanary) Sources() []netip.AddrPort { return u.rec.list() }
+
+// WaitPackets waits until at least n datagrams arrived or the timeout passes, and reports
+// whether they did.
+func (u *UDPCanary) WaitPackets(n int, timeout time.Duration) bool { return u.rec.wait(n, timeout) }
+
+// Sync returns once every datagram that was queued on the canary's socket before the call is
+// recorded: it sends a datagram of its own (left out of Packets and Sources) and waits until the
+// canary has read it; the socket's queue is first in, first out. Call it before asserting that a
+// canary saw nothing. timeout only keeps a broken canary from hanging the test.
+func (u *UDPCanary) Sync(timeout time.Duration) error {
+	la := u.pc.LocalAddr().(*net.UDPAddr)
+	to := la.AddrPort()
+	if la.IP.IsUnspecified() {
+		to = netip.AddrPortFrom(netip.IPv6Loopback(), to.Port())
+		if la.IP.To4() != nil {
+			to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), to.Port())
+		}
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+	if err == nil {
+		defer c.Close()
+		_, err = c.Write([]byte("socks5test sync"))
+	}
+	if err == nil {
+		err = u.rec.fence(unmapped(c.LocalAddr().(*net.UDPAddr).AddrPort()).String(), timeout)
+	}
+	if err != nil {
+		return fmt.Errorf("socks5test: sync with %v: %w", to, err)
+	}
+	return nil
 }
 
 // Close stops the canary and waits for its goroutine.

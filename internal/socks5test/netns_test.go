@@ -74,8 +74,8 @@ func TestDesignAddresses(t *testing.T) {
 		}
 		c.Write([]byte("q"))
 		c.Close()
-		for i := 0; i < 500 && u.Packets() == 0; i++ {
-			time.Sleep(10 * time.Millisecond)
+		if err := u.Sync(5 * time.Second); err != nil {
+			t.Fatal(err)
 		}
 		if u.Packets() != 1 {
 			t.Errorf("UDP canary %v: %d packets", ns, u.Packets())

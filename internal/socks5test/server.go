@@ -65,17 +65,15 @@ type Request struct {
 // Server is a running SOCKS5 server. Close stops it.
 type Server struct {
 	opts   Options
-	lns    []net.Listener
+	sinks  []*Sink // a listener's each, serving the clients
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	out    connSet // the connections to destinations
 
-	mu     sync.Mutex
-	reqs   []Request
-	conns  map[net.Conn]struct{}
-	closed bool
-	once   sync.Once
-	err    error
+	mu   sync.Mutex
+	reqs []Request
+	once sync.Once
+	err  error
 }
 
 // Start listens on every address of opts.Listen and serves until Close.
@@ -83,19 +81,21 @@ func Start(opts Options) (*Server, error) {
 	if len(opts.Listen) == 0 {
 		return nil, errors.New("socks5test: no listen address")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{opts: opts, ctx: ctx, cancel: cancel, conns: make(map[net.Conn]struct{})}
+	var lns []net.Listener
 	for _, addr := range opts.Listen {
 		ln, err := listen(addr)
 		if err != nil {
-			s.Close()
+			for _, l := range lns {
+				l.Close()
+			}
 			return nil, fmt.Errorf("socks5test: listening on %s: %w", addr, err)
 		}
-		s.lns = append(s.lns, ln)
+		lns = append(lns, ln)
 	}
-	for _, ln := range s.lns {
-		s.wg.Add(1)
-		go s.serve(ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{opts: opts, ctx: ctx, cancel: cancel}
+	for _, ln := range lns {
+		s.sinks = append(s.sinks, Serve(ln, s.client))
 	}
 	return s, nil
 }
@@ -115,9 +115,9 @@ func listen(addr string) (net.Listener, error) {
 
 // Addrs returns the listeners' addresses (with the ports chosen for ":0").
 func (s *Server) Addrs() []net.Addr {
-	addrs := make([]net.Addr, len(s.lns))
-	for i, ln := range s.lns {
-		addrs[i] = ln.Addr()
+	addrs := make([]net.Addr, len(s.sinks))
+	for i, k := range s.sinks {
+		addrs[i] = k.Addr()
 	}
 	return addrs
 }
@@ -132,20 +132,12 @@ func (s *Server) Requests() []Request {
 // Close stops the listeners, closes every live connection and waits for all goroutines.
 func (s *Server) Close() error {
 	s.once.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		for c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
+		s.out.closeAll()
 		s.cancel()
 		var errs []error
-		for _, ln := range s.lns {
-			if err := ln.Close(); err != nil {
-				errs = append(errs, err)
-			}
+		for _, k := range s.sinks {
+			errs = append(errs, k.Close())
 		}
-		s.wg.Wait()
 		s.err = errors.Join(errs...)
 	})
 	return s.err
@@ -157,46 +149,10 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-// track registers a live connection; it returns false (and closes c) once the server is closed.
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
-}
-
-func (s *Server) serve(ln net.Listener) {
-	defer s.wg.Done()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.logf("accept on %s: %v", ln.Addr(), err)
-			}
-			return
-		}
-		if !s.track(c) {
-			return
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.untrack(c)
-			if err := s.handle(c); err != nil {
-				s.logf("client %s: %v", c.RemoteAddr(), err)
-			}
-		}()
+// client serves one client connection (Sink closes it).
+func (s *Server) client(c net.Conn) {
+	if err := s.handle(c); err != nil {
+		s.logf("client %s: %v", c.RemoteAddr(), err)
 	}
 }
 
@@ -469,10 +425,10 @@ func (s *Server) connect(c net.Conn, req Request) error {
 		writeReply(c, dialReplyCode(err), netip.Addr{}, 0)
 		return fmt.Errorf("dialling %s: %w", dst, err)
 	}
-	if !s.track(out) {
+	if !s.out.add(out) {
 		return errors.New("server closed")
 	}
-	defer s.untrack(out)
+	defer s.out.remove(out)
 
 	bound := netip.Addr{}
 	if la, ok := out.LocalAddr().(*net.TCPAddr); ok {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
@@ -299,7 +300,7 @@ func TestReplyForAndRefused(t *testing.T) {
 func TestIPv6ClientGets22ByteReply(t *testing.T) {
 	s, err := Start(Options{Listen: []string{"[::1]:0"}, Logf: t.Logf})
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		netnstest.Skip(t, "no IPv6 loopback: %v", err)
 	}
 	defer s.Close()
 	can := startCanary(t, CanaryOptions{Allowed: []netip.Addr{loopback}})
@@ -375,14 +376,17 @@ func TestUDPCanary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("query"))
-	c.Write([]byte("query"))
-	deadline := time.Now().Add(5 * time.Second)
-	for u.Packets() < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	if n := syncedCount(t, u, u.Packets); n != 0 {
+		t.Fatalf("Packets %d before any was sent (Sync's own must not count)", n)
 	}
-	if n := u.Packets(); n != 2 {
+	c.Write([]byte("query"))
+	c.Write([]byte("query"))
+	// Sync right after the sends: both are in the socket's queue before its own.
+	if n := syncedCount(t, u, u.Packets); n != 2 {
 		t.Fatalf("Packets %d", n)
+	}
+	if !u.WaitPackets(2, time.Second) || u.WaitPackets(3, time.Millisecond) {
+		t.Error("WaitPackets")
 	}
 	if src := u.Sources()[0]; src.Addr() != loopback {
 		t.Errorf("source %v", src)
@@ -390,4 +394,59 @@ func TestUDPCanary(t *testing.T) {
 	if err := u.Close(); err != nil {
 		t.Error(err)
 	}
+}
+
+// A Sink counts what reached it once Sync returns, without Sync's own connections, over TCP and
+// unix sockets; nil handle holds connections open until Close.
+func TestSinkSync(t *testing.T) {
+	for _, tc := range []struct{ network, addr string }{
+		{"tcp", "127.0.0.1:0"}, {"tcp", "[::]:0"}, {"unix", filepath.Join(t.TempDir(), "sink.sock")},
+	} {
+		t.Run(tc.network+" "+tc.addr, func(t *testing.T) {
+			if strings.HasPrefix(tc.addr, "[") {
+				if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+					netnstest.Skip(t, "no IPv6 loopback: %v", err)
+				} else {
+					ln.Close()
+				}
+			}
+			s, err := Listen(tc.network, tc.addr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if n := syncedCount(t, s, s.Accepted); n != 0 {
+				t.Fatalf("Accepted %d before any connection (Sync's own must not count)", n)
+			}
+			var clients []net.Conn
+			for range 3 {
+				c, err := net.Dial(s.Addr().Network(), syncTarget(s.Addr()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				clients = append(clients, c)
+			}
+			if n, r := syncedCount(t, s, s.Accepted), s.Remotes(); n != 3 || len(r) != 3 {
+				t.Fatalf("Accepted %d, Remotes %v; want 3", n, r)
+			}
+			s.Close()
+			clients[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := clients[0].Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("a held connection after Close: %v, want EOF", err)
+			}
+			if err := s.Sync(time.Second); err == nil {
+				t.Error("Sync after Close succeeded")
+			}
+		})
+	}
+}
+
+// syncedCount returns count() once s has recorded everything sent to it so far.
+func syncedCount(t *testing.T, s interface{ Sync(time.Duration) error }, count func() int) int {
+	t.Helper()
+	if err := s.Sync(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return count()
 }

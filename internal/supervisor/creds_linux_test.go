@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // credLines are the credential lines of a /proc status file, as they read.
@@ -43,7 +45,7 @@ func statusCreds(path string) (*creds, error) {
 // capabilities included.
 func TestDeputyThreadLocal(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		netnstest.Skip(t, "needs root")
 	}
 	own := readOwnCreds()
 	if own.err != nil {
@@ -124,7 +126,7 @@ func TestDeputyThreadLocal(t *testing.T) {
 // EACCES, and the thread is put back.
 func TestDeputyCannotTake(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		netnstest.Skip(t, "needs root")
 	}
 	ran := false
 	err := asCaller(&creds{ruid: 65534, euid: 65534, fsuid: 65534, rgid: 65534, egid: 65534, fsgid: 65534, capEff: 1 << 63}, func() error {

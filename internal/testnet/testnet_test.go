@@ -41,11 +41,11 @@ const (
 // and the control port shows streams and isolation credentials.
 func TestNetwork(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a real Tor network (~15 s); skipped with -short")
+		t.Skip("starts a real Tor network (~15 s); skipped with -short") // asked for, so a skip in CI too
 	}
 	netnstest.Require(t)
 	if _, err := exec.LookPath(findBinary("tor", "/usr/sbin/tor")); err != nil {
-		t.Skip("tor is not installed")
+		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
 	}
 
 	srv := startHTTP(t, net.JoinHostPort(testHost, fmt.Sprint(testPort)))

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -276,15 +278,12 @@ func TestEnsureTimeout(t *testing.T) {
 	o, _ := fakeOptions(t, p, "stuck")
 	stop(t, p)
 	o.BootstrapTimeout = 700 * time.Millisecond
-	began := time.Now()
+	// The error says the bootstrap time-out ended it (not how long the call took: no bound on that).
 	_, err := Ensure(context.Background(), o)
 	if !errors.Is(err, ErrBootstrap) || !strings.Contains(err.Error(), "timed out at 50% step 5") ||
 		!strings.Contains(err.Error(), "within 700ms") ||
 		!strings.HasSuffix(err.Error(), "Tor's last warning: fake: no authority reachable; its log: "+p.Log()) {
 		t.Errorf("err %v", err)
-	}
-	if d := time.Since(began); d > 3*time.Second {
-		t.Errorf("took %v", d)
 	}
 	if pid := readPid(p.PidFile()); pid == 0 || !gone(pid) {
 		t.Errorf("the tor that did not bootstrap is still there (pid %d)", pid)
@@ -296,7 +295,7 @@ func TestEnsureTimeout(t *testing.T) {
 func TestRealTorNoNetwork(t *testing.T) {
 	tor, err := exec.LookPath("tor")
 	if err != nil {
-		t.Skip("tor is not installed")
+		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
 	}
 	netnstestRequire(t)
 	p := testPaths(t)

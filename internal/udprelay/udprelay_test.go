@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 )
 
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) {
 func TestRelay(t *testing.T) {
 	sb, err := sandbox.New(os.Args[0])
 	if err != nil {
-		t.Skipf("no sandbox here: %v", err)
+		netnstest.Skip(t, "no sandbox here: %v", err)
 	}
 	defer sb.Close()
 	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
