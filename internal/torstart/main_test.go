@@ -8,8 +8,11 @@ import (
 )
 
 // TestMain runs the tests in a private network namespace (a real tor there reaches nothing), or,
-// as "tor" for the tests, the fake tor.
+// as "tor" for the tests, the fake tor, or, as Ensure starts it, the keeper.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == KeeperArg {
+		os.Exit(RunKeeper(os.Args[2:]))
+	}
 	if mode, ok := os.LookupEnv("TORSTART_FAKE_TOR"); ok {
 		fakeTor(mode)
 		return

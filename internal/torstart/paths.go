@@ -39,6 +39,9 @@ func (p Paths) Cookie() string { return p.join("control.authcookie") }
 // PidFile is tor's PidFile.
 func (p Paths) PidFile() string { return p.join("tor.pid") }
 
+// KeeperPid is the pid file of the keeper (RunKeeper), tor's parent.
+func (p Paths) KeeperPid() string { return p.join("keeper.pid") }
+
 // Log is tor's notice-level log.
 func (p Paths) Log() string { return p.join("tor.log") }
 

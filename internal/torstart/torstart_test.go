@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -238,8 +240,15 @@ func TestEnsureStale(t *testing.T) {
 	if len(progress) == 0 || progress[len(progress)-1].Percent != 100 {
 		t.Errorf("progress %v", progress)
 	}
-	if err := kill(first.Pid); err != nil {
+	// Killed with its keeper, so that nobody clears up after it.
+	if err := unix.Kill(readPid(p.KeeperPid()), unix.SIGKILL); err != nil {
 		t.Fatal(err)
+	}
+	if err := unix.Kill(first.Pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for !gone(first.Pid) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := os.Stat(p.Control()); err != nil {
 		t.Fatalf("the killed fake tor should leave its socket: %v", err)
@@ -273,7 +282,7 @@ func TestEnsureStale(t *testing.T) {
 // A tor that does not bootstrap in time: ErrBootstrap with its last warning, and it is stopped.
 func TestEnsureTimeout(t *testing.T) {
 	p := testPaths(t)
-	o, _ := fakeOptions(t, p, "stuck")
+	o, log := fakeOptions(t, p, "stuck")
 	stop(t, p)
 	o.BootstrapTimeout = 700 * time.Millisecond
 	began := time.Now()
@@ -286,9 +295,25 @@ func TestEnsureTimeout(t *testing.T) {
 	if d := time.Since(began); d > 3*time.Second {
 		t.Errorf("took %v", d)
 	}
-	if pid := readPid(p.PidFile()); pid == 0 || !gone(pid) {
+	if pid := lastStart(t, log); pid == 0 || !gone(pid) {
 		t.Errorf("the tor that did not bootstrap is still there (pid %d)", pid)
 	}
+	for _, f := range []string{p.PidFile(), p.KeeperPid(), p.Control(), p.Socks()} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// lastStart is the pid of the last fake tor started.
+func lastStart(t *testing.T, log string) int {
+	b, _ := os.ReadFile(log)
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	pid, _ := strconv.Atoi(f[len(f)-1])
+	return pid
 }
 
 // The real tor, in the test's network namespace where no authority is reachable: it starts with
