@@ -112,11 +112,11 @@ func Main(args []string) int {
 	if err := checkInherited(); err != nil {
 		return fail("%v", err)
 	}
-	releaseTor, err := useOwnTor(cfg)
+	own, err := useOwnTor(cfg)
 	if err != nil {
 		return fail("%v", err)
 	}
-	defer releaseTor()
+	defer own.release()
 	prog, err := filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets})
 	if err != nil {
 		return fail("%v", err)
@@ -192,6 +192,7 @@ func Main(args []string) int {
 		DNSTCP:      dnsTCP(udp.server),
 		UDPLoopback: udp.loopback(),
 		StandIn:     udp.standIn,
+		RefuseUnix:  own.refuseUnix(log),
 	})
 
 	supRef.Store(sup)
