@@ -380,7 +380,7 @@ func lastWarning(p Paths, from int64) string {
 		for sc.Scan() {
 			l := sc.Text()
 			for _, tag := range []string{"[warn] ", "[err] "} {
-				if i := strings.Index(l, tag); i >= 0 && !strings.Contains(l, "running Tor as root") {
+				if i := strings.Index(l, tag); i >= 0 && !noise(l) {
 					last = strings.TrimSpace(l[i+len(tag):])
 				}
 			}
@@ -389,6 +389,12 @@ func lastWarning(p Paths, from int64) string {
 	scan(p.Output(), 0)
 	scan(p.Log(), from)
 	return last
+}
+
+// noise tells the warnings that say nothing about why tor does not bootstrap: running as root,
+// and the one of every TorConfig with DirAuthority lines (a private network, a test).
+func noise(l string) bool {
+	return strings.Contains(l, "running Tor as root") || strings.Contains(l, "to specify alternate directory authorities")
 }
 
 // Stop stops the user's tor, if one is running: SIGNAL HALT on its control port, or SIGTERM when
