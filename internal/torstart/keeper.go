@@ -63,6 +63,8 @@ type keeper struct {
 	logf   func(string, ...any)
 	torPid int
 	exited chan struct{} // closed when tor has exited
+	// ticks, when set, replaces the poll ticker (tests); the time of a tick is the clock.
+	ticks <-chan time.Time
 }
 
 func (k *keeper) startTor(bin string) error {
@@ -100,8 +102,13 @@ func (k *keeper) loop(sigs <-chan os.Signal) int {
 		return 1
 	}
 	defer users.Close()
-	tick := time.NewTicker(pollInterval(k.idle))
-	defer tick.Stop()
+	ticks := k.ticks
+	if ticks == nil {
+		tick := time.NewTicker(pollInterval(k.idle))
+		defer tick.Stop()
+		ticks = tick.C
+	}
+	var now time.Time
 	var idleSince time.Time // zero while some torsocks holds the users lock
 	for {
 		select {
@@ -121,16 +128,16 @@ func (k *keeper) loop(sigs <-chan os.Signal) int {
 			k.stopTor()
 			k.clear()
 			return 0
-		case <-tick.C:
+		case now = <-ticks:
 		}
 		if !free(users) {
 			idleSince = time.Time{}
 			continue
 		}
 		if idleSince.IsZero() {
-			idleSince = time.Now()
+			idleSince = now
 		}
-		if time.Since(idleSince) < k.idle {
+		if now.Sub(idleSince) < k.idle {
 			continue
 		}
 		if lock := tryLock(k.p.Lock()); lock != nil {

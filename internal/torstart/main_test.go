@@ -8,7 +8,8 @@ import (
 )
 
 // TestMain runs the tests in a private network namespace (a real tor there reaches nothing), or,
-// as "tor" for the tests, the fake tor, or, as Ensure starts it, the keeper.
+// as "tor" for the tests, the fake tor, or, as Ensure starts it, the keeper, or a torsocks calling Ensure
+// (TestEnsureRaceProcesses).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == KeeperArg {
 		os.Exit(RunKeeper(os.Args[2:]))
@@ -16,6 +17,9 @@ func TestMain(m *testing.M) {
 	if mode, ok := os.LookupEnv("TORSTART_FAKE_TOR"); ok {
 		fakeTor(mode)
 		return
+	}
+	if dirs, ok := os.LookupEnv("TORSTART_TEST_ENSURE"); ok {
+		ensureChild(dirs)
 	}
 	netnstest.Main(m)
 }

@@ -392,9 +392,14 @@ func lastWarning(p Paths, from int64) string {
 }
 
 // noise tells the warnings that say nothing about why tor does not bootstrap: running as root,
-// and the one of every TorConfig with DirAuthority lines (a private network, a test).
+// and those of every TorConfig for a private network (DirAuthority lines, TestingTorNetwork).
 func noise(l string) bool {
-	return strings.Contains(l, "running Tor as root") || strings.Contains(l, "to specify alternate directory authorities")
+	for _, s := range []string{"running Tor as root", "to specify alternate directory authorities", "TestingTorNetwork is set"} {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop stops the user's tor, if one is running: SIGNAL HALT on its control port, or SIGTERM when

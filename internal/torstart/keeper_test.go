@@ -1,0 +1,196 @@
+package torstart
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The idle timer, on a clock of the test's: no exit while a torsocks holds the users lock, nor
+// before the idle time, nor while a torsocks holds the start lock; then tor is stopped and its
+// files removed. Each tick (its time is the keeper's clock) is taken by the keeper only once it has finished
+// the previous one.
+func TestKeeperIdle(t *testing.T) {
+	p := testPaths(t)
+	if err := p.Prepare(os.Getuid()); err != nil {
+		t.Fatal(err)
+	}
+	// "tor": a process that the keeper must stop (its control port does not answer: SIGTERM).
+	tor := exec.Command("sleep", "600")
+	if err := tor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer tor.Process.Kill()
+	exited := make(chan struct{})
+	go func() { tor.Wait(); close(exited) }()
+	for _, f := range []string{p.Socks(), p.Control(), p.PidFile()} {
+		os.WriteFile(f, nil, 0o600)
+	}
+	os.WriteFile(p.KeeperPid(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+
+	const idle = time.Minute
+	ticks := make(chan time.Time)
+	clock := time.Unix(1e9, 0)
+	k := &keeper{p: p, idle: idle, logf: t.Logf, torPid: tor.Process.Pid, exited: exited, ticks: ticks}
+	done := make(chan int)
+	go func() { done <- k.loop(nil) }()
+	tick := func(advance time.Duration, what string) {
+		t.Helper()
+		clock = clock.Add(advance)
+		select {
+		case ticks <- clock:
+		case <-done:
+			t.Fatalf("the keeper exited %s", what)
+		}
+	}
+	settle := func(what string) { // the keeper has finished with the last tick when it takes the next
+		t.Helper()
+		tick(0, what)
+	}
+
+	users, err := flock(context.Background(), p.Users(), unix.LOCK_SH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick(0, "at once")
+	tick(10*idle, "while a torsocks held the users lock")
+	settle("while a torsocks held the users lock")
+	users.Close()
+	tick(0, "when the last torsocks exited") // idle from now
+	tick(idle-time.Second, "before the idle time")
+	settle("before the idle time")
+	start, err := flock(context.Background(), p.Lock(), unix.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick(2*time.Second, "while a torsocks held the start lock")
+	settle("while a torsocks held the start lock")
+	start.Close()
+	users, err = flock(context.Background(), p.Users(), unix.LOCK_SH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick(0, "when a torsocks took the tor again") // the idle time starts over
+	users.Close()
+	tick(0, "once the torsocks was gone")
+	tick(idle-time.Second, "before the idle time (again)")
+	settle("before the idle time (again)")
+	clock = clock.Add(2 * time.Second)
+	select {
+	case ticks <- clock:
+		if code := <-done; code != 0 {
+			t.Errorf("keeper exit %d", code)
+		}
+	case code := <-done:
+		t.Errorf("the keeper exited without a tick, status %d", code)
+	}
+	select {
+	case <-exited:
+	default:
+		t.Error("the keeper exited without stopping tor")
+	}
+	for _, f := range []string{p.Socks(), p.Control(), p.PidFile(), p.KeeperPid()} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// The keeper exits when tor does, and then clears tor's files only if they are still its own.
+func TestKeeperTorExits(t *testing.T) {
+	for _, own := range []bool{true, false} {
+		p := testPaths(t)
+		if err := p.Prepare(os.Getuid()); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{p.Socks(), p.Control(), p.PidFile()} {
+			os.WriteFile(f, nil, 0o600)
+		}
+		pid := os.Getpid()
+		if !own {
+			pid = 1 // a new keeper's, started since
+		}
+		os.WriteFile(p.KeeperPid(), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+		exited := make(chan struct{})
+		close(exited)
+		k := &keeper{p: p, idle: time.Hour, logf: t.Logf, exited: exited, ticks: make(chan time.Time)}
+		if code := k.loop(nil); code != 0 {
+			t.Errorf("exit %d", code)
+		}
+		_, err := os.Stat(p.Control())
+		if own && err == nil || !own && err != nil {
+			t.Errorf("own %v: control socket stat: %v", own, err)
+		}
+	}
+}
+
+// ensureChild is the test binary run as a torsocks calling Ensure (TORSTART_TEST_ENSURE set to
+// RUNDIR:DATADIR): it prints "PID started" (Started true or false) and exits.
+func ensureChild(dirs string) {
+	run, data, _ := strings.Cut(dirs, ":")
+	self, _ := os.Executable()
+	tor, err := Ensure(context.Background(), Options{
+		Paths: Paths{RunDir: run, DataDir: data}, UID: os.Getuid(), Binary: self,
+		BootstrapTimeout: time.Minute, Env: append(os.Environ(), "TORSTART_FAKE_TOR="),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(tor.Pid, tor.Started)
+	os.Exit(0)
+}
+
+// Racing torsocks processes (not goroutines: locks of one process are another matter) end with
+// one tor, started by one of them.
+func TestEnsureRaceProcesses(t *testing.T) {
+	p := testPaths(t)
+	stop(t, p)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(filepath.Dir(p.RunDir), "starts")
+	const n = 6
+	cmds := make([]*exec.Cmd, n)
+	outs := make([]strings.Builder, n)
+	for i := range cmds {
+		cmds[i] = exec.Command(self, "-test.run=^$")
+		cmds[i].Env = append(os.Environ(), "TORSTART_TEST_ENSURE="+p.RunDir+":"+p.DataDir, "TORSTART_FAKE_LOG="+log)
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
+	}
+	for _, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pids := map[string]int{}
+	started := 0
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("torsocks %d: %v: %s", i, err, outs[i].String())
+		}
+		sc := bufio.NewScanner(strings.NewReader(outs[i].String()))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) == 2 {
+				pids[f[0]]++
+				if f[1] == "true" {
+					started++
+				}
+			}
+		}
+	}
+	if len(pids) != 1 || started != 1 || starts(t, log) != 1 {
+		t.Errorf("tor pids %v, %d started one, %d tor starts; want one tor", pids, started, starts(t, log))
+	}
+}
