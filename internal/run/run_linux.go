@@ -24,6 +24,7 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/dns"
+	"github.com/gotorsocks/torsocks/internal/doctor"
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
 	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/launch"
@@ -65,6 +66,8 @@ func Main(args []string) int {
 		return 1
 	case config.TorStop:
 		return torStop()
+	case config.Doctor:
+		return doctor.Run(os.Stdout, &inv.Config, doctor.Default())
 	}
 	cfg := &inv.Config
 	logw := io.Writer(os.Stderr)
