@@ -24,8 +24,8 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/dns"
-	"github.com/gotorsocks/torsocks/internal/doctor"
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
+	"github.com/gotorsocks/torsocks/internal/doctor"
 	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/policy"
