@@ -203,11 +203,14 @@ func (r *report) tor(cfg *config.Config, p Probes) {
 		where, network = cfg.SocksUnix, "unix"
 	}
 	src := cfg.Sources["TorAddress"]
+	if src == "default" && cfg.Sources["TorPort"] != "" {
+		src = cfg.Sources["TorPort"]
+	}
 	if cfg.TorStart != config.TorStartAlways {
 		err := p.Socks(network, where)
 		switch {
 		case err == nil:
-			r.line(ok, "Tor", "a SOCKS5 server answers at %s (TorAddress from %s)", where, src)
+			r.line(ok, "Tor", "a SOCKS5 server answers at %s (TorAddress/TorPort from %s)", where, src)
 			r.line(info, "Tor bootstrapped", "unknown: torsocks knows no control port of that tor (torsocks waits for nothing: connects fail until it has)")
 			l := info
 			if cfg.IsolatePID {

@@ -110,6 +110,8 @@ func fakeTor(mode string) {
 							pct = 50
 						}
 						fmt.Fprintf(c, "250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=%d TAG=t%d SUMMARY=\"Step %d\"\r\n250 OK\r\n", pct, pct/10, pct/10)
+					case cmd == "GETCONF SocksPort":
+						fmt.Fprintf(c, "250 SocksPort=unix:%s ExtendedErrors\r\n", socks)
 					case cmd == "SIGNAL HALT" || cmd == "SIGNAL SHUTDOWN":
 						fmt.Fprint(c, "250 OK\r\n")
 						close(halt)

@@ -190,3 +190,28 @@ func TestEnsureRaceProcesses(t *testing.T) {
 		t.Errorf("tor pids %v, %d started one, %d tor starts; want one tor", pids, started, starts(t, log))
 	}
 }
+
+// Probe (--doctor) sees no tor, then a running bootstrapped one with IsolateSOCKSAuth.
+func TestProbe(t *testing.T) {
+	p := testPaths(t)
+	o, _ := fakeOptions(t, p, "")
+	stop(t, p)
+	if err := p.Prepare(os.Getuid()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := Probe(context.Background(), p); err != nil || st.Running || st.Stale {
+		t.Errorf("before: %+v %v", st, err)
+	}
+	tor, err := Ensure(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.Release()
+	st, err := Probe(context.Background(), p)
+	if err != nil || !st.Running || st.Pid != tor.Pid || st.Bootstrap.Percent != 100 || !st.IsolateSOCKSAuth {
+		t.Errorf("running: %+v %v", st, err)
+	}
+	if isolatesAuth([]string{"SocksPort=9050 NoIsolateSOCKSAuth"}) || !isolatesAuth([]string{"SocksPort=9050"}) {
+		t.Error("isolatesAuth")
+	}
+}
