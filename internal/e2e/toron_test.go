@@ -30,19 +30,7 @@ func TestTorOnDemand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real Tor network; skipped with -short")
 	}
-	netnstest.Require(t)
-	if _, err := exec.LookPath("tor"); err != nil {
-		t.Skip("tor is not installed (scripts/install-deps.sh)")
-	}
-	dir, err := os.MkdirTemp("", "toron")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "torsocks")
-	if err := goBuild(bin, "github.com/gotorsocks/torsocks/cmd/torsocks"); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := toronSetup(t)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -212,19 +200,7 @@ except OSError as e:
 // torsocks ends with the one-line error within TorBootstrapTimeout, exit status 1, the program
 // never runs, and nothing reaches the canary meanwhile.
 func TestTorOnDemandNoBootstrap(t *testing.T) {
-	netnstest.Require(t)
-	if _, err := exec.LookPath("tor"); err != nil {
-		t.Skip("tor is not installed (scripts/install-deps.sh)")
-	}
-	dir, err := os.MkdirTemp("", "toron")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "torsocks")
-	if err := goBuild(bin, "github.com/gotorsocks/torsocks/cmd/torsocks"); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := toronSetup(t)
 	canary, err := socks5test.StartCanary(netip.AddrPortFrom(netnstest.DestV4, 80).String())
 	if err != nil {
 		t.Fatal(err)
@@ -290,6 +266,29 @@ func TestTorOnDemandNoBootstrap(t *testing.T) {
 			t.Errorf("%s left behind", f)
 		}
 	}
+}
+
+// toronSetup needs the private network namespace and tor (a skip, or a failure when CI=true),
+// and builds torsocks into a new short directory (unix socket paths must stay short).
+func toronSetup(t *testing.T) (dir, bin string) {
+	t.Helper()
+	netnstest.Require(t)
+	if _, err := exec.LookPath("tor"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("tor is not installed (scripts/install-deps.sh)")
+		}
+		t.Skip("tor is not installed (scripts/install-deps.sh)")
+	}
+	dir, err := os.MkdirTemp("", "toron")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin = filepath.Join(dir, "torsocks")
+	if err := goBuild(bin, "github.com/gotorsocks/torsocks/cmd/torsocks"); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
 }
 
 func readPid(t *testing.T, path string) int {

@@ -12,9 +12,9 @@ import (
 // does not count), Landlock and seccomp user notification made unavailable by a seccomp filter in
 // front of torsocks (kernel_older).
 func TestDoctor(t *testing.T) {
+	run := t.TempDir()
 	env(t)
 	older := buildC(t, "kernel_older")
-	run := t.TempDir()
 	if err := os.Chmod(run, 0o700); err != nil {
 		t.Fatal(err)
 	}

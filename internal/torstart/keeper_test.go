@@ -1,14 +1,10 @@
 package torstart
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -126,68 +122,6 @@ func TestKeeperTorExits(t *testing.T) {
 		if own && err == nil || !own && err != nil {
 			t.Errorf("own %v: control socket stat: %v", own, err)
 		}
-	}
-}
-
-// ensureChild is the test binary run as a torsocks calling Ensure (TORSTART_TEST_ENSURE set to
-// RUNDIR:DATADIR): it prints "PID started" (Started true or false) and exits.
-func ensureChild(dirs string) {
-	run, data, _ := strings.Cut(dirs, ":")
-	self, _ := os.Executable()
-	tor, err := Ensure(context.Background(), Options{
-		Paths: Paths{RunDir: run, DataDir: data}, UID: os.Getuid(), Binary: self,
-		BootstrapTimeout: time.Minute, Env: append(os.Environ(), "TORSTART_FAKE_TOR="),
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Println(tor.Pid, tor.Started)
-	os.Exit(0)
-}
-
-// Racing torsocks processes (not goroutines: locks of one process are another matter) end with
-// one tor, started by one of them.
-func TestEnsureRaceProcesses(t *testing.T) {
-	p := testPaths(t)
-	stop(t, p)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := filepath.Join(filepath.Dir(p.RunDir), "starts")
-	const n = 6
-	cmds := make([]*exec.Cmd, n)
-	outs := make([]strings.Builder, n)
-	for i := range cmds {
-		cmds[i] = exec.Command(self, "-test.run=^$")
-		cmds[i].Env = append(os.Environ(), "TORSTART_TEST_ENSURE="+p.RunDir+":"+p.DataDir, "TORSTART_FAKE_LOG="+log)
-		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
-	}
-	for _, c := range cmds {
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pids := map[string]int{}
-	started := 0
-	for i, c := range cmds {
-		if err := c.Wait(); err != nil {
-			t.Fatalf("torsocks %d: %v: %s", i, err, outs[i].String())
-		}
-		sc := bufio.NewScanner(strings.NewReader(outs[i].String()))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) == 2 {
-				pids[f[0]]++
-				if f[1] == "true" {
-					started++
-				}
-			}
-		}
-	}
-	if len(pids) != 1 || started != 1 || starts(t, log) != 1 {
-		t.Errorf("tor pids %v, %d started one, %d tor starts; want one tor", pids, started, starts(t, log))
 	}
 }
 

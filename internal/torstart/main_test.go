@@ -1,8 +1,12 @@
 package torstart
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
@@ -25,3 +29,20 @@ func TestMain(m *testing.M) {
 }
 
 func netnstestRequire(t *testing.T) { netnstest.Require(t) }
+
+// ensureChild is the test binary run as a torsocks calling Ensure (TORSTART_TEST_ENSURE set to
+// RUNDIR:DATADIR): it prints "PID started" (Started true or false) and exits.
+func ensureChild(dirs string) {
+	run, data, _ := strings.Cut(dirs, ":")
+	self, _ := os.Executable()
+	tor, err := Ensure(context.Background(), Options{
+		Paths: Paths{RunDir: run, DataDir: data}, UID: os.Getuid(), Binary: self,
+		BootstrapTimeout: time.Minute, Env: append(os.Environ(), "TORSTART_FAKE_TOR="),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(tor.Pid, tor.Started)
+	os.Exit(0)
+}

@@ -341,3 +341,47 @@ func TestRealTorNoNetwork(t *testing.T) {
 		t.Errorf("tor %d still running", pid)
 	}
 }
+
+// Racing torsocks processes (not goroutines: locks of one process are another matter) end with
+// one tor, started by one of them.
+func TestEnsureRaceProcesses(t *testing.T) {
+	p := testPaths(t)
+	stop(t, p)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(filepath.Dir(p.RunDir), "starts")
+	const n = 6
+	cmds := make([]*exec.Cmd, n)
+	outs := make([]strings.Builder, n)
+	for i := range cmds {
+		cmds[i] = exec.Command(self, "-test.run=^$")
+		cmds[i].Env = append(os.Environ(), "TORSTART_TEST_ENSURE="+p.RunDir+":"+p.DataDir, "TORSTART_FAKE_LOG="+log)
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
+	}
+	for _, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pids := map[string]int{}
+	started := 0
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("torsocks %d: %v: %s", i, err, outs[i].String())
+		}
+		for _, l := range strings.Split(outs[i].String(), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 2 {
+				pids[f[0]]++
+				if f[1] == "true" {
+					started++
+				}
+			}
+		}
+	}
+	if len(pids) != 1 || started != 1 || starts(t, log) != 1 {
+		t.Errorf("tor pids %v, %d started one, %d tor starts; want one tor", pids, started, starts(t, log))
+	}
+}
