@@ -11,11 +11,15 @@ import (
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/run"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
+	"github.com/gotorsocks/torsocks/internal/torstart"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == launch.HelperArg {
 		launch.RunHelper(os.Args[2:])
+	}
+	if len(os.Args) > 1 && os.Args[1] == torstart.KeeperArg {
+		os.Exit(torstart.RunKeeper(os.Args[2:]))
 	}
 	sandbox.RunFactoryIfAsked()
 	os.Exit(run.Main(os.Args[1:]))

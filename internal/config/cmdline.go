@@ -36,6 +36,7 @@ const (
 	Version                 // print the version, exit 0
 	OnOffShow               // torsocks' on/off/show: print OnOffShowMessage, exit 1
 	TorStop                 // --tor-stop: stop the user's tor that torsocks started (internal/torstart)
+	Doctor                  // --doctor: say what works on this machine for this user (internal/doctor)
 )
 
 func (a Action) String() string {
@@ -50,6 +51,8 @@ func (a Action) String() string {
 		return "on/off/show"
 	case TorStop:
 		return "tor-stop"
+	case Doctor:
+		return "doctor"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -132,6 +135,8 @@ func init() {
 			apply: flag(func(c *cmdline, from string) { c.set.KeepCapabilities.set(true, from) })},
 		{long: "tor-stop", ours: true, help: "Stop the tor torsocks started for this user, and exit",
 			apply: flag(func(c *cmdline, _ string) { c.action = TorStop })},
+		{long: "doctor", ours: true, help: "Say what works on this machine for this user and why (options before it apply), and exit",
+			apply: flag(func(c *cmdline, _ string) { c.action = Doctor })},
 		{long: "tor-start", arg: "MODE", ours: true, help: "Start a tor of our own: auto (default: if none answers), never, always",
 			apply: value(setTorStart)},
 		{long: "tor-config", arg: "FILE", ours: true, help: "Extra torrc lines for the tor torsocks starts (bridges...)",

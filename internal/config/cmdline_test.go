@@ -97,6 +97,8 @@ func TestFlags(t *testing.T) {
 		{name: "--tor-bootstrap-timeout", args: []string{"--tor-bootstrap-timeout", "2m", "true"}, command: []string{"true"},
 			check: func(c *Config) bool { return c.TorBootstrapTimeout == 2*time.Minute }},
 		{name: "--tor-stop", args: []string{"--tor-stop"}, action: TorStop},
+		{name: "--doctor", args: []string{"--tor-start", "never", "--doctor"}, action: Doctor,
+			check: func(c *Config) bool { return c.TorStart == TorStartNever }},
 		{name: "--tor-address-ipv6", args: []string{"--tor-address-ipv6", "::1", "-P", "9150", "true"}, command: []string{"true"},
 			check: func(c *Config) bool { return c.SocksAddrV6 == netip.AddrPortFrom(v6, 9150) }},
 		{name: "--tor-address-ipv6 with port", args: []string{"--tor-address-ipv6=[::1]:9051", "true"}, command: []string{"true"},

@@ -84,7 +84,7 @@ func Parse(args []string, getenv func(string) (string, bool), readFile func(stri
 		return nil, err
 	}
 	inv := &Invocation{Command: cl.command, Action: cl.action, Shell: cl.shell}
-	if cl.action != Run {
+	if cl.action != Run && cl.action != Doctor { // --doctor reports the configuration in effect
 		cfg, err := build(defaults())
 		if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,30 +16,21 @@ import (
 	"time"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 	"github.com/gotorsocks/torsocks/internal/testnet"
 )
 
 // TestTorOnDemand: with nothing on the default SocksPort, torsocks starts a tor of its own that
 // joins the private network through --tor-config (the network's join lines), shows its progress,
-// and fetches the onion service's page; a second torsocks reuses that tor (same pid); a killed
-// tor is replaced at the next run; --tor-stop stops it.
+// and fetches the onion service's page; a second torsocks started while the first one's program
+// runs reuses that tor (same pid); after both and the idle time tor and its keeper are gone; a
+// killed tor is replaced at the next run; the program cannot reach the tor's control port;
+// --tor-stop stops it.
 func TestTorOnDemand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real Tor network; skipped with -short") // asked for, so a skip in CI too
 	}
-	netnstest.Require(t)
-	if _, err := exec.LookPath("tor"); err != nil {
-		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
-	}
-	dir, err := os.MkdirTemp("", "toron")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "torsocks")
-	if err := goBuild(bin, "github.com/gotorsocks/torsocks/cmd/torsocks"); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := toronSetup(t)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,67 +72,236 @@ func TestTorOnDemand(t *testing.T) {
 	}
 	env := append(cleanEnv(filepath.Join(dir, "home")), "XDG_RUNTIME_DIR="+run, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
 	pidFile := filepath.Join(run, "torsocks", "tor.pid")
-	torsocks := func(args ...string) (stdout, stderr string, err error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = env
+	keeperFile := filepath.Join(run, "torsocks", "keeper.pid")
+	controlFile := filepath.Join(run, "torsocks", "control")
+	// torsocks runs torsocks; extra are more environment variables.
+	torsocks := func(extra []string, args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(env[:len(env):len(env)], extra...)
+		cmd.WaitDelay = 5 * time.Second
+		return cmd
+	}
+	runTorsocks := func(extra []string, args ...string) (stdout, stderr string, err error) {
+		cmd := torsocks(extra, args...)
 		var o, e bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &o, &e
-		cmd.WaitDelay = 5 * time.Second
 		err = cmd.Run()
 		return o.String(), e.String(), err
 	}
-	t.Cleanup(func() { torsocks("--tor-stop") })
-	fetch := func(what string) (stderr string, pid int) {
+	t.Cleanup(func() { runTorsocks(nil, "--tor-stop") })
+	fetchArgs := []string{"--config", empty, "--tor-config", join, "--tor-bootstrap-timeout", "90",
+		"curl", "-sS", "--max-time", "60", "http://" + n.OnionHost + "/"}
+	const page = "hello from the onion service of TestTorOnDemand"
+	fetch := func(what string, extra ...string) (stderr string, pid int) {
 		t.Helper()
 		began := time.Now()
-		out, errOut, err := torsocks("--config", empty, "--tor-config", join, "--tor-bootstrap-timeout", "90",
-			"curl", "-sS", "--max-time", "60", "http://"+n.OnionHost+"/")
+		out, errOut, err := runTorsocks(extra, fetchArgs...)
 		t.Logf("%s: %v, stderr:\n%s", what, time.Since(began).Round(10*time.Millisecond), errOut)
-		if err != nil || !strings.Contains(out, "hello from the onion service of TestTorOnDemand") {
+		if err != nil || !strings.Contains(out, page) {
 			t.Fatalf("%s: %v\nstdout %q\nstderr %s\ntor log:\n%s", what, err, out, errOut, readFile(filepath.Join(run, "torsocks", "tor.log")))
 		}
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
+		return errOut, readPid(t, pidFile)
+	}
+	// waitGone polls (bounded) for pid to exit.
+	waitGone := func(what string, pid int) {
+		t.Helper()
+		for i := 0; alive(pid) && i < 1500; i++ {
+			time.Sleep(20 * time.Millisecond)
 		}
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		return errOut, pid
+		if alive(pid) {
+			t.Fatalf("%s (pid %d) still running", what, pid)
+		}
 	}
 
-	stderr, pid1 := fetch("first run")
-	if !strings.Contains(stderr, "torsocks: starting Tor: ") {
-		t.Errorf("first run showed no progress")
+	// A first torsocks starts the tor and keeps its program running; a second one, started
+	// meanwhile, uses the same tor. Idle time 2 s: once both are gone, so are tor and its keeper.
+	idle := []string{"TORSOCKS_TOR_IDLE_TIME=2"}
+	marker, release := filepath.Join(dir, "first-runs"), filepath.Join(dir, "first-may-exit")
+	first := torsocks(idle, append(fetchArgs[:len(fetchArgs)-5:len(fetchArgs)-5], "sh", "-c",
+		`curl -sS --max-time 60 "$1" && : > "$2" && while [ ! -e "$3" ]; do sleep 0.05; done`,
+		"sh", "http://"+n.OnionHost+"/", marker, release)...)
+	var firstOut, firstErr bytes.Buffer
+	first.Stdout, first.Stderr = &firstOut, &firstErr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if !alive(pid1) {
-		t.Fatalf("tor %d is not running after the first run", pid1)
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- first.Wait() }()
+	for waiting := true; waiting; {
+		select {
+		case err := <-firstDone:
+			t.Fatalf("the first torsocks exited before its program ran: %v\nstderr %s\ntor log:\n%s", err, firstErr.String(), readFile(filepath.Join(run, "torsocks", "tor.log")))
+		case <-time.After(20 * time.Millisecond):
+			_, err := os.Stat(marker)
+			waiting = err != nil
+		}
 	}
-	stderr, pid2 := fetch("second run")
+	pid1 := readPid(t, pidFile)
+	keeper1 := readPid(t, keeperFile)
+	stderr, pid2 := fetch("second torsocks while the first runs", idle...)
 	if pid2 != pid1 || strings.Contains(stderr, "starting Tor") {
 		t.Errorf("second run: tor pid %d (first %d), stderr %q: it should reuse the running tor", pid2, pid1, stderr)
 	}
-
-	if err := exec.Command("kill", "-9", strconv.Itoa(pid1)).Run(); err != nil {
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; alive(pid1) && i < 100; i++ {
-		time.Sleep(20 * time.Millisecond)
+	if err := <-firstDone; err != nil || !strings.Contains(firstOut.String(), page) {
+		t.Fatalf("first torsocks: %v\nstdout %q\nstderr %s", err, firstOut.String(), firstErr.String())
 	}
-	_, pid3 := fetch("after a kill")
-	if pid3 == pid1 || !alive(pid3) {
-		t.Errorf("after a kill: tor pid %d (killed %d)", pid3, pid1)
+	if !strings.Contains(firstErr.String(), "torsocks: starting Tor: ") {
+		t.Errorf("first run showed no progress: %q", firstErr.String())
+	}
+	waitGone("tor after the idle time", pid1)
+	waitGone("the keeper after the idle time", keeper1)
+	for _, f := range []string{pidFile, keeperFile, controlFile} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind after the idle exit", f)
+		}
 	}
 
-	if _, errOut, err := torsocks("--tor-stop"); err != nil || !strings.Contains(errOut, "stopped") {
+	// With the default idle time: a new tor; a killed tor is replaced at the next run; the
+	// program cannot reach the tor's control port; --tor-stop stops it.
+	_, pid3 := fetch("after the idle exit")
+	if pid3 == pid1 || !alive(pid3) {
+		t.Fatalf("after the idle exit: tor pid %d (the first %d)", pid3, pid1)
+	}
+	if err := exec.Command("kill", "-9", strconv.Itoa(pid3)).Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone("the killed tor", pid3)
+	_, pid4 := fetch("after a kill")
+	if pid4 == pid3 || !alive(pid4) {
+		t.Errorf("after a kill: tor pid %d (killed %d)", pid4, pid3)
+	}
+	out, errOut, err := runTorsocks(nil, "--config", empty, "python3", "-c", `
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b"PROTOCOLINFO 1\r\n")
+    print("connected:", s.recv(200))
+except OSError as e:
+    print("refused:", e)
+`, controlFile)
+	if err != nil || !strings.HasPrefix(out, "refused: [Errno 111]") || !strings.Contains(errOut, "control port of torsocks' own tor refused") {
+		t.Errorf("the program connecting to the tor's control port: %v, stdout %q, stderr %q", err, out, errOut)
+	}
+	if !strings.Contains(errOut, "started with other settings (TorConfig); torsocks --tor-stop restarts it") {
+		t.Errorf("a torsocks without the TorConfig of the running tor did not warn: %q", errOut)
+	}
+
+	if _, errOut, err := runTorsocks(nil, "--tor-stop"); err != nil || !strings.Contains(errOut, "stopped") {
 		t.Errorf("--tor-stop: %v %s", err, errOut)
 	}
-	for i := 0; alive(pid3) && i < 100; i++ {
-		time.Sleep(20 * time.Millisecond)
+	waitGone("tor after --tor-stop", pid4)
+}
+
+// TestTorOnDemandNoBootstrap: a TorConfig whose authorities cannot be reached (closed ports):
+// torsocks ends with the one-line error within TorBootstrapTimeout, exit status 1, the program
+// never runs, and nothing reaches the canary meanwhile.
+func TestTorOnDemandNoBootstrap(t *testing.T) {
+	dir, bin := toronSetup(t)
+	canary, err := socks5test.StartCanary(netip.AddrPortFrom(netnstest.DestV4, 80).String())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if alive(pid3) {
-		t.Errorf("tor %d still running after --tor-stop", pid3)
+	t.Cleanup(func() { canary.Close() })
+	var closed []int
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed = append(closed, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
 	}
+	conf := fmt.Sprintf("TestingTorNetwork 1\nClientUseIPv6 0\n"+
+		"DirAuthority a1 orport=%d v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:%d 0123456789ABCDEF0123456789ABCDEF01234567\n",
+		closed[0], closed[1])
+	join, empty, run := filepath.Join(dir, "unreachable.torrc"), filepath.Join(dir, "torsocks.conf"), filepath.Join(dir, "run")
+	for _, f := range []struct{ name, text string }{{join, conf}, {empty, ""}} {
+		if err := os.WriteFile(f.name, []byte(f.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "program-ran")
+	cmd := exec.Command(bin, "--config", empty, "--tor-config", join, "--tor-bootstrap-timeout", "5",
+		"sh", "-c", `: > "$1"; curl -sS --max-time 10 http://`+netnstest.DestV4.String()+`/`, "sh", marker)
+	cmd.Env = append(cleanEnv(filepath.Join(dir, "home")), "XDG_RUNTIME_DIR="+run, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	began := time.Now()
+	err = cmd.Run()
+	took := time.Since(began)
+	t.Logf("%v: %v\nstderr:\n%s", took.Round(10*time.Millisecond), err, stderr.String())
+	if cmd.ProcessState.ExitCode() != 1 {
+		t.Errorf("exit status %d, want 1", cmd.ProcessState.ExitCode())
+	}
+	var last string
+	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if !strings.HasPrefix(l, "torsocks: starting Tor: ") {
+			if last != "" {
+				t.Errorf("more than one error line: %q, %q", last, l)
+			}
+			last = l
+		}
+	}
+	if !strings.HasPrefix(last, "torsocks: starting Tor (") || !strings.Contains(last, "tor did not bootstrap within 5s") {
+		t.Errorf("error line %q", last)
+	}
+	if took < 5*time.Second {
+		t.Errorf("gave up after %v, before the 5 s time-out", took)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the program ran although Tor never bootstrapped")
+	}
+	if n := len(canary.Remotes()); n != 0 {
+		t.Errorf("the canary saw %d connections", n)
+	}
+	for _, f := range []string{"tor.pid", "keeper.pid", "control", "socks"} {
+		if _, err := os.Stat(filepath.Join(run, "torsocks", f)); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// toronSetup needs the private network namespace and tor (a skip, or a failure when CI=true),
+// and builds torsocks into a new short directory (unix socket paths must stay short).
+func toronSetup(t *testing.T) (dir, bin string) {
+	t.Helper()
+	netnstest.Require(t)
+	if _, err := exec.LookPath("tor"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("tor is not installed (scripts/install-deps.sh)")
+		}
+		netnstest.Skip(t, "tor is not installed (scripts/install-deps.sh)")
+	}
+	dir, err := os.MkdirTemp("", "toron")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin = filepath.Join(dir, "torsocks")
+	if err := goBuild(bin, "github.com/gotorsocks/torsocks/cmd/torsocks"); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
+}
+
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return pid
 }
 
 func alive(pid int) bool {

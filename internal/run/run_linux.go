@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/config"
+	"github.com/gotorsocks/torsocks/internal/doctor"
 	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
@@ -84,6 +85,8 @@ func otherAction(inv *config.Invocation) int {
 		return 1
 	case config.TorStop:
 		return torStop()
+	case config.Doctor:
+		return doctor.Run(os.Stdout, &inv.Config, doctor.Default())
 	}
 	return fail(fmt.Errorf("internal error: action %v", inv.Action))
 }

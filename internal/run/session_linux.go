@@ -42,6 +42,7 @@ type session struct {
 	steps steps
 	open  closers // what was opened, oldest first
 
+	own   torHold // the user's own tor, or nothing (useOwnTor)
 	auth  *socks5.Auth
 	relay *unixrelay.Relay // SocksUnix only
 	udp   *udpDNS          // nil: no UDP sandbox (UDP sockets are refused)
@@ -62,7 +63,7 @@ type udpDNS struct {
 
 // steps are the constructors of a session's resources; tests substitute failing ones.
 type steps struct {
-	ownTor    func(*config.Config) (release func(), err error)
+	ownTor    func(*config.Config) (torHold, error)
 	unixRelay func(path string) (*unixrelay.Relay, error)
 	sandbox   func() (*sandbox.Sandbox, error)
 	dnsServer func(*sandbox.Sandbox, dnsserver.Answerer, *slog.Logger, dnsserver.Dropped) (*dnsserver.Server, error)
@@ -71,11 +72,17 @@ type steps struct {
 
 // realSteps are the steps of torsocks itself.
 var realSteps = steps{
-	ownTor:    useOwnTor,
+	ownTor:    func(cfg *config.Config) (torHold, error) { return useOwnTor(cfg) },
 	unixRelay: unixrelay.Start,
 	sandbox:   func() (*sandbox.Sandbox, error) { return sandbox.New("/proc/self/exe") },
 	dnsServer: dnsserver.Start,
 	start:     startProgram,
+}
+
+// torHold is torsocks' hold on the user's own tor (ownTor; nothing when it uses another).
+type torHold interface {
+	release()
+	refuseUnix(log *slog.Logger) func(fd int) error // supervisor.Options.RefuseUnix
 }
 
 // closers closes, newest first, what was opened.
@@ -123,11 +130,12 @@ func (s *session) Close() { s.open.close() }
 // openResources makes what the program's network goes through: the user's own tor if torsocks
 // is to start one, the relay to a unix SocksPort, the UDP sandbox and DNS responder.
 func (s *session) openResources() error {
-	release, err := s.steps.ownTor(s.cfg)
+	own, err := s.steps.ownTor(s.cfg)
 	if err != nil {
 		return err
 	}
-	s.open.add(release)
+	s.own = own
+	s.open.add(own.release)
 	if s.cfg.SocksUnix != "" {
 		if s.relay, err = s.steps.unixRelay(s.cfg.SocksUnix); err != nil {
 			return err
@@ -293,6 +301,9 @@ func (s *session) supervisorOptions() supervisor.Options {
 			SocksPorts:             socksPorts,
 			UDPSandbox:             s.udp != nil,
 		},
+	}
+	if s.own != nil {
+		opts.RefuseUnix = s.own.refuseUnix(s.log)
 	}
 	// Interfaces are set only for what exists (a nil pointer in an interface is not nil).
 	if s.relay != nil {

@@ -36,12 +36,12 @@ type made struct {
 func testSteps(t *testing.T, m *made, fail string) steps {
 	t.Helper()
 	return steps{
-		ownTor: func(*config.Config) (func(), error) {
+		ownTor: func(*config.Config) (torHold, error) {
 			if fail == "ownTor" {
 				return nil, errInjected
 			}
 			m.torHeld++
-			return func() { m.torHeld-- }, nil
+			return fakeTor{m}, nil
 		},
 		unixRelay: func(path string) (*unixrelay.Relay, error) {
 			if fail == "unixRelay" {
@@ -270,3 +270,9 @@ func TestMain(m *testing.M) {
 	sandbox.RunFactoryIfAsked()
 	os.Exit(m.Run())
 }
+
+// fakeTor stands in for the user's own tor.
+type fakeTor struct{ m *made }
+
+func (f fakeTor) release()                                 { f.m.torHeld-- }
+func (fakeTor) refuseUnix(*slog.Logger) func(fd int) error { return nil }

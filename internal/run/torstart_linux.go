@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -18,12 +19,39 @@ import (
 	"github.com/gotorsocks/torsocks/internal/torstart"
 )
 
+// ownTor is the user's own tor that torsocks uses, if any (useOwnTor).
+type ownTor struct{ tor *torstart.Tor }
+
+// release drops torsocks' hold on the tor (its idle time starts when no torsocks holds it).
+func (o *ownTor) release() {
+	if o.tor != nil {
+		o.tor.Release()
+	}
+}
+
+// refuseUnix is supervisor.Options.RefuseUnix: the program may not connect to the tor's control
+// port (it runs as the same user, so file modes do not keep it out).
+func (o *ownTor) refuseUnix(log *slog.Logger) func(fd int) error {
+	if o.tor == nil {
+		return nil
+	}
+	return func(fd int) error {
+		if o.tor.IsControl(fd) {
+			log.Warn("connection to the control port of torsocks' own tor refused: the program could reconfigure Tor")
+			return errControlPort
+		}
+		return nil
+	}
+}
+
+var errControlPort = fmt.Errorf("the control port of torsocks' own tor: %w", unix.ECONNREFUSED)
+
 // useOwnTor makes cfg point at the user's own tor (internal/torstart) when TorStart allows it: no
 // SocksPort configured explicitly and, with TorStart auto, nothing answering on the default one.
 // It starts that tor if none is running and returns once it has bootstrapped, with a release to
 // call when torsocks is done with it. Progress goes to stderr (nothing with -q).
-func useOwnTor(cfg *config.Config) (release func(), err error) {
-	nothing := func() {}
+func useOwnTor(cfg *config.Config) (own *ownTor, err error) {
+	nothing := &ownTor{}
 	if cfg.TorStart == config.TorStartNever || cfg.SocksExplicit {
 		return nothing, nil
 	}
@@ -56,14 +84,18 @@ func useOwnTor(cfg *config.Config) (release func(), err error) {
 		Paths: paths, UID: os.Getuid(), Binary: bin,
 		Extra: extra, ExtraName: cfg.TorConfig,
 		BootstrapTimeout: cfg.TorBootstrapTimeout,
+		Idle:             cfg.TorIdleTime,
 		Progress:         pr.show,
 	})
 	pr.end()
 	if err != nil {
 		return nil, fmt.Errorf("starting Tor (%s): %w", bin, err)
 	}
+	if tor.OtherSettings && cfg.LogLevel > config.LogNone {
+		fmt.Fprintf(os.Stderr, "torsocks: WARNING: the running tor (pid %d) was started with other settings (TorConfig); torsocks --tor-stop restarts it\n", tor.Pid)
+	}
 	cfg.SocksUnix, cfg.SocksAddr = tor.Socks, netip.AddrPort{}
-	return tor.Release, nil
+	return &ownTor{tor: tor}, nil
 }
 
 // answers tells whether something accepts TCP connections at addr (the default SocksPort).

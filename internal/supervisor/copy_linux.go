@@ -108,6 +108,11 @@ func (c *call) unixCall(raw []byte, caps uint64, f func(sa []byte) error) error 
 		if d := daemons.match(fd); d != "" {
 			return &resolverDaemonError{d}
 		}
+		if r := c.s.opts.RefuseUnix; r != nil {
+			if err := r(fd); err != nil {
+				return err
+			}
+		}
 		sa := make([]byte, 2, 2+32)
 		binary.LittleEndian.PutUint16(sa, unix.AF_UNIX)
 		sa = append(sa, "/proc/self/fd/"+strconv.Itoa(fd)...)

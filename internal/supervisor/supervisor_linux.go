@@ -63,6 +63,10 @@ type Options struct {
 	// to, holding a reference on the entry until release is called. isStandIn reports that a is in
 	// a stand-in range; ok that it is allocated.
 	StandIn func(a netip.Addr) (name string, release func(), isStandIn, ok bool)
+	// RefuseUnix, when set, vets each unix socket file the program connects or sends to (fd: an
+	// O_PATH descriptor of it): an error refuses the call with its errno (torsocks' own tor's
+	// control port).
+	RefuseUnix func(fd int) error
 }
 
 // DNSTCP is the supervisor's DNS-over-TCP listener (internal/dnsserver).

@@ -15,7 +15,7 @@ import (
 // fakeTor is what the test binary does when run as "tor" (TORSTART_FAKE_TOR set): it reads the
 // torrc given with -f, writes the cookie and the pid file, listens on the unix SocksPort and
 // ControlPort, and answers PROTOCOLINFO, AUTHENTICATE, GETINFO status/bootstrap-phase (0 to
-// 100% over 300 ms, or stuck at 50% with TORSTART_FAKE_TOR=stuck) and SIGNAL HALT. Each start
+// 100% over 300 ms, or stuck at 50% with TORSTART_FAKE_TOR=stuck) and SIGNAL HALT or SHUTDOWN. Each start
 // appends "start PID" to $TORSTART_FAKE_LOG.
 func fakeTor(mode string) {
 	fail := func(err error) {
@@ -110,7 +110,9 @@ func fakeTor(mode string) {
 							pct = 50
 						}
 						fmt.Fprintf(c, "250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=%d TAG=t%d SUMMARY=\"Step %d\"\r\n250 OK\r\n", pct, pct/10, pct/10)
-					case cmd == "SIGNAL HALT":
+					case cmd == "GETCONF SocksPort":
+						fmt.Fprintf(c, "250 SocksPort=unix:%s ExtendedErrors\r\n", socks)
+					case cmd == "SIGNAL HALT" || cmd == "SIGNAL SHUTDOWN":
 						fmt.Fprint(c, "250 OK\r\n")
 						close(halt)
 						return

@@ -4,7 +4,9 @@
 // One tor per user: its DataDirectory is under the user's cache directory, its SocksPort and
 // ControlPort are unix sockets in a private runtime directory, and a lock file there makes
 // racing starts end with one tor. Tor is always run with a torrc of ours (-f) and an empty
-// --defaults-torrc, never /etc/tor/torrc; the user's extra lines (TorConfig) are appended.
+// --defaults-torrc, never /etc/tor/torrc; the user's extra lines (TorConfig) are appended. Tor is
+// the child of a keeper process (RunKeeper), which stops it once no torsocks has used it for the
+// idle time.
 package torstart
 
 import (
@@ -38,6 +40,9 @@ func (p Paths) Cookie() string { return p.join("control.authcookie") }
 
 // PidFile is tor's PidFile.
 func (p Paths) PidFile() string { return p.join("tor.pid") }
+
+// KeeperPid is the pid file of the keeper (RunKeeper), tor's parent.
+func (p Paths) KeeperPid() string { return p.join("keeper.pid") }
 
 // Log is tor's notice-level log.
 func (p Paths) Log() string { return p.join("tor.log") }

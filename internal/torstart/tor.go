@@ -32,6 +32,12 @@ type Options struct {
 	Progress func(Progress)
 	// Env is tor's environment (nil: this process's).
 	Env []string
+	// Idle is how long the tor stays up once no torsocks uses it (default 5 min; see RunKeeper).
+	Idle time.Duration
+	// Keeper is the command that runs RunKeeper, to which RUNDIR IDLE TOR are appended
+	// (default /proc/self/exe KeeperArg: the torsocks binary, or a test binary that dispatches
+	// KeeperArg).
+	Keeper []string
 }
 
 // Tor is the user's running, bootstrapped tor.
@@ -39,7 +45,40 @@ type Tor struct {
 	Pid     int
 	Socks   string // the unix SocksPort
 	Started bool   // this call started it (else it was running)
-	users   *os.File
+	// OtherSettings: it was running, started with another torrc than this call would have
+	// written (another TorConfig, or a changed one); torsocks --tor-stop restarts it.
+	OtherSettings bool
+	users         *os.File
+	control       socketID
+	controlPath   string
+}
+
+// socketID is a file's device and inode.
+type socketID struct{ dev, ino uint64 }
+
+func statID(path string) (socketID, bool) {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return socketID{}, false
+	}
+	return socketID{st.Dev, st.Ino}, true
+}
+
+// IsControl tells whether fd (a descriptor of a file, O_PATH will do) is the tor's ControlPort
+// socket: the one Ensure saw, or the one at the path now (a tor started since by another
+// torsocks). A program under torsocks runs as the same user as its tor and could otherwise
+// connect to the control port and reconfigure Tor (a Socks5Proxy, a bridge of its choice).
+func (t *Tor) IsControl(fd int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return false
+	}
+	id := socketID{st.Dev, st.Ino}
+	if id == t.control {
+		return true
+	}
+	now, ok := statID(t.controlPath)
+	return ok && now == id
 }
 
 // Release drops this torsocks' hold on the tor (the shared lock on Paths.Users).
@@ -60,6 +99,12 @@ func Ensure(ctx context.Context, o Options) (*Tor, error) {
 	if o.BootstrapTimeout <= 0 {
 		o.BootstrapTimeout = 120 * time.Second
 	}
+	if o.Idle <= 0 {
+		o.Idle = 5 * time.Minute
+	}
+	if o.Keeper == nil {
+		o.Keeper = []string{"/proc/self/exe", KeeperArg}
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.BootstrapTimeout)
 	defer cancel()
 	p := o.Paths
@@ -76,20 +121,27 @@ func Ensure(ctx context.Context, o Options) (*Tor, error) {
 		return nil, err
 	}
 
-	t := &Tor{Socks: p.Socks()}
+	t := &Tor{Socks: p.Socks(), controlPath: p.Control()}
 	var exited <-chan struct{}
 	var logFrom int64
+	keeperPid := 0
 	pid, state := probe(ctx, p)
 	switch state {
 	case live:
 		t.Pid = pid
+		if was, err := os.ReadFile(p.Torrc()); err == nil && string(was) != torrc {
+			t.OtherSettings = true
+		}
 	case unresponsive:
 		if err := kill(pid); err != nil {
 			return nil, err
 		}
 		fallthrough
 	default:
-		for _, f := range []string{p.Socks(), p.Control(), p.Cookie(), p.PidFile()} {
+		if k := readPid(p.KeeperPid()); k > 0 && isOurKeeper(k, p) {
+			kill(k)
+		}
+		for _, f := range []string{p.Socks(), p.Control(), p.Cookie(), p.PidFile(), p.KeeperPid()} {
 			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, fmt.Errorf("torstart: removing the stale %s: %w", f, err)
 			}
@@ -97,14 +149,17 @@ func Ensure(ctx context.Context, o Options) (*Tor, error) {
 		if st, err := os.Stat(p.Log()); err == nil {
 			logFrom = st.Size()
 		}
-		if t.Pid, exited, err = start(p, o, torrc); err != nil {
+		if keeperPid, exited, err = start(p, o, torrc); err != nil {
 			return nil, err
 		}
 		t.Started = true
 	}
 	if err := waitBootstrap(ctx, p, o.Progress, exited); err != nil {
 		if t.Started {
-			kill(t.Pid)
+			kill(keeperPid) // it stops tor
+			if pid := readPid(p.PidFile()); pid > 0 && isOurTor(pid, p) {
+				kill(pid)
+			}
 		}
 		warn := lastWarning(p, logFrom)
 		if warn != "" {
@@ -112,6 +167,10 @@ func Ensure(ctx context.Context, o Options) (*Tor, error) {
 		}
 		return nil, fmt.Errorf("%w within %v (%s)%s; its log: %s", ErrBootstrap, o.BootstrapTimeout, err, warn, p.Log())
 	}
+	if t.Started {
+		t.Pid = readPid(p.PidFile())
+	}
+	t.control, _ = statID(p.Control())
 	if t.users, err = flock(ctx, p.Users(), unix.LOCK_SH); err != nil {
 		return nil, err
 	}
@@ -126,11 +185,15 @@ const (
 	live
 )
 
-// probe checks the pid file's process and its control port.
+// probe checks the pid file's process, its keeper and its control port. A tor without its
+// keeper (killed, or a tor of an older torsocks) would never exit by itself: unresponsive.
 func probe(ctx context.Context, p Paths) (int, torState) {
 	pid := readPid(p.PidFile())
 	if pid <= 0 || !isOurTor(pid, p) {
 		return 0, absent
+	}
+	if k := readPid(p.KeeperPid()); k <= 0 || !isOurKeeper(k, p) {
+		return pid, unresponsive
 	}
 	cc, err := dialControl(ctx, p, 3*time.Second)
 	if err != nil {
@@ -174,6 +237,24 @@ func isOurTor(pid int, p Paths) bool {
 	return false
 }
 
+// isOurKeeper tells whether pid is a live keeper (RunKeeper) of p.RunDir.
+func isOurKeeper(pid int, p Paths) bool {
+	if gone(pid) {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := bytes.Split(cmdline, []byte{0})
+	for i, a := range args {
+		if string(a) == KeeperArg && i+1 < len(args) && string(args[i+1]) == p.RunDir {
+			return true
+		}
+	}
+	return false
+}
+
 // kill stops pid (SIGTERM, then SIGKILL after 5 s) and waits for it to be gone.
 func kill(pid int) error {
 	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
@@ -203,8 +284,9 @@ func gone(pid int) bool {
 	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X'
 }
 
-// start writes the torrc and starts tor in a session of its own, so that it outlives this
-// torsocks and does not get the terminal's signals. exited is closed when it exits.
+// start writes the torrc and starts the keeper (RunKeeper), which starts tor, in a session of
+// its own, so that both outlive this torsocks and do not get the terminal's signals. It returns
+// the keeper's pid; exited is closed when the keeper exits (it does when tor does).
 func start(p Paths, o Options, torrc string) (int, <-chan struct{}, error) {
 	if err := os.WriteFile(p.Torrc(), []byte(torrc), 0o600); err != nil {
 		return 0, nil, fmt.Errorf("torstart: %w", err)
@@ -217,13 +299,14 @@ func start(p Paths, o Options, torrc string) (int, <-chan struct{}, error) {
 		return 0, nil, fmt.Errorf("torstart: %w", err)
 	}
 	defer out.Close()
-	cmd := exec.Command(o.Binary, "-f", p.Torrc(), "--defaults-torrc", p.Defaults())
+	args := append(o.Keeper[1:len(o.Keeper):len(o.Keeper)], p.RunDir, o.Idle.String(), o.Binary)
+	cmd := exec.Command(o.Keeper[0], args...)
 	cmd.Env = o.Env
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, nil, fmt.Errorf("torstart: starting %s: %w", o.Binary, err)
+		return 0, nil, fmt.Errorf("torstart: starting %s: %w", o.Keeper[0], err)
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -297,7 +380,7 @@ func lastWarning(p Paths, from int64) string {
 		for sc.Scan() {
 			l := sc.Text()
 			for _, tag := range []string{"[warn] ", "[err] "} {
-				if i := strings.Index(l, tag); i >= 0 && !strings.Contains(l, "running Tor as root") {
+				if i := strings.Index(l, tag); i >= 0 && !noise(l) {
 					last = strings.TrimSpace(l[i+len(tag):])
 				}
 			}
@@ -306,6 +389,17 @@ func lastWarning(p Paths, from int64) string {
 	scan(p.Output(), 0)
 	scan(p.Log(), from)
 	return last
+}
+
+// noise tells the warnings that say nothing about why tor does not bootstrap: running as root,
+// and those of every TorConfig for a private network (DirAuthority lines, TestingTorNetwork).
+func noise(l string) bool {
+	for _, s := range []string{"running Tor as root", "to specify alternate directory authorities", "TestingTorNetwork is set"} {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop stops the user's tor, if one is running: SIGNAL HALT on its control port, or SIGTERM when
@@ -336,7 +430,9 @@ func Stop(ctx context.Context, p Paths, uid int) (bool, error) {
 	if err := kill(pid); err != nil {
 		return true, err
 	}
-	for _, f := range []string{p.Socks(), p.Control(), p.PidFile()} {
+	// The keeper exits once it has seen tor exit and got the lock; what it would clear is
+	// cleared here.
+	for _, f := range []string{p.Socks(), p.Control(), p.PidFile(), p.KeeperPid()} {
 		os.Remove(f)
 	}
 	return true, nil

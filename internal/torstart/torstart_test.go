@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 func envOf(kv ...string) func(string) (string, bool) {
@@ -240,8 +241,15 @@ func TestEnsureStale(t *testing.T) {
 	if len(progress) == 0 || progress[len(progress)-1].Percent != 100 {
 		t.Errorf("progress %v", progress)
 	}
-	if err := kill(first.Pid); err != nil {
+	// Killed with its keeper, so that nobody clears up after it.
+	if err := unix.Kill(readPid(p.KeeperPid()), unix.SIGKILL); err != nil {
 		t.Fatal(err)
+	}
+	if err := unix.Kill(first.Pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for !gone(first.Pid) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := os.Stat(p.Control()); err != nil {
 		t.Fatalf("the killed fake tor should leave its socket: %v", err)
@@ -275,7 +283,7 @@ func TestEnsureStale(t *testing.T) {
 // A tor that does not bootstrap in time: ErrBootstrap with its last warning, and it is stopped.
 func TestEnsureTimeout(t *testing.T) {
 	p := testPaths(t)
-	o, _ := fakeOptions(t, p, "stuck")
+	o, log := fakeOptions(t, p, "stuck")
 	stop(t, p)
 	o.BootstrapTimeout = 700 * time.Millisecond
 	// The error says the bootstrap time-out ended it (not how long the call took: no bound on that).
@@ -285,9 +293,25 @@ func TestEnsureTimeout(t *testing.T) {
 		!strings.HasSuffix(err.Error(), "Tor's last warning: fake: no authority reachable; its log: "+p.Log()) {
 		t.Errorf("err %v", err)
 	}
-	if pid := readPid(p.PidFile()); pid == 0 || !gone(pid) {
+	if pid := lastStart(t, log); pid == 0 || !gone(pid) {
 		t.Errorf("the tor that did not bootstrap is still there (pid %d)", pid)
 	}
+	for _, f := range []string{p.PidFile(), p.KeeperPid(), p.Control(), p.Socks()} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// lastStart is the pid of the last fake tor started.
+func lastStart(t *testing.T, log string) int {
+	b, _ := os.ReadFile(log)
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	pid, _ := strconv.Atoi(f[len(f)-1])
+	return pid
 }
 
 // The real tor, in the test's network namespace where no authority is reachable: it starts with
@@ -313,5 +337,49 @@ func TestRealTorNoNetwork(t *testing.T) {
 	}
 	if pid := readPid(p.PidFile()); pid != 0 && !gone(pid) {
 		t.Errorf("tor %d still running", pid)
+	}
+}
+
+// Racing torsocks processes (not goroutines: locks of one process are another matter) end with
+// one tor, started by one of them.
+func TestEnsureRaceProcesses(t *testing.T) {
+	p := testPaths(t)
+	stop(t, p)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(filepath.Dir(p.RunDir), "starts")
+	const n = 6
+	cmds := make([]*exec.Cmd, n)
+	outs := make([]strings.Builder, n)
+	for i := range cmds {
+		cmds[i] = exec.Command(self, "-test.run=^$")
+		cmds[i].Env = append(os.Environ(), "TORSTART_TEST_ENSURE="+p.RunDir+":"+p.DataDir, "TORSTART_FAKE_LOG="+log)
+		cmds[i].Stdout, cmds[i].Stderr = &outs[i], &outs[i]
+	}
+	for _, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pids := map[string]int{}
+	started := 0
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("torsocks %d: %v: %s", i, err, outs[i].String())
+		}
+		for _, l := range strings.Split(outs[i].String(), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 2 {
+				pids[f[0]]++
+				if f[1] == "true" {
+					started++
+				}
+			}
+		}
+	}
+	if len(pids) != 1 || started != 1 || starts(t, log) != 1 {
+		t.Errorf("tor pids %v, %d started one, %d tor starts; want one tor", pids, started, starts(t, log))
 	}
 }

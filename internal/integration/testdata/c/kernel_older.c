@@ -3,6 +3,8 @@
 //   nolandlock   landlock_create_ruleset/add_rule/restrict_self answer ENOSYS (no Landlock)
 //   landlock3    Landlock without network rules (ABI 3, Linux 6.1-6.6): a ruleset attribute of
 //                16 bytes (the one with handled_access_net) answers E2BIG, as such a kernel does
+//   nonotify     no seccomp user notification (Linux before 5.0): SECCOMP_GET_NOTIF_SIZES answers
+//                EINVAL
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/filter.h>
@@ -21,7 +23,7 @@
 
 int main(int argc, char **argv) {
 	if (argc < 3) {
-		fprintf(stderr, "usage: kernel_older nolandlock|landlock3 COMMAND...\n");
+		fprintf(stderr, "usage: kernel_older nolandlock|landlock3|nonotify COMMAND...\n");
 		return 2;
 	}
 	struct sock_filter nolandlock[] = {
@@ -39,6 +41,14 @@ int main(int argc, char **argv) {
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | E2BIG),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
+	struct sock_filter nonotify[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_seccomp, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_GET_NOTIF_SIZES, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
 	struct sock_fprog prog;
 	if (strcmp(argv[1], "nolandlock") == 0) {
 		prog.len = sizeof nolandlock / sizeof nolandlock[0];
@@ -46,6 +56,9 @@ int main(int argc, char **argv) {
 	} else if (strcmp(argv[1], "landlock3") == 0) {
 		prog.len = sizeof landlock3 / sizeof landlock3[0];
 		prog.filter = landlock3;
+	} else if (strcmp(argv[1], "nonotify") == 0) {
+		prog.len = sizeof nonotify / sizeof nonotify[0];
+		prog.filter = nonotify;
 	} else {
 		fprintf(stderr, "kernel_older: unknown mode %s\n", argv[1]);
 		return 2;
