@@ -22,6 +22,9 @@ import (
 // These tests run the supervisor's worker loop on the fakes of supervisortest: no root, no
 // seccomp, milliseconds each. The integration tests check the same paths on the real kernel.
 
+// host is the ABI of the fake program's calls: the supervisor serves its host's ABIs only.
+var host = filter.HostABIs[0]
+
 // memBase is where every fake process's memory starts.
 const memBase = 0x10000
 
@@ -137,13 +140,18 @@ func (h *harness) socket(p *supervisortest.Process, n, domain, typ int) int {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { unix.Close(fd) })
+	if domain != unix.AF_UNIX {
+		if _, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
+			h.t.Skipf("SO_COOKIE: %v (qemu-user does not emulate it)", err)
+		}
+	}
 	p.SetFD(n, fd)
 	return fd
 }
 
-// notify queues syscall nr (x86_64) from thread tid.
+// notify queues syscall nr (host ABI) from thread tid.
 func (h *harness) notify(tid int, nr int32, args ...uint64) uint64 {
-	d := seccomp.Data{Nr: nr, Arch: filter.X86_64.Arch}
+	d := seccomp.Data{Nr: nr, Arch: host.Arch}
 	copy(d.Args[:], args)
 	return h.k.Notify(tid, d)
 }
@@ -203,7 +211,7 @@ func TestProxiedConnect(t *testing.T) {
 	p := h.tr.Process(100, memBase, 0x1000)
 	h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
 	a, l := connectArgs(p, memBase, dest)
-	wantValue(t, "connect", h.answer(h.notify(100, filter.X86_64.Connect, 3, a, l)), 0)
+	wantValue(t, "connect", h.answer(h.notify(100, host.Connect, 3, a, l)), 0)
 	if c := tor.Connects(); len(c) != 1 || c[0].Host != "203.0.113.10" || c[0].Port != 80 || c[0].Username != "" {
 		t.Errorf("Tor got %+v", c)
 	}
@@ -213,13 +221,13 @@ func TestProxiedConnect(t *testing.T) {
 
 	// getpeername shows the destination, not Tor.
 	p.Poke(memBase+0x200, binary.LittleEndian.AppendUint32(nil, 128))
-	wantValue(t, "getpeername", h.answer(h.notify(100, filter.X86_64.Getpeername, 3, memBase+0x100, memBase+0x200)), 0)
+	wantValue(t, "getpeername", h.answer(h.notify(100, host.Getpeername, 3, memBase+0x100, memBase+0x200)), 0)
 	got, _, err := parseSockaddr(unix.AF_INET, p.Peek(memBase+0x100, 16))
 	if n := binary.LittleEndian.Uint32(p.Peek(memBase+0x200, 4)); err != nil || got != dest || n != 16 {
 		t.Errorf("getpeername wrote %v (%v), length %d", got, err, n)
 	}
 	// A second connect on the same socket: EISCONN, as the kernel says.
-	wantErrno(t, "second connect", h.answer(h.notify(100, filter.X86_64.Connect, 3, a, l)), unix.EISCONN)
+	wantErrno(t, "second connect", h.answer(h.notify(100, host.Connect, 3, a, l)), unix.EISCONN)
 }
 
 // TestWaitingConnectHandsOver: while a connect waits for Tor's reply, its worker watches the
@@ -232,12 +240,12 @@ func TestWaitingConnectHandsOver(t *testing.T) {
 	h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
 	h.socket(p, 4, unix.AF_UNIX, unix.SOCK_STREAM)
 	a, l := connectArgs(p, memBase, dest)
-	connect := h.notify(100, filter.X86_64.Connect, 3, a, l)
+	connect := h.notify(100, host.Connect, 3, a, l)
 	for len(tor.Connects()) == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	// getpeername of a unix socket: the kernel may answer it (CONTINUE).
-	if r := h.answer(h.notify(100, filter.X86_64.Getpeername, 4, memBase+0x100, memBase+0x200)); r.Flags != unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE {
+	if r := h.answer(h.notify(100, host.Getpeername, 4, memBase+0x100, memBase+0x200)); r.Flags != unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE {
 		t.Errorf("getpeername of a unix socket: %+v, want CONTINUE", r)
 	}
 	if _, err := h.k.WaitAnswer(connect, 0); err == nil {
@@ -258,9 +266,9 @@ func TestWatchdogHandsOver(t *testing.T) {
 	other := h.tr.Process(100, memBase, 0x1000)
 	h.socket(other, 4, unix.AF_UNIX, unix.SOCK_STREAM)
 
-	blocked := h.notify(200, filter.X86_64.Connect, 3, memBase, 16)
+	blocked := h.notify(200, host.Connect, 3, memBase, 16)
 	start := time.Now()
-	if r := h.answer(h.notify(100, filter.X86_64.Getpeername, 4, memBase, memBase+0x10)); r.Flags != unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE {
+	if r := h.answer(h.notify(100, host.Getpeername, 4, memBase, memBase+0x10)); r.Flags != unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE {
 		t.Errorf("getpeername: %+v", r)
 	}
 	t.Logf("answered %v after the stuck call", time.Since(start))
@@ -284,7 +292,7 @@ func TestErrnoMapping(t *testing.T) {
 	unix.Close(ln)
 	deadPort := uint16(sa.(*unix.SockaddrInet4).Port)
 
-	x := filter.X86_64
+	x := host
 	for _, tc := range []struct {
 		name  string
 		socks netip.AddrPort
@@ -325,7 +333,9 @@ func TestErrnoMapping(t *testing.T) {
 			}
 			h := serve(t, Options{Socks: socks}, nil)
 			p := h.tr.Process(100, memBase, 0x1000)
-			h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
+			if tc.nr == x.Connect {
+				h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
+			}
 			wantErrno(t, tc.name, h.answer(h.notify(100, tc.nr, tc.args(p)...)), tc.errno)
 			l, ok := h.log.find(tc.line)
 			if !ok {
@@ -346,12 +356,12 @@ func TestNotificationGone(t *testing.T) {
 	h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
 	ids, read := make(chan uint64, 1), make(chan struct{})
 	p.ReadHook = func(uint64, int) { h.k.Cancel(<-ids); close(read) }
-	id := h.notify(100, filter.X86_64.Connect, 3, memBase, 16)
+	id := h.notify(100, host.Connect, 3, memBase, 16)
 	ids <- id
 	<-read
 	// Serve the next call: the first has been dealt with by then (one worker in turn).
 	h.socket(p, 4, unix.AF_UNIX, unix.SOCK_STREAM)
-	h.answer(h.notify(100, filter.X86_64.Getpeername, 4, 0, 0))
+	h.answer(h.notify(100, host.Getpeername, 4, 0, 0))
 	if a, err := h.k.WaitAnswer(id, 0); err == nil {
 		t.Errorf("a vanished notification was answered: %+v", a)
 	}
@@ -363,6 +373,9 @@ func TestNotificationGone(t *testing.T) {
 // TestInstall: a socket the supervisor makes (i386 socketcall, arguments in memory) is installed
 // in the program and its number answered.
 func TestInstall(t *testing.T) {
+	if filter.Lookup(filter.I386.Arch) == nil {
+		t.Skip("no i386 ABI on this host")
+	}
 	h := serve(t, Options{}, nil)
 	p := h.tr.Process(100, memBase, 0x1000)
 	var args []byte
@@ -401,7 +414,7 @@ func TestIsolatePID(t *testing.T) {
 		t.Helper()
 		h.socket(p, fd, unix.AF_INET, unix.SOCK_STREAM)
 		a, l := connectArgs(p, memBase, dest)
-		wantValue(t, "connect", h.answer(h.notify(tid, filter.X86_64.Connect, uint64(fd), a, l)), 0)
+		wantValue(t, "connect", h.answer(h.notify(tid, host.Connect, uint64(fd), a, l)), 0)
 	}
 	connect(p1, 100, 3)
 	connect(p1, 101, 4) // another thread of the same process
@@ -433,7 +446,7 @@ func TestForgottenAnswerCaught(t *testing.T) {
 		s.handler = func(*call) (reply, error) { return reply{}, nil }
 	})
 	h.tr.Process(100, memBase, 0x1000)
-	wantErrno(t, "forgotten", h.answer(h.notify(100, filter.X86_64.Connect, 3, memBase, 16)), unix.EPERM)
+	wantErrno(t, "forgotten", h.answer(h.notify(100, host.Connect, 3, memBase, 16)), unix.EPERM)
 	if l, ok := h.log.find("left unanswered"); !ok || l.level != slog.LevelError {
 		t.Errorf("no error line: %+v", h.log.lines)
 	}
@@ -449,7 +462,7 @@ func TestAnsweredOnce(t *testing.T) {
 		}
 	})
 	h.tr.Process(100, memBase, 0x1000)
-	wantValue(t, "answered twice", h.answer(h.notify(100, filter.X86_64.Listen, 3, 0)), 7)
+	wantValue(t, "answered twice", h.answer(h.notify(100, host.Listen, 3, 0)), 7)
 	if _, ok := h.log.await("answered twice"); !ok {
 		t.Errorf("no error line: %+v", h.log.lines)
 	}
