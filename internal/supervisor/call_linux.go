@@ -265,6 +265,19 @@ func (c *call) getfd(fd int) (int, error) {
 	return c.s.tr.GetFD(c.pidfd, fd)
 }
 
+// sock copies the program's socket fd and asks the copy what it is (the copy is the only basis
+// for a decision); the caller closes cp.
+func (c *call) sock(fd int) (cp int, si sockInfo, err error) {
+	if cp, err = c.getfd(fd); err != nil {
+		return -1, si, err
+	}
+	if si, err = getSockInfo(cp); err != nil {
+		unix.Close(cp)
+		return -1, si, err
+	}
+	return cp, si, nil
+}
+
 // read reads n bytes of the program's memory at addr and then checks the notification is still
 // valid (otherwise the bytes may belong to another process that reused the thread id).
 func (c *call) read(addr uint64, n int) ([]byte, error) {

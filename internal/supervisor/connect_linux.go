@@ -37,15 +37,11 @@ import (
 
 // connect decides and serves connect(fd, addr, addrlen).
 func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, error) {
-	cp, err := c.getfd(fd)
+	cp, si, err := c.sock(fd)
 	if err != nil {
 		return reply{}, fromErr("connect", err)
 	}
 	defer unix.Close(cp)
-	si, err := getSockInfo(cp)
-	if err != nil {
-		return reply{}, fromErr("connect", err)
-	}
 	if !si.isInet() && si.domain != unix.AF_UNIX && si.domain != unix.AF_NETLINK {
 		return reply{}, refused(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
 	}

@@ -133,15 +133,11 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 // as the wildcard address). An allowed listen is made here on the copy, not by the kernel, which
 // would look the descriptor number up again (see copy_linux.go).
 func (s *Supervisor) listen(c *call, fd, backlog int) (reply, error) {
-	cp, err := c.getfd(fd)
+	cp, si, err := c.sock(fd)
 	if err != nil {
 		return reply{}, fromErr("listen", err)
 	}
 	defer unix.Close(cp)
-	si, err := getSockInfo(cp)
-	if err != nil {
-		return reply{}, fromErr("listen", err)
-	}
 	if si.isInet() {
 		local, err := boundAddr(cp, si.domain)
 		if err != nil {

@@ -41,15 +41,11 @@ type sendArgs struct {
 //   - not connected: MSG_FASTOPEN with an address becomes a proxied connect followed by the send;
 //     anything else fails as a send on an unconnected TCP socket does (EPIPE).
 func (s *Supervisor) send(c *call, a sendArgs) (reply, error) {
-	cp, err := c.getfd(a.fd)
+	cp, si, err := c.sock(a.fd)
 	if err != nil {
 		return reply{}, fromErr("send", err)
 	}
 	defer unix.Close(cp)
-	si, err := getSockInfo(cp)
-	if err != nil {
-		return reply{}, fromErr("send", err)
-	}
 	local := si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK ||
 		(!si.isTCP() && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp))
 	if !si.isTCP() && !local {

@@ -116,13 +116,10 @@ func serve(t *testing.T, opts Options, setup func(*Supervisor)) *harness {
 	go func() { done <- h.s.Serve() }()
 	t.Cleanup(func() {
 		k.Hangup()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(5 * time.Second):
+		if err, ok := within(done, 5*time.Second); !ok {
 			t.Errorf("Serve did not return after the hang-up")
+		} else if err != nil {
+			t.Errorf("Serve: %v", err)
 		}
 		for _, v := range k.Violations() {
 			t.Error(v)
@@ -130,6 +127,18 @@ func serve(t *testing.T, opts Options, setup func(*Supervisor)) *harness {
 		k.Close()
 	})
 	return h
+}
+
+// within receives from ch, waiting at most d.
+func within[T any](ch <-chan T, d time.Duration) (v T, ok bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case v = <-ch:
+		return v, true
+	case <-timer.C:
+		return v, false
+	}
 }
 
 // socket is a socket of the test's own, as the program's descriptor n of process p.
@@ -193,20 +202,10 @@ func connectArgs(p *supervisortest.Process, addr uint64, ap netip.AddrPort) (uin
 	return addr, uint64(len(sa))
 }
 
-func startTor(t *testing.T, reply func(supervisortest.Connect) byte) *supervisortest.Tor {
-	t.Helper()
-	tor, err := supervisortest.StartTor(reply)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tor.Close() })
-	return tor
-}
-
 // TestProxiedConnect follows one connect through Tor and the getpeername that shows its
 // destination: the whole data path of docs/design.md on the fakes.
 func TestProxiedConnect(t *testing.T) {
-	tor := startTor(t, nil)
+	tor := supervisortest.StartTor(t, nil)
 	h := serve(t, Options{Socks: tor.Addr()}, nil)
 	p := h.tr.Process(100, memBase, 0x1000)
 	h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
@@ -234,7 +233,7 @@ func TestProxiedConnect(t *testing.T) {
 // listener and hands the receiver role over, so another thread's call is answered meanwhile.
 func TestWaitingConnectHandsOver(t *testing.T) {
 	hold := make(chan struct{})
-	tor := startTor(t, func(supervisortest.Connect) byte { <-hold; return socks5.ReplySucceeded })
+	tor := supervisortest.StartTor(t, func(supervisortest.Connect) byte { <-hold; return socks5.ReplySucceeded })
 	h := serve(t, Options{Socks: tor.Addr()}, nil)
 	p := h.tr.Process(100, memBase, 0x1000)
 	h.socket(p, 3, unix.AF_INET, unix.SOCK_STREAM)
@@ -279,7 +278,7 @@ func TestWatchdogHandsOver(t *testing.T) {
 // TestErrnoMapping: what the program gets, and the line torsocks logs, for each way a call fails;
 // the line names the function that decided.
 func TestErrnoMapping(t *testing.T) {
-	tor := startTor(t, func(c supervisortest.Connect) byte {
+	tor := supervisortest.StartTor(t, func(c supervisortest.Connect) byte {
 		if c.Port == 81 {
 			return socks5.ReplyHostUnreachable
 		}
@@ -405,7 +404,7 @@ func TestInstall(t *testing.T) {
 // TestIsolatePID: each process gets its own SOCKS credentials, kept while it lives; a pid that
 // names another process (its start time changed) gets new ones.
 func TestIsolatePID(t *testing.T) {
-	tor := startTor(t, nil)
+	tor := supervisortest.StartTor(t, nil)
 	h := serve(t, Options{Socks: tor.Addr(), IsolatePID: true}, nil)
 	p1 := h.tr.Process(100, memBase, 0x1000)
 	p1.Thread(101)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"testing"
 
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
@@ -30,16 +31,18 @@ type Connect struct {
 	Username, Password string
 }
 
-// StartTor listens on 127.0.0.1 (an ephemeral port).
-func StartTor(reply func(Connect) byte) (*Tor, error) {
+// StartTor listens on 127.0.0.1 (an ephemeral port) until the test ends.
+func StartTor(tb testing.TB, reply func(Connect) byte) *Tor {
+	tb.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		tb.Fatal(err)
 	}
 	t := &Tor{ln: ln, Reply: reply}
 	t.wg.Add(1)
 	go t.serve()
-	return t, nil
+	tb.Cleanup(func() { t.Close() })
+	return t
 }
 
 // Addr is the SocksPort.
@@ -64,27 +67,22 @@ func (t *Tor) Close() error {
 	return err
 }
 
+// serve runs a handler per connection until the listener is closed.
 func (t *Tor) serve() {
 	defer t.wg.Done()
-	for {
-		c, err := t.ln.Accept()
-		if err != nil {
-			return
-		}
+	for c, err := t.ln.Accept(); err == nil; c, err = t.ln.Accept() {
 		t.mu.Lock()
 		t.conns = append(t.conns, c)
 		t.mu.Unlock()
 		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			defer c.Close()
-			t.handle(c)
-		}()
+		go t.handle(c)
 	}
 }
 
 // handle speaks the server side of RFC 1928/1929, just enough for the supervisor's client.
 func (t *Tor) handle(c net.Conn) {
+	defer t.wg.Done()
+	defer c.Close()
 	var req Connect
 	b := make([]byte, 2)
 	if _, err := io.ReadFull(c, b); err != nil {
