@@ -37,10 +37,10 @@ func BuildFactory(abis []*ABI) ([]unix.SockFilter, error) {
 		a.ret(actAllow)
 		a.label(p + "flags3")
 		a.ins(bpf.LoadAbsolute{Off: offArg(3), Size: 4})
-		a.jset(msgFastopen, "eperm", "allow")
+		a.jset(unix.MSG_FASTOPEN, "eperm", "allow")
 		a.label(p + "flags2")
 		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
-		a.jset(msgFastopen, "eperm", "allow")
+		a.jset(unix.MSG_FASTOPEN, "eperm", "allow")
 	}
 	a.label("allow")
 	a.ret(actAllow)

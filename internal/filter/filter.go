@@ -18,8 +18,6 @@ type Options struct {
 	VetReceived bool
 }
 
-const msgFastopen = 0x20000000
-
 // seccomp_data offsets (little-endian: an argument's low 32 bits are at its offset).
 const (
 	offNr   = 0
@@ -28,14 +26,14 @@ const (
 
 func offArg(i int) uint32 { return 16 + 8*uint32(i) }
 
-// Actions.
+// Actions (golang.org/x/sys/unix's names).
 const (
-	actAllow  = 0x7fff0000
-	actNotify = 0x7fc00000
-	actKill   = 0x80000000
+	actAllow  = unix.SECCOMP_RET_ALLOW
+	actNotify = unix.SECCOMP_RET_USER_NOTIF
+	actKill   = unix.SECCOMP_RET_KILL_PROCESS
 )
 
-func actErrno(e unix.Errno) uint32 { return 0x00050000 | uint32(e) }
+func actErrno(e unix.Errno) uint32 { return unix.SECCOMP_RET_ERRNO | uint32(e) }
 
 // Build returns the BPF program for the given ABIs. Every ABI not listed kills the process.
 //
@@ -101,10 +99,10 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 
 		a.label(p + "flags3")
 		a.ins(bpf.LoadAbsolute{Off: offArg(3), Size: 4})
-		a.jset(msgFastopen, p+"notify", p+"allow")
+		a.jset(unix.MSG_FASTOPEN, p+"notify", p+"allow")
 		a.label(p + "flags2")
 		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
-		a.jset(msgFastopen, p+"notify", p+"allow")
+		a.jset(unix.MSG_FASTOPEN, p+"notify", p+"allow")
 
 		if abi.Socketcall >= 0 {
 			a.label(p + "socketcall")

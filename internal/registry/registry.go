@@ -40,8 +40,6 @@ type Conn struct {
 	// Host is the name sent to Tor in CONNECT when Dest is a stand-in, ""
 	// for a plain IP destination.
 	Host string
-	// PID is the process that connected (for logging).
-	PID int
 
 	refs    atomic.Int32 // references held: the registry's (while registered) plus one per Lookup not yet Put
 	release func()       // runs once, when refs drops to 0: the design's "free"
@@ -52,8 +50,8 @@ type Conn struct {
 // if Add fails it is the caller's, to Put. release, which may be nil, runs
 // exactly once, when the last reference is dropped, and outside the registry
 // lock.
-func NewConn(cookie uint64, dest netip.AddrPort, host string, pid int, release func()) *Conn {
-	c := &Conn{Cookie: cookie, Dest: dest, Host: host, PID: pid, release: release}
+func NewConn(cookie uint64, dest netip.AddrPort, host string, release func()) *Conn {
+	c := &Conn{Cookie: cookie, Dest: dest, Host: host, release: release}
 	c.refs.Store(1) // add 2) new_conn refcount = 1
 	return c
 }

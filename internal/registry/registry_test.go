@@ -16,7 +16,7 @@ var testAddr = netip.MustParseAddr("203.0.113.10")
 
 // counted returns a connection whose release counts into *released.
 func counted(cookie uint64, released *atomic.Int64) *Conn {
-	return NewConn(cookie, netip.AddrPortFrom(testAddr, 80), "", 1, func() { released.Add(1) })
+	return NewConn(cookie, netip.AddrPortFrom(testAddr, 80), "", func() { released.Add(1) })
 }
 
 func (c *Conn) refcount() int32 { return c.refs.Load() }
@@ -34,8 +34,8 @@ func mustPanic(t *testing.T, what string, f func()) {
 
 func TestNewConn(t *testing.T) {
 	dest := netip.MustParseAddrPort("[2001:db8::10]:443")
-	c := NewConn(7, dest, "example.onion", 42, nil)
-	if c.Cookie != 7 || c.Dest != dest || c.Host != "example.onion" || c.PID != 42 {
+	c := NewConn(7, dest, "example.onion", nil)
+	if c.Cookie != 7 || c.Dest != dest || c.Host != "example.onion" {
 		t.Fatalf("fields: %+v", c)
 	}
 	if c.refcount() != 1 { // add 2) refcount = 1
@@ -132,7 +132,7 @@ func TestLastPutReleases(t *testing.T) {
 		t.Run(fmt.Sprintf("holderLast=%v", holderLast), func(t *testing.T) {
 			r := New()
 			var released atomic.Int64
-			r.Add(NewConn(3, netip.AddrPortFrom(testAddr, 3), "h3", 1, func() { released.Add(1) }))
+			r.Add(NewConn(3, netip.AddrPortFrom(testAddr, 3), "h3", func() { released.Add(1) }))
 			c := r.Lookup(3)
 			if holderLast {
 				r.Destroy(3)
@@ -223,9 +223,9 @@ func TestCallbacksRunUnlocked(t *testing.T) {
 			}
 			r.Len()
 		}
-		r.Add(NewConn(1, netip.AddrPortFrom(testAddr, 1), "", 1, reenter))
-		r.Add(NewConn(2, netip.AddrPortFrom(testAddr, 2), "", 1, reenter))
-		r.Add(NewConn(1000, netip.AddrPortFrom(testAddr, 9), "", 1, nil))
+		r.Add(NewConn(1, netip.AddrPortFrom(testAddr, 1), "", reenter))
+		r.Add(NewConn(2, netip.AddrPortFrom(testAddr, 2), "", reenter))
+		r.Add(NewConn(1000, netip.AddrPortFrom(testAddr, 9), "", nil))
 		r.Destroy(1)
 		r.Reclaim(func(c uint64) bool { reenter(); return c != 2 })
 	}()
@@ -268,7 +268,7 @@ func TestShrinkRule(t *testing.T) {
 	r := New()
 	const peak = 100_000
 	for i := range uint64(peak) {
-		r.Add(NewConn(i, netip.AddrPort{}, "", 0, nil))
+		r.Add(NewConn(i, netip.AddrPort{}, "", nil))
 	}
 	heapFull := heapInuse()
 	// Down to just above 1/8 of the peak: no rebuild yet.
@@ -399,7 +399,7 @@ func TestHammer(t *testing.T) {
 	var flags sync.Map // *Conn -> *atomic.Bool, set by release
 	newConn := func(cookie uint64) *Conn {
 		flag := new(atomic.Bool)
-		c := NewConn(cookie, netip.AddrPortFrom(testAddr, uint16(cookie)), fmt.Sprint("h", cookie), 1, func() {
+		c := NewConn(cookie, netip.AddrPortFrom(testAddr, uint16(cookie)), fmt.Sprint("h", cookie), func() {
 			if flag.Swap(true) {
 				t.Errorf("cookie %d released twice", cookie)
 			}
@@ -481,7 +481,7 @@ func BenchmarkLookupParallel(b *testing.B) {
 	const keys = 1024
 	r := New()
 	for i := range uint64(keys) {
-		r.Add(NewConn(i, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
+		r.Add(NewConn(i, netip.AddrPortFrom(testAddr, 80), "", nil))
 	}
 	var seed atomic.Uint64
 	b.RunParallel(func(pb *testing.PB) {
@@ -497,11 +497,11 @@ func BenchmarkLookupParallel(b *testing.B) {
 func BenchmarkAddDestroy(b *testing.B) {
 	r := New()
 	for i := range uint64(100) { // a few long-lived neighbours
-		r.Add(NewConn(1<<40+i, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
+		r.Add(NewConn(1<<40+i, netip.AddrPortFrom(testAddr, 80), "", nil))
 	}
 	var i uint64
 	for b.Loop() {
-		r.Add(NewConn(i, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
+		r.Add(NewConn(i, netip.AddrPortFrom(testAddr, 80), "", nil))
 		r.Destroy(i)
 		i++
 	}

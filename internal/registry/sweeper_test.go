@@ -57,7 +57,7 @@ func (l *liveSet) get() (map[uint64]struct{}, error) {
 func addN(t *testing.T, r *Registry, s *Sweeper, from, to uint64) {
 	t.Helper()
 	for c := from; c <= to; c++ {
-		if err := r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil)); err != nil {
+		if err := r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", nil)); err != nil {
 			t.Fatal(err)
 		}
 		s.Added()
@@ -145,7 +145,7 @@ func TestSweeperSparesNewerEntries(t *testing.T) {
 	defer s.Close()
 	l.hook = func(call int) {
 		if call == 1 {
-			r.Add(NewConn(100, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
+			r.Add(NewConn(100, netip.AddrPortFrom(testAddr, 80), "", nil))
 		}
 	}
 	addN(t, r, s, 1, 3)
@@ -212,7 +212,7 @@ func TestSweeperSingleFlightAndBackpressure(t *testing.T) {
 			wg.Go(func() {
 				for range (backlog*min - 1) / 8 {
 					c := next.Add(1)
-					if err := r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil)); err != nil {
+					if err := r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", nil)); err != nil {
 						t.Error(err)
 					}
 					s.Added()
@@ -226,7 +226,7 @@ func TestSweeperSingleFlightAndBackpressure(t *testing.T) {
 			defer close(blocked)
 			for r.Len() < backlog*min {
 				c := next.Add(1)
-				r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", 1, nil))
+				r.Add(NewConn(c, netip.AddrPortFrom(testAddr, 80), "", nil))
 				s.Added()
 			}
 		}()
@@ -294,7 +294,7 @@ func TestSweeperWithSockDiag(t *testing.T) {
 		tc := c.(*net.TCPConn)
 		conns = append(conns, tc)
 		cookies = append(cookies, cookieOf(t, tc))
-		if err := r.Add(NewConn(cookies[i], netip.AddrPortFrom(testAddr, uint16(i)), "", 1, nil)); err != nil {
+		if err := r.Add(NewConn(cookies[i], netip.AddrPortFrom(testAddr, uint16(i)), "", nil)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -114,10 +114,14 @@ func TestAddFDUnderSignals(t *testing.T) {
 			}
 			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 			if err != nil {
-				l.Fail(n.ID, unix.EMFILE)
+				l.Send(&Resp{ID: n.ID, Val: -1, Error: -int32(unix.EMFILE)})
 				continue
 			}
-			if _, err := l.AddFDAndReturn(n.ID, fd, false); err != nil && len(failures) < 5 {
+			newfd, err := l.AddFD(n.ID, fd, false)
+			if err == nil {
+				err = l.Send(&Resp{ID: n.ID, Val: int64(newfd)})
+			}
+			if err != nil && len(failures) < 5 {
 				failures = append(failures, err.Error())
 			}
 			unix.Close(fd)
@@ -147,8 +151,8 @@ func addFDChild() {
 	prog := []unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_SOCKET, Jt: 0, Jf: 1},
-		{Code: unix.BPF_RET | unix.BPF_K, K: RetUserNotif},
-		{Code: unix.BPF_RET | unix.BPF_K, K: RetAllow},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_USER_NOTIF},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
 	}
 	lfd, err := InstallFilter(prog)
 	if err != nil {

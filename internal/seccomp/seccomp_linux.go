@@ -44,21 +44,8 @@ type addFD struct {
 	NewFDFlags uint32
 }
 
-// Filter return values and flags used by this project.
+// Numbers of this package's own (the kernel's are golang.org/x/sys/unix's).
 const (
-	RetKillProcess = 0x80000000
-	RetErrno       = 0x00050000
-	RetUserNotif   = unix.SECCOMP_RET_USER_NOTIF
-	RetAllow       = 0x7fff0000
-
-	flagContinue = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
-
-	seccompSetModeFilter  = 1
-	seccompGetNotifSizes  = 3
-	ioctlNotifRecv        = unix.SECCOMP_IOCTL_NOTIF_RECV
-	ioctlNotifSend        = unix.SECCOMP_IOCTL_NOTIF_SEND
-	ioctlNotifIDValid     = unix.SECCOMP_IOCTL_NOTIF_ID_VALID
-	ioctlNotifAddFD       = unix.SECCOMP_IOCTL_NOTIF_ADDFD
 	pidfdThread           = unix.O_EXCL // PIDFD_THREAD (Linux 6.9)
 	listenerFilterFlags   = unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 	minimumKernelMajor    = 5
@@ -106,7 +93,7 @@ func parseRelease(s string) (major, minor int, ok bool) {
 // CheckSizes verifies that the kernel's notification structures have the sizes this package uses.
 func CheckSizes() error {
 	var sizes struct{ Notif, Resp, Data uint16 }
-	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompGetNotifSizes, 0, uintptr(unsafe.Pointer(&sizes))); errno != 0 {
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_GET_NOTIF_SIZES, 0, uintptr(unsafe.Pointer(&sizes))); errno != 0 {
 		return fmt.Errorf("seccomp(SECCOMP_GET_NOTIF_SIZES): %w", errno)
 	}
 	if sizes.Notif != uint16(unsafe.Sizeof(Notif{})) || sizes.Resp != uint16(unsafe.Sizeof(Resp{})) || sizes.Data != uint16(unsafe.Sizeof(Data{})) {
@@ -124,7 +111,7 @@ func InstallFilter(prog []unix.SockFilter) (int, error) {
 		return -1, fmt.Errorf("filter has %d instructions", len(prog))
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	fd, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompSetModeFilter, listenerFilterFlags, uintptr(unsafe.Pointer(&fprog)))
+	fd, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, listenerFilterFlags, uintptr(unsafe.Pointer(&fprog)))
 	switch errno {
 	case 0:
 		return int(fd), nil
@@ -149,7 +136,7 @@ func Confine(prog []unix.SockFilter) error {
 		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, seccompSetModeFilter, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
 	if errno != 0 {
 		return fmt.Errorf("seccomp(SET_MODE_FILTER, TSYNC): %w", errno)
 	}
@@ -197,94 +184,66 @@ func (l *Listener) Wait() (bool, error) {
 // It returns ErrNotifGone when the notification vanished between poll and receive.
 func (l *Listener) Recv(n *Notif) error {
 	*n = Notif{}
-	for {
-		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifRecv, uintptr(unsafe.Pointer(n)))
-		switch errno {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		case unix.ENOENT:
-			return ErrNotifGone
-		default:
-			return fmt.Errorf("SECCOMP_IOCTL_NOTIF_RECV: %w", errno)
-		}
-	}
+	_, err := l.ioctl("SECCOMP_IOCTL_NOTIF_RECV", unix.SECCOMP_IOCTL_NOTIF_RECV, unsafe.Pointer(n))
+	return err
 }
 
-func (l *Listener) send(r *Resp) error {
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifSend, uintptr(unsafe.Pointer(r)))
-	switch errno {
-	case 0:
-		return nil
-	case unix.ENOENT:
-		return ErrNotifGone
-	default:
-		return fmt.Errorf("SECCOMP_IOCTL_NOTIF_SEND: %w", errno)
-	}
-}
-
-// Return answers the syscall with a successful result val.
-func (l *Listener) Return(id uint64, val int64) error {
-	return l.send(&Resp{ID: id, Val: val})
-}
-
-// Fail answers the syscall with an error: the program sees -1 and errno.
-func (l *Listener) Fail(id uint64, errno unix.Errno) error {
-	return l.send(&Resp{ID: id, Val: -1, Error: -int32(errno)})
-}
-
-// Continue lets the kernel run the syscall as the program made it. Only safe where nothing the
-// program can change after the decision (memory it points to, a racing thread) can turn the call
-// into a way around Tor; callers say why in a comment.
-func (l *Listener) Continue(id uint64) error {
-	return l.send(&Resp{ID: id, Flags: flagContinue})
+// Send answers a notification: r.Val with r.Error 0 is a result, Val -1 with Error -errno an
+// error, Flags SECCOMP_USER_NOTIF_FLAG_CONTINUE lets the kernel run the call as the program made
+// it (only safe where nothing the program can change after the decision, memory it points to or
+// a racing thread, can turn the call into a way around Tor).
+func (l *Listener) Send(r *Resp) error {
+	_, err := l.ioctl("SECCOMP_IOCTL_NOTIF_SEND", unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(r))
+	return err
 }
 
 // Valid reports ErrNotifGone unless the notification id is still pending. Call it after every read
 // of the program's memory (the thread may have died and its id been reused) and before every write.
 func (l *Listener) Valid(id uint64) error {
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifIDValid, uintptr(unsafe.Pointer(&id)))
-	switch errno {
-	case 0:
-		return nil
-	case unix.ENOENT:
-		return ErrNotifGone
-	default:
-		return fmt.Errorf("SECCOMP_IOCTL_NOTIF_ID_VALID: %w", errno)
-	}
+	_, err := l.ioctl("SECCOMP_IOCTL_NOTIF_ID_VALID", unix.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Pointer(&id))
+	return err
 }
 
-// AddFDAndReturn installs srcfd in the traced process (O_CLOEXEC if cloexec) and answers the syscall
-// with the new descriptor number.
+// AddFD installs srcfd in the traced process (O_CLOEXEC if cloexec) without answering the call,
+// and returns the descriptor number it got there. The caller answers with Send (the number, or an
+// emulated recvmsg's result once the numbers are in the program's control buffer).
 //
-// It takes two ioctls, ADDFD and then SEND, never the atomic SECCOMP_ADDFD_FLAG_SEND: that flag
-// marks the notification replied before the ioctl waits for the traced thread to install the
-// descriptor, and the wait is interruptible. A signal to our thread (the Go runtime preempts with
-// SIGURG) ends the wait, the kernel takes the queued descriptor back and restarts the ioctl
-// (SA_RESTART), which then fails with EINPROGRESS, while the traced thread, finding the
-// notification replied with nothing to install, returns 0 from socket(): its standard input, not a
-// socket (TestAddFDUnderSignals, seen in CI). A plain ADDFD is safe to restart: an interrupted one
-// either completed (its result is returned) or was withdrawn, and the notification is still
-// pending. If the thread is killed between the two ioctls, its descriptors go with it.
-func (l *Listener) AddFDAndReturn(id uint64, srcfd int, cloexec bool) (int, error) {
+// Installing and answering take two ioctls, ADDFD and then SEND, never the atomic
+// SECCOMP_ADDFD_FLAG_SEND: that flag marks the notification replied before the ioctl waits for the
+// traced thread to install the descriptor, and the wait is interruptible. A signal to our thread
+// (the Go runtime preempts with SIGURG) ends the wait, the kernel takes the queued descriptor back
+// and restarts the ioctl (SA_RESTART), which then fails with EINPROGRESS, while the traced thread,
+// finding the notification replied with nothing to install, returns 0 from socket(): its standard
+// input, not a socket (TestAddFDUnderSignals, seen in CI). A plain ADDFD is safe to restart: an
+// interrupted one either completed (its result is returned) or was withdrawn, and the notification
+// is still pending. If the thread is killed between the two ioctls, its descriptors go with it.
+// EMFILE and ENFILE (errors.Is) mean the program's descriptor table is full.
+func (l *Listener) AddFD(id uint64, srcfd int, cloexec bool) (int, error) {
 	a := addFD{ID: id, SrcFD: uint32(srcfd)}
 	if cloexec {
 		a.NewFDFlags = unix.O_CLOEXEC
 	}
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifAddFD, uintptr(unsafe.Pointer(&a)))
-	switch errno {
-	case 0:
-	case unix.ENOENT:
-		return -1, ErrNotifGone
-	default:
-		return -1, fmt.Errorf("SECCOMP_IOCTL_NOTIF_ADDFD: %w", errno)
+	r, err := l.ioctl("SECCOMP_IOCTL_NOTIF_ADDFD", unix.SECCOMP_IOCTL_NOTIF_ADDFD, unsafe.Pointer(&a))
+	return int(r), err
+}
+
+// ioctl runs one listener ioctl, restarting it when a signal interrupts it (each of them either
+// completed or did nothing then), and reports ENOENT, the notification is gone (or, for RECV,
+// vanished between poll and receive), as ErrNotifGone.
+func (l *Listener) ioctl(name string, req uintptr, arg unsafe.Pointer) (uintptr, error) {
+	for {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), req, uintptr(arg))
+		switch errno {
+		case 0:
+			return r, nil
+		case unix.EINTR:
+			continue
+		case unix.ENOENT:
+			return 0, ErrNotifGone
+		default:
+			return 0, fmt.Errorf("%s: %w", name, errno)
+		}
 	}
-	newfd := int(r)
-	if err := l.Return(id, int64(newfd)); err != nil {
-		return -1, err
-	}
-	return newfd, nil
 }
 
 // OpenThread opens a pidfd for thread tid. It uses PIDFD_THREAD (Linux 6.9) so the pidfd names the
@@ -340,34 +299,4 @@ func GetFD(pidfd, fd int) (int, error) {
 		return -1, fmt.Errorf("pidfd_getfd(fd %d): %w", fd, err)
 	}
 	return c, nil
-}
-
-// ReadMem reads len(buf) bytes at addr of thread tid. A short read is an error (EFAULT).
-func ReadMem(tid int, addr uint64, buf []byte) error {
-	if len(buf) > maxTraceeMemoryAccess {
-		return fmt.Errorf("read %d bytes of pid %d: too large", len(buf), tid)
-	}
-	return vm("read", unix.ProcessVMReadv, tid, addr, buf)
-}
-
-// WriteMem writes buf at addr of thread tid. The caller must check the notification id just before.
-func WriteMem(tid int, addr uint64, buf []byte) error {
-	return vm("write", unix.ProcessVMWritev, tid, addr, buf)
-}
-
-// vm moves buf to or from addr of thread tid with process_vm_readv or process_vm_writev.
-func vm(what string, op func(int, []unix.Iovec, []unix.RemoteIovec, uint) (int, error), tid int, addr uint64, buf []byte) error {
-	if len(buf) == 0 {
-		return nil
-	}
-	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
-	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
-	n, err := op(tid, local, remote, 0)
-	if err != nil {
-		return fmt.Errorf("%s %d bytes at %#x of pid %d: %w", what, len(buf), addr, tid, err)
-	}
-	if n != len(buf) {
-		return fmt.Errorf("%s %d bytes at %#x of pid %d: short (%d): %w", what, len(buf), addr, tid, n, unix.EFAULT)
-	}
-	return nil
 }

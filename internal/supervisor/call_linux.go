@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,26 +14,221 @@ import (
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
-// call is one notified syscall being served. It is owned by one goroutine at a time.
+// The lifecycle of one notified call, in order:
+//
+//  1. worker (supervisor_linux.go) receives it and lends it the receiver role;
+//  2. serve picks its handler (dispatch) and runs it;
+//  3. the handler decides, carries the call out on the program's behalf if it must, and returns
+//     what the program gets: a reply (a value, CONTINUE, a descriptor to install) or an error,
+//     a *callError made where the decision was made (refused, failed, fromErr, proxyFailed) so
+//     that its log line names the deciding function;
+//  4. answer, the only function that answers the kernel, answers it exactly once and logs the
+//     refusal; a handler that returns neither a reply nor an error is caught there.
+
+// call is one notified syscall being served, by the worker that received it.
 type call struct {
-	s     *Supervisor
-	id    uint64
-	tid   int
-	abi   *filter.ABI
-	data  seccomp.Data
-	pidfd int // -1 until opened
-	tgid  int
-	done  bool
-	// handedOff: a goroutine started by goCall owns the call now and must answer it.
-	handedOff bool
-	// lead: the worker serving c still holds the receiver role (see Serve); cleared by whoever
-	// hands it over (handOff), the watchdog included, so it is atomic.
-	lead atomic.Bool
+	s        *Supervisor
+	id       uint64
+	tid      int
+	abi      *filter.ABI
+	data     seccomp.Data
+	lease    *lease // the receiver role lent to this call (nil in tests that serve directly)
+	pidfd    int    // -1 until opened
+	tgid     int
+	answered bool
 }
 
 // newCall makes the call for notification n; abi is nil for an unknown architecture.
-func (s *Supervisor) newCall(n *seccomp.Notif) *call {
-	return &call{s: s, id: n.ID, tid: int(n.Pid), abi: filter.Lookup(n.Data.Arch), data: n.Data, pidfd: -1}
+func (s *Supervisor) newCall(n *seccomp.Notif, l *lease) *call {
+	return &call{s: s, id: n.ID, tid: int(n.Pid), abi: filter.Lookup(n.Data.Arch), data: n.Data, lease: l, pidfd: -1}
+}
+
+// serve runs the call's handler and answers the kernel.
+func (s *Supervisor) serve(c *call) {
+	h := s.dispatch
+	if s.handler != nil {
+		h = s.handler
+	}
+	r, err := h(c)
+	s.answer(c, r, err)
+}
+
+// reply is what a call that succeeded answers: a value, CONTINUE, or a descriptor installed.
+type reply struct {
+	kind    replyKind
+	val     int64
+	fd      int // replyInstall: the supervisor's descriptor, closed once installed
+	cloexec bool
+}
+
+type replyKind uint8
+
+const (
+	replyNone     replyKind = iota // no answer decided: a handler bug, caught by answer
+	replyValue                     // the syscall returns val
+	replyContinue                  // the kernel runs the syscall as the program made it
+	replyInstall                   // fd is installed in the program; the syscall returns its number
+)
+
+func value(v int64) reply { return reply{kind: replyValue, val: v} }
+
+// letRun lets the kernel run the call. Only where nothing the program can change after the
+// decision (memory it points to, a racing thread) can turn the call into a way around Tor; the
+// handler says why in a comment.
+func letRun() reply { return reply{kind: replyContinue} }
+
+// install answers with fd installed in the program (O_CLOEXEC if cloexec): answer owns fd.
+func install(fd int, cloexec bool) reply { return reply{kind: replyInstall, fd: fd, cloexec: cloexec} }
+
+// callError is how a call fails: the errno the program gets and, unless msg is empty, one log
+// line at level, attributed to the function that decided (pc).
+type callError struct {
+	errno unix.Errno
+	level slog.Level
+	msg   string
+	pc    uintptr
+}
+
+func (e *callError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.errno.Error()
+}
+
+func (e *callError) Unwrap() error { return e.errno }
+
+// caller is the PC of the function that called the function calling caller.
+func caller() uintptr {
+	var pcs [1]uintptr
+	runtime.Callers(3, pcs[:])
+	return pcs[0]
+}
+
+// refused fails the call with errno and a warning saying why.
+func refused(errno unix.Errno, msg string) error {
+	return &callError{errno: errno, level: slog.LevelWarn, msg: msg, pc: caller()}
+}
+
+// failed fails the call with err's errno (EPERM if it has none), without a line: for errors the
+// kernel itself would have returned. A *callError or a notification gone stays as it is.
+func failed(err error) error {
+	var ce *callError
+	if errors.As(err, &ce) || isGone(err) {
+		return err
+	}
+	return &callError{errno: errnoOf(err)}
+}
+
+// fromErr fails the call with the errno that best describes err (fail closed: EPERM when
+// unknown), logging it: at debug level for the errors of a program that passed a bad argument,
+// as a warning otherwise. A notification gone stays as it is.
+func fromErr(what string, err error) error {
+	if isGone(err) {
+		return err
+	}
+	errno := errnoOf(err)
+	switch errno {
+	case unix.EBADF, unix.ENOTSOCK, unix.EFAULT, unix.EINVAL:
+		return &callError{errno: errno, level: slog.LevelDebug, msg: fmt.Sprintf("%s: %v", what, err), pc: caller()}
+	}
+	return &callError{errno: errno, level: slog.LevelWarn, msg: fmt.Sprintf("%s refused: %v", what, err), pc: caller()}
+}
+
+// errTaskGone: the calling thread exited while its call was served.
+var errTaskGone = errors.New("the calling thread exited")
+
+// isGone reports an error after which the call needs no answer: its notification is gone, or the
+// thread that made it.
+func isGone(err error) bool {
+	return errors.Is(err, seccomp.ErrNotifGone) || errors.Is(err, errTaskGone)
+}
+
+// errnoOf is the errno in err, EPERM if it has none.
+func errnoOf(err error) unix.Errno {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return unix.EPERM
+}
+
+// answer answers the kernel for c, exactly once: with the error if err is set, else with r.
+func (s *Supervisor) answer(c *call, r reply, err error) {
+	if c.answered {
+		s.log.Error(fmt.Sprintf("internal error: syscall %d of pid %d answered twice", c.data.Nr, c.tid))
+		return
+	}
+	c.answered = true
+	defer c.close()
+	resp := seccomp.Resp{ID: c.id}
+	if err == nil {
+		switch r.kind {
+		case replyValue:
+			resp.Val = r.val
+		case replyContinue:
+			resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
+		case replyInstall:
+			// Two steps, ADDFD then SEND, never the atomic SECCOMP_ADDFD_FLAG_SEND (see
+			// seccomp.Listener.AddFD).
+			fd, aerr := s.k.AddFD(c.id, r.fd, r.cloexec)
+			unix.Close(r.fd)
+			resp.Val, err = int64(fd), fromErr("socket", aerr)
+			if aerr == nil {
+				err = nil
+			}
+		default:
+			// Every path must answer; a handler that forgot is a bug, and the safe answer is
+			// an error.
+			s.log.Error(fmt.Sprintf("internal error: syscall %d of pid %d left unanswered", c.data.Nr, c.tid))
+			err = &callError{errno: unix.EPERM}
+		}
+	} else if r.kind == replyInstall {
+		unix.Close(r.fd)
+	}
+	if err != nil {
+		if isGone(err) {
+			return // nobody waits for the answer
+		}
+		var ce *callError
+		if !errors.As(err, &ce) {
+			ce = &callError{errno: errnoOf(err)}
+		}
+		if ce.msg != "" {
+			c.log(ce.level, ce.msg, ce.pc)
+		}
+		resp.Val, resp.Error, resp.Flags = -1, -int32(ce.errno), 0
+	}
+	if err := s.k.Send(&resp); err != nil && !isGone(err) {
+		s.log.Error(fmt.Sprintf("answer syscall of pid %d: %v", c.tid, err))
+	}
+}
+
+// close closes what the call opened.
+func (c *call) close() {
+	if c.pidfd >= 0 {
+		unix.Close(c.pidfd)
+		c.pidfd = -1
+	}
+}
+
+// log logs msg on behalf of the program's process, attributed (torsocks' "in func() at
+// file:line") to pc, the function that decided.
+func (c *call) log(level slog.Level, msg string, pc uintptr) {
+	ctx := context.Background()
+	if !c.s.log.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, pc)
+	r.AddAttrs(slog.Int("pid", c.pid()))
+	c.s.log.Handler().Handle(ctx, r)
+}
+
+// logf is log attributed to its caller, for lines that are not a refusal.
+func (c *call) logf(level slog.Level, format string, args ...any) {
+	if c.s.log.Enabled(context.Background(), level) {
+		c.log(level, fmt.Sprintf(format, args...), caller())
+	}
 }
 
 // arg returns argument i as the ABI passes it (32-bit ABIs: the low 32 bits).
@@ -56,12 +249,12 @@ func (c *call) open() error {
 	if c.pidfd >= 0 {
 		return nil
 	}
-	fd, tgid, err := seccomp.OpenThread(c.tid)
+	fd, tgid, err := c.s.tr.OpenThread(c.tid)
 	if err != nil {
 		return err
 	}
 	c.pidfd, c.tgid = fd, tgid
-	return c.s.l.Valid(c.id)
+	return c.s.k.Valid(c.id)
 }
 
 // getfd copies the program's descriptor fd into the supervisor.
@@ -69,7 +262,20 @@ func (c *call) getfd(fd int) (int, error) {
 	if err := c.open(); err != nil {
 		return -1, err
 	}
-	return seccomp.GetFD(c.pidfd, fd)
+	return c.s.tr.GetFD(c.pidfd, fd)
+}
+
+// sock copies the program's socket fd and asks the copy what it is (the copy is the only basis
+// for a decision); the caller closes cp.
+func (c *call) sock(fd int) (cp int, si sockInfo, err error) {
+	if cp, err = c.getfd(fd); err != nil {
+		return -1, si, err
+	}
+	if si, err = getSockInfo(cp); err != nil {
+		unix.Close(cp)
+		return -1, si, err
+	}
+	return cp, si, nil
 }
 
 // read reads n bytes of the program's memory at addr and then checks the notification is still
@@ -79,10 +285,10 @@ func (c *call) read(addr uint64, n int) ([]byte, error) {
 		return nil, unix.EFAULT
 	}
 	b := make([]byte, n)
-	if err := seccomp.ReadMem(c.tid, addr, b); err != nil {
+	if err := c.s.tr.ReadMem(c.tid, addr, b); err != nil {
 		return nil, err
 	}
-	if err := c.s.l.Valid(c.id); err != nil {
+	if err := c.s.k.Valid(c.id); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -93,10 +299,15 @@ func (c *call) write(addr uint64, b []byte) error {
 	if addr == 0 {
 		return unix.EFAULT
 	}
-	if err := c.s.l.Valid(c.id); err != nil {
+	return c.writeV([]seccomp.Seg{{Addr: addr, B: b}})
+}
+
+// writeV writes every segment into the program's memory, checking validity right before.
+func (c *call) writeV(segs []seccomp.Seg) error {
+	if err := c.s.k.Valid(c.id); err != nil {
 		return err
 	}
-	return seccomp.WriteMem(c.tid, addr, b)
+	return c.s.tr.WriteMem(c.tid, segs)
 }
 
 // readArgs reads the i386 socketcall argument array (n unsigned longs of 4 bytes).
@@ -112,83 +323,11 @@ func (c *call) readArgs(addr uint64, n int) ([]uint64, error) {
 	return out, nil
 }
 
-func (c *call) finish(err error) {
-	c.done = true
-	if c.pidfd >= 0 {
-		unix.Close(c.pidfd)
-		c.pidfd = -1
-	}
-	if err != nil && !errors.Is(err, seccomp.ErrNotifGone) {
-		c.s.log.Error(fmt.Sprintf("answer syscall of pid %d: %v", c.tid, err))
-	}
-}
-
-// ok answers the call with a result.
-func (c *call) ok(val int64) { c.finish(c.s.l.Return(c.id, val)) }
-
-// fail answers the call with an error.
-func (c *call) fail(errno unix.Errno) { c.finish(c.s.l.Fail(c.id, errno)) }
-
-// cont lets the kernel run the call; see seccomp.Listener.Continue for when that is allowed.
-func (c *call) cont() { c.finish(c.s.l.Continue(c.id)) }
-
-// refuse logs reason at warning level on behalf of the program and fails the call.
-func (c *call) refuse(errno unix.Errno, reason string) {
-	c.logAt(slog.LevelWarn, reason)
-	c.fail(errno)
-}
-
-// logAt logs msg on behalf of the program's process, attributing the line (torsocks' "in func()
-// at file:line") to the handler that decided, not to this helper or its callers in this file.
-func (c *call) logAt(level slog.Level, msg string) {
-	ctx := context.Background()
-	if !c.s.log.Enabled(ctx, level) {
-		return
-	}
-	var pcs [8]uintptr
-	n := runtime.Callers(2, pcs[:])
-	pc := pcs[0]
-	frames := runtime.CallersFrames(pcs[:n])
-	for {
-		f, more := frames.Next()
-		if !strings.HasSuffix(f.File, "/call_linux.go") && !strings.HasSuffix(f.File, "/copy_linux.go") {
-			pc = f.PC
-			break
-		}
-		if !more {
-			break
-		}
-	}
-	r := slog.NewRecord(time.Now(), level, msg, pc)
-	r.AddAttrs(slog.Int("pid", c.pid()))
-	c.s.log.Handler().Handle(ctx, r)
-}
-
-// failErr answers with the errno that best describes err (fail closed: EPERM when unknown), unless
-// the notification is gone. Unexpected errors are logged.
-func (c *call) failErr(what string, err error) {
-	if errors.Is(err, seccomp.ErrNotifGone) {
-		c.finish(nil)
-		return
-	}
-	var errno unix.Errno
-	if !errors.As(err, &errno) {
-		errno = unix.EPERM
-	}
-	switch errno {
-	case unix.EBADF, unix.ENOTSOCK, unix.EFAULT, unix.EINVAL:
-		c.logAt(slog.LevelDebug, fmt.Sprintf("%s: %v", what, err))
-	default:
-		c.logAt(slog.LevelWarn, fmt.Sprintf("%s refused: %v", what, err))
-	}
-	c.fail(errno)
-}
-
-// pid is the process that made the call (thread group id), read from /proc on first use; the
-// thread id if that fails (the thread is gone).
+// pid is the process that made the call (thread group id), read on first use; the thread id if
+// that fails (the thread is gone).
 func (c *call) pid() int {
 	if c.tgid == 0 {
-		if tgid, err := seccomp.Tgid(c.tid); err == nil {
+		if tgid, err := c.s.tr.Tgid(c.tid); err == nil {
 			c.tgid = tgid
 		} else {
 			c.tgid = c.tid

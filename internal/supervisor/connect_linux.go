@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -21,49 +20,35 @@ import (
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
-// goCall runs f, which owns c from then on and must answer it (and close what it was given), and
-// may block on the program or the network: the receiver role goes to another worker first (see
-// Serve). Calls are served by the worker that received them, so this is a plain call otherwise.
-func (s *Supervisor) goCall(c *call, f func()) {
-	c.handedOff = true
-	c.handOff()
-	f()
-}
-
-// goCallHolding is goCall for a handler that waits only in rawConn.wait (which hands the role
-// over when the listener has something) or briefly: the worker keeps the receiver role.
-func (s *Supervisor) goCallHolding(c *call, f func()) {
-	c.handedOff = true
-	f()
-}
+// The data path of a connect, top to bottom (worker and answer: supervisor_linux.go and
+// call_linux.go; the rest of a proxied connect is in this file, in the order it runs):
+//
+//	worker      receives the notification, lends it the receiver role, starts the watchdog
+//	serve       runs dispatch, which picks connect
+//	connect     copies the program's socket (pidfd_getfd), asks the copy what it is, reads the
+//	            address once; unix, netlink and UDP sockets go to connectCopy / connectUDP
+//	connectTCP  decides by the policy: DNS responder, stand-in by name, direct, or Tor
+//	proxy       connectTor (the copy to Tor's SocksPort, connectWait), the SOCKS5 handshake
+//	            (internal/socks5, over rawConn), then the registry entry getpeername answers from
+//	answer      answers the kernel: 0, or the errno with one line (proxyFailed, refused)
+//
+// rawConn's waits poll the listener too while the call holds the receiver role, and hand the role
+// over when another notification comes, so a connect waiting for Tor holds nobody up.
 
 // connect decides and serves connect(fd, addr, addrlen).
-func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
-	cp, err := c.getfd(fd)
+func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, error) {
+	cp, si, err := c.sock(fd)
 	if err != nil {
-		c.failErr("connect", err)
-		return
+		return reply{}, fromErr("connect", err)
 	}
-	closeCopy := true
-	defer func() {
-		if closeCopy {
-			unix.Close(cp)
-		}
-	}()
-	si, err := getSockInfo(cp)
-	if err != nil {
-		c.failErr("connect", err)
-		return
-	}
+	defer unix.Close(cp)
 	if !si.isInet() && si.domain != unix.AF_UNIX && si.domain != unix.AF_NETLINK {
-		c.refuse(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
-		return
+		return reply{}, refused(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
 	}
 	// The address is read once; every decision and the connect itself use these bytes.
 	raw, err := c.read(addr, int(min(addrlen, maxSockaddrLen)))
 	if err != nil {
-		c.failErr("connect", err)
-		return
+		return reply{}, fromErr("connect", err)
 	}
 	switch {
 	case si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK:
@@ -71,27 +56,18 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		// made here, on the copy (see copy_linux.go): the kernel would look the descriptor number
 		// up again, and it may name another socket by then. A unix connect is made with the
 		// calling thread's credentials (creds_linux.go): unix peers see the program's uid and gid
-		// in SO_PEERCRED, but the supervisor's pid.
-		closeCopy = false
-		s.goCall(c, func() {
-			defer unix.Close(cp)
-			s.connectCopy(c, cp, si, raw)
-		})
-		return
+		// in SO_PEERCRED, but the supervisor's pid. A unix server may be slow to accept: the
+		// receiver role goes first.
+		c.lease.release()
+		return s.connectCopy(c, cp, si, raw)
 	case !si.isTCP():
 		// A datagram connect never waits: the worker keeps the receiver role (glibc connects a
 		// UDP socket to every address getaddrinfo returns, to sort them).
-		closeCopy = false
-		s.goCallHolding(c, func() {
-			defer unix.Close(cp)
-			s.connectUDP(c, cp, si, raw)
-		})
-		return
+		return s.connectUDP(c, cp, si, raw)
 	}
 	dest, unspec, err := parseSockaddr(si.domain, raw)
 	if err != nil {
-		c.fail(errnoOf(err))
-		return
+		return reply{}, failed(err)
 	}
 	if unspec {
 		// connect(AF_UNSPEC) disconnects. Done here on the copy (not by the kernel re-reading the
@@ -99,57 +75,38 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) {
 		err := disconnect(cp)
 		s.reg.Destroy(si.cookie)
 		if err != nil {
-			c.fail(errnoOf(err))
-			return
+			return reply{}, failed(err)
 		}
-		c.ok(0)
-		return
+		return value(0), nil
 	}
 	if conn := s.reg.Lookup(si.cookie); conn != nil {
 		conn.Put()
-		c.fail(unix.EISCONN)
-		return
+		return reply{}, failed(unix.EISCONN)
 	}
-	closeCopy = false
-	s.goCallHolding(c, func() {
-		defer unix.Close(cp)
-		if err := s.connectTCP(c, cp, si, dest); err != nil {
-			s.failConnect(c, dest, err)
-			return
-		}
-		c.ok(0)
-	})
+	if err := s.connectTCP(c, cp, si, dest); err != nil {
+		return reply{}, err
+	}
+	return value(0), nil
 }
-
-// refusal is a connect the policy refuses: answered with errno and one line saying why.
-type refusal struct {
-	errno  unix.Errno
-	reason string
-}
-
-func (r *refusal) Error() string { return r.reason }
-
-// quietErr is a connect error the kernel itself would have given (a direct connect to loopback
-// refused, say): answered with its errno, no log line.
-type quietErr struct{ errno unix.Errno }
-
-func (q *quietErr) Error() string { return q.errno.Error() }
 
 // connectTCP connects the copy cp of the program's TCP socket the way the policy says, and
 // registers it: port 53 of any address goes to the DNS responder; a stand-in address goes through
 // Tor by its name; loopback may go direct; the rest goes through Tor. It serves connect() and
-// TCP Fast Open sends alike.
+// TCP Fast Open sends alike. Its errors are the call's answer.
 func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
 	if dest.Port() == 53 && s.opts.DNSTCP != nil {
-		return s.connectDNS(c, cp, si, dest)
+		if err := s.connectDNS(c, cp, si, dest); err != nil {
+			return proxyFailed(dest.String(), err)
+		}
+		return nil
 	}
 	if s.opts.StandIn != nil {
 		if name, release, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap()); isStandIn {
 			if !ok {
-				return &refusal{unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest)}
+				return refused(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
 			}
-			if err := s.proxyNamed(c, cp, si, dest, name, release); err != nil {
-				return &namedErr{fmt.Sprintf("%s:%d (stand-in %s)", name, dest.Port(), dest.Addr()), err}
+			if err := s.proxy(c, cp, si, dest, name, release); err != nil {
+				return proxyFailed(fmt.Sprintf("%s:%d (stand-in %s)", name, dest.Port(), dest.Addr()), err)
 			}
 			return nil
 		}
@@ -157,220 +114,27 @@ func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPor
 	d := s.pol.Connect(dest)
 	switch d.Action {
 	case policy.Refuse:
-		return &refusal{d.Errno, d.Reason}
+		return refused(d.Errno, d.Reason)
 	case policy.Direct:
 		return s.direct(c, cp, si, dest)
-	default:
-		return s.proxy(c, cp, si, dest, "")
 	}
-}
-
-// namedErr is a failed connect to a stand-in: target names the name the program resolved.
-type namedErr struct {
-	target string
-	err    error
-}
-
-func (e *namedErr) Error() string { return e.err.Error() }
-func (e *namedErr) Unwrap() error { return e.err }
-
-// failConnect answers a failed connectTCP.
-func (s *Supervisor) failConnect(c *call, dest netip.AddrPort, err error) {
-	var r *refusal
-	var q *quietErr
-	var n *namedErr
-	switch {
-	case errors.As(err, &r):
-		c.refuse(r.errno, r.reason)
-	case errors.As(err, &q):
-		c.fail(q.errno)
-	case errors.As(err, &n):
-		s.failProxy(c, n.target, n.err)
-	default:
-		s.failProxy(c, dest.String(), err)
-	}
-}
-
-// connectUDP serves connect() on a datagram socket. Only sockets of the UDP sandbox exist (others
-// are refused at creation; one inherited would be refused at start), and nothing sent from there
-// leaves it, so any destination is allowed: glibc connects UDP sockets to every address
-// getaddrinfo returns just to sort them, sending nothing. Datagrams the sandbox swallows (anything
-// but DNS) are logged by the DNS server's catch-all, and the program's next receive on a connected
-// socket fails with ECONNREFUSED. The connect is made on the copy (see copy_linux.go).
-func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) {
-	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
-		c.refuse(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
-		return
-	}
-	if s.opts.UDPLoopback != nil {
-		if dest, unspec, err := parseSockaddr(si.domain, raw); err == nil && !unspec && dest.Addr().IsLoopback() {
-			if err := s.opts.UDPLoopback.Ensure(dest); err != nil {
-				c.logAt(slog.LevelWarn, fmt.Sprintf("UDP to %s (AllowOutboundLocalhost 2): %v", dest, err))
-			}
-		}
-	}
-	s.connectCopy(c, cp, si, raw)
-}
-
-// connectDNS connects a TCP socket aimed at port 53 (of any address) to the supervisor's DNS
-// responder instead: names go through Tor like every other lookup. getpeername still shows the
-// nameserver the program asked for.
-func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
-	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
-	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
-		return fmt.Errorf("DNS over TCP to %s: %w", dest, err)
-	}
-	conn := registry.NewConn(si.cookie, dest, "", c.tid, nil)
-	if err := s.reg.Add(conn); err != nil {
-		conn.Put()
-	} else {
-		s.sweeper.Added()
+	if err := s.proxy(c, cp, si, dest, "", nil); err != nil {
+		return proxyFailed(dest.String(), err)
 	}
 	return nil
 }
-
-// connectGated connects the program's socket (its copy in rc) to one of the supervisor's own
-// loopback listeners (IPv4 target), announcing the socket's local port to the listener first
-// (binding it to an ephemeral port if the program has not bound it), so the listener can refuse
-// everybody else.
-func connectGated(rc *rawConn, si sockInfo, target netip.AddrPort, expect func(uint16)) error {
-	local := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-	if si.domain == unix.AF_INET6 {
-		if v6only, _ := unix.GetsockoptInt(rc.fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); v6only == 1 {
-			return &setupError{errno: unix.ENETUNREACH, msg: "an IPv6-only socket cannot reach torsocks' own loopback listener " + target.String()}
-		}
-		target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
-		local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
-	}
-	bound, err := boundAddr(rc.fd, si.domain)
-	if err != nil {
-		return err
-	}
-	if bound.Port() == 0 {
-		sa, _ := toSockaddr(si.domain, local)
-		if err := unix.Bind(rc.fd, sa); err != nil {
-			return fmt.Errorf("bind before connecting to %s: %w", target, err)
-		}
-		if bound, err = boundAddr(rc.fd, si.domain); err != nil {
-			return err
-		}
-	}
-	expect(bound.Port())
-	sa, _ := toSockaddr(si.domain, target)
-	return connectWait(rc, sa)
-}
-
-// connectWait connects the copy in rc to sa, waiting (within rc's deadline) when the program's
-// socket is non-blocking.
-func connectWait(rc *rawConn, sa unix.Sockaddr) error {
-	err := unix.Connect(rc.fd, sa)
-	if err == unix.EINPROGRESS || err == unix.EINTR || err == unix.EALREADY {
-		if err = rc.wait(unix.POLLOUT); err == nil {
-			var soerr int
-			soerr, err = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err == nil && soerr != 0 {
-				err = unix.Errno(soerr)
-			}
-		}
-	}
-	return err
-}
-
-// disconnect is connect(fd, {AF_UNSPEC}), which x/sys/unix cannot express.
-func disconnect(fd int) error {
-	var sa [16]byte // sa_family 0 = AF_UNSPEC
-	_, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa)))
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-// direct connects the program's socket to dest itself, with the address it read: the kernel never
-// re-reads the program's memory, so a racing thread cannot redirect the connection.
-//
-// A signal to the supervisor's thread (the Go runtime preempts with SIGURG) interrupts a blocking
-// connect while the kernel goes on connecting, and the restarted call reports EALREADY. A
-// non-blocking program is told EINPROGRESS, which is what its own connect would have said; a
-// blocking one is answered when the connection is made or has failed, as its own connect would be.
-func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
-	sa, err := toSockaddr(si.domain, dest)
-	if err != nil {
-		return &quietErr{errnoOf(err)}
-	}
-	c.handOff() // a loopback server of the program's own may be slow to accept
-	err = unix.Connect(cp, sa)
-	switch {
-	case err == nil:
-		return nil
-	case err == unix.EINTR || err == unix.EALREADY:
-		fl, ferr := unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
-		if ferr != nil || fl&unix.O_NONBLOCK != 0 {
-			return &quietErr{unix.EINPROGRESS}
-		}
-		rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
-		if err := rc.wait(unix.POLLOUT); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return &quietErr{unix.ETIMEDOUT}
-			}
-			return err
-		}
-		soerr, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			return &quietErr{errnoOf(err)}
-		}
-		if soerr != 0 {
-			return &quietErr{unix.Errno(soerr)}
-		}
-		return nil
-	default:
-		return &quietErr{errnoOf(err)}
-	}
-}
-
-// failProxy answers a failed proxied connect to target with the errno torsocks gives and one clear
-// line.
-func (s *Supervisor) failProxy(c *call, target string, err error) {
-	if errors.Is(err, errTaskGone) {
-		c.finish(nil)
-		return
-	}
-	errno := socks5.Errno(err)
-	var se *setupError
-	if errors.As(err, &se) {
-		errno = se.errno
-	}
-	c.logAt(slog.LevelWarn, fmt.Sprintf("connection to %s through Tor failed: %v", target, err))
-	c.fail(errno)
-}
-
-// setupError is a failure before SOCKS could start (reaching Tor's SocksPort), with its errno.
-type setupError struct {
-	errno unix.Errno
-	msg   string
-}
-
-func (e *setupError) Error() string { return e.msg }
-
-var errTaskGone = errors.New("the calling thread exited")
 
 // proxy carries the program's socket (copy cp) through Tor to dest (or to host, when set, by
 // name), records it in the registry, and returns nil once the program may use the connection.
-func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, host string) error {
-	return s.proxyNamed(c, cp, si, dest, host, nil)
-}
-
-// proxyNamed is proxy with a release function that runs when the connection's registry entry is
-// freed (for a stand-in: the reference that keeps its name from being reused), or at once if the
-// connection fails.
-func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPort, host string, release func()) (err error) {
+// release, if set, runs when the connection's registry entry is freed (for a stand-in: the
+// reference that keeps its name from being reused), or at once if the connection fails.
+func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, host string, release func()) (err error) {
 	defer func() {
 		if err != nil && release != nil {
 			release()
 		}
 	}()
-	deadline := time.Now().Add(s.opts.ConnectTimeout)
-	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: deadline}
+	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
 	if err := s.connectTor(rc, si); err != nil {
 		return err
 	}
@@ -405,12 +169,12 @@ func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPor
 		unix.Shutdown(cp, unix.SHUT_RDWR)
 		return err
 	}
-	conn := registry.NewConn(si.cookie, dest, host, c.tid, release)
+	conn := registry.NewConn(si.cookie, dest, host, release)
 	release = nil // owned by conn now
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
 		unix.Shutdown(cp, unix.SHUT_RDWR)
-		return &setupError{errno: unix.EISCONN, msg: fmt.Sprintf("record connection: %v", err)}
+		return &callError{errno: unix.EISCONN, msg: fmt.Sprintf("record connection: %v", err)}
 	}
 	s.sweeper.Added()
 	s.proxied.Add(1)
@@ -421,12 +185,13 @@ func (s *Supervisor) proxyNamed(c *call, cp int, si sockInfo, dest netip.AddrPor
 		}
 	}
 	if s.debug() {
-		c.logAt(slog.LevelDebug, fmt.Sprintf("connection to %s (%s) carried through Tor", dest, req.Host))
+		c.logf(slog.LevelDebug, "connection to %s (%s) carried through Tor", dest, req.Host)
 	}
 	return nil
 }
 
 // connectTor connects the copy to Tor's SocksPort, choosing the address family the socket can use.
+// Its errors carry the errno the program gets (a *callError), or say the thread is gone.
 func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 	target := s.opts.Socks
 	var err error
@@ -440,7 +205,7 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 		case s.opts.SocksV6.IsValid():
 			target = s.opts.SocksV6
 		case target.Addr().Is4() && v6only == 1:
-			return &setupError{errno: unix.ENETUNREACH, msg: fmt.Sprintf("an IPv6-only socket (IPV6_V6ONLY) cannot reach Tor's IPv4 SocksPort %s; configure an IPv6 SocksPort (TorAddressIPv6)", target)}
+			return &callError{errno: unix.ENETUNREACH, msg: fmt.Sprintf("an IPv6-only socket (IPV6_V6ONLY) cannot reach Tor's IPv4 SocksPort %s; configure an IPv6 SocksPort (TorAddressIPv6)", target)}
 		case target.Addr().Is4():
 			target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
 		}
@@ -448,14 +213,14 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 		err = connectWait(rc, sa)
 	default:
 		if !target.Addr().Unmap().Is4() {
-			return &setupError{errno: unix.EAFNOSUPPORT, msg: fmt.Sprintf("an IPv4 socket cannot reach Tor's IPv6 SocksPort %s; set TorAddress to an IPv4 address", target)}
+			return &callError{errno: unix.EAFNOSUPPORT, msg: fmt.Sprintf("an IPv4 socket cannot reach Tor's IPv6 SocksPort %s; set TorAddress to an IPv4 address", target)}
 		}
 		sa, _ := toSockaddr(si.domain, target)
 		err = connectWait(rc, sa)
 	}
 	if err != nil {
-		var se *setupError
-		if errors.Is(err, errTaskGone) || errors.As(err, &se) {
+		var ce *callError
+		if isGone(err) || errors.As(err, &ce) {
 			return err
 		}
 		errno := errnoOf(err)
@@ -466,9 +231,74 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 		if s.opts.SocksRelay != nil {
 			where = "(through its unix-socket relay)"
 		}
-		return &setupError{errno: errno, msg: fmt.Sprintf("cannot reach Tor's SocksPort %s: %v (is tor running?)", where, err)}
+		return &callError{errno: errno, msg: fmt.Sprintf("cannot reach Tor's SocksPort %s: %v (is tor running?)", where, err)}
 	}
 	return nil
+}
+
+// connectWait connects the copy in rc to sa, waiting (within rc's deadline) when the program's
+// socket is non-blocking.
+func connectWait(rc *rawConn, sa unix.Sockaddr) error {
+	err := unix.Connect(rc.fd, sa)
+	if err == unix.EINPROGRESS || err == unix.EINTR || err == unix.EALREADY {
+		if err = rc.wait(unix.POLLOUT); err == nil {
+			var soerr int
+			soerr, err = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			if err == nil && soerr != 0 {
+				err = unix.Errno(soerr)
+			}
+		}
+	}
+	return err
+}
+
+// proxyFailed is the answer to a failed proxied connect to target: the errno torsocks gives
+// (the SOCKS reply's, or the one a *callError carries) and one clear line.
+func proxyFailed(target string, err error) error {
+	if isGone(err) {
+		return err
+	}
+	errno := socks5.Errno(err)
+	var ce *callError
+	if errors.As(err, &ce) {
+		errno = ce.errno
+	}
+	return &callError{errno: errno, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s through Tor failed: %v", target, err), pc: caller()}
+}
+
+// isoCredential is one process's SOCKS credentials under IsolatePID.
+type isoCredential struct {
+	start string // process start time, so a recycled pid gets new credentials
+	auth  *socks5.Auth
+}
+
+// credentials returns the SOCKS credentials for a connect made by c's process: under IsolatePID
+// its own, random, kept while the process lives.
+func (s *Supervisor) credentials(c *call) *socks5.Auth {
+	if !s.opts.IsolatePID {
+		return s.opts.Auth
+	}
+	pid := c.pid()
+	start := s.tr.Started(pid)
+	s.isoMu.Lock()
+	defer s.isoMu.Unlock()
+	if cr, ok := s.iso[pid]; ok && cr.start == start {
+		return cr.auth
+	}
+	if len(s.iso) >= 1024 {
+		// Forget processes that are gone (or whose pid now names another process), so the table
+		// stays as large as the tree, not as its history.
+		for p, cr := range s.iso {
+			if s.tr.Started(p) != cr.start {
+				delete(s.iso, p)
+			}
+		}
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	a := &socks5.Auth{Username: "torsocks-" + strconv.Itoa(pid) + "-" + hex.EncodeToString(b[:8]), Password: hex.EncodeToString(b[8:])}
+	s.iso[pid] = isoCredential{start: start, auth: a}
+	return a
 }
 
 // rawConn speaks on the copy of the program's socket without touching its flags: the open file
@@ -476,7 +306,7 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 // and never hands the descriptor to the Go runtime's poller. It gives up at deadline or when the
 // calling thread exits (its pidfd polls readable).
 type rawConn struct {
-	c         *call // whose receiver role wait hands over when the listener has something; may be nil
+	c         *call // whose receiver role wait hands over when the listener has something
 	fd, pidfd int
 	deadline  time.Time
 }
@@ -536,10 +366,10 @@ func (r *rawConn) wait(events int16) error {
 			task = len(fds)
 			fds = append(fds, unix.PollFd{Fd: int32(r.pidfd), Events: unix.POLLIN})
 		}
-		if r.c != nil && r.c.lead.Load() {
+		if r.c.lease.Held() {
 			// This worker is the receiver: another thread's call must not wait for Tor's answer.
 			lst = len(fds)
-			fds = append(fds, unix.PollFd{Fd: int32(r.c.s.l.FD()), Events: unix.POLLIN})
+			fds = append(fds, unix.PollFd{Fd: int32(r.c.s.k.FD()), Events: unix.POLLIN})
 		}
 		n, err := unix.Poll(fds, ms)
 		if err == unix.EINTR {
@@ -552,7 +382,7 @@ func (r *rawConn) wait(events int16) error {
 			continue
 		}
 		if lst >= 0 && fds[lst].Revents != 0 {
-			r.c.handOff()
+			r.c.lease.release()
 		}
 		if task >= 0 && fds[task].Revents != 0 {
 			return errTaskGone
@@ -563,52 +393,124 @@ func (r *rawConn) wait(events int16) error {
 	}
 }
 
-// isoCredential is one process's SOCKS credentials under IsolatePID.
-type isoCredential struct {
-	start string // process start time, so a recycled pid gets new credentials
-	auth  *socks5.Auth
+// The connects that do not go through Tor.
+
+// connectDNS connects a TCP socket aimed at port 53 (of any address) to the supervisor's DNS
+// responder instead: names go through Tor like every other lookup. getpeername still shows the
+// nameserver the program asked for.
+func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
+	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
+		return fmt.Errorf("DNS over TCP to %s: %w", dest, err)
+	}
+	conn := registry.NewConn(si.cookie, dest, "", nil)
+	if err := s.reg.Add(conn); err != nil {
+		conn.Put()
+	} else {
+		s.sweeper.Added()
+	}
+	return nil
 }
 
-// credentials returns the SOCKS credentials for a connect made by c's process.
-func (s *Supervisor) credentials(c *call) *socks5.Auth {
-	if !s.opts.IsolatePID {
-		return s.opts.Auth
+// connectGated connects the program's socket (its copy in rc) to one of the supervisor's own
+// loopback listeners (IPv4 target), announcing the socket's local port to the listener first
+// (binding it to an ephemeral port if the program has not bound it), so the listener can refuse
+// everybody else.
+func connectGated(rc *rawConn, si sockInfo, target netip.AddrPort, expect func(uint16)) error {
+	local := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	if si.domain == unix.AF_INET6 {
+		if v6only, _ := unix.GetsockoptInt(rc.fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); v6only == 1 {
+			return &callError{errno: unix.ENETUNREACH, msg: "an IPv6-only socket cannot reach torsocks' own loopback listener " + target.String()}
+		}
+		target = netip.AddrPortFrom(netip.AddrFrom16(target.Addr().As16()), target.Port())
+		local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 	}
-	pid := c.pid()
-	start := processStart(pid)
-	s.isoMu.Lock()
-	defer s.isoMu.Unlock()
-	if cr, ok := s.iso[pid]; ok && cr.start == start {
-		return cr.auth
+	bound, err := boundAddr(rc.fd, si.domain)
+	if err != nil {
+		return err
 	}
-	if len(s.iso) >= 1024 {
-		// Forget processes that are gone (or whose pid now names another process), so the table
-		// stays as large as the tree, not as its history.
-		for p, cr := range s.iso {
-			if processStart(p) != cr.start {
-				delete(s.iso, p)
+	if bound.Port() == 0 {
+		sa, _ := toSockaddr(si.domain, local)
+		if err := unix.Bind(rc.fd, sa); err != nil {
+			return fmt.Errorf("bind before connecting to %s: %w", target, err)
+		}
+		if bound, err = boundAddr(rc.fd, si.domain); err != nil {
+			return err
+		}
+	}
+	expect(bound.Port())
+	sa, _ := toSockaddr(si.domain, target)
+	return connectWait(rc, sa)
+}
+
+// direct connects the program's socket to dest itself, with the address it read: the kernel never
+// re-reads the program's memory, so a racing thread cannot redirect the connection.
+//
+// A signal to the supervisor's thread (the Go runtime preempts with SIGURG) interrupts a blocking
+// connect while the kernel goes on connecting, and the restarted call reports EALREADY. A
+// non-blocking program is told EINPROGRESS, which is what its own connect would have said; a
+// blocking one is answered when the connection is made or has failed, as its own connect would be.
+func (s *Supervisor) direct(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
+	sa, err := toSockaddr(si.domain, dest)
+	if err != nil {
+		return failed(err)
+	}
+	c.lease.release() // a loopback server of the program's own may be slow to accept
+	err = unix.Connect(cp, sa)
+	switch {
+	case err == nil:
+		return nil
+	case err == unix.EINTR || err == unix.EALREADY:
+		fl, ferr := unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
+		if ferr != nil || fl&unix.O_NONBLOCK != 0 {
+			return failed(unix.EINPROGRESS)
+		}
+		rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+		if err := rc.wait(unix.POLLOUT); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return failed(unix.ETIMEDOUT)
+			}
+			return proxyFailed(dest.String(), err)
+		}
+		soerr, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return failed(err)
+		}
+		if soerr != 0 {
+			return failed(unix.Errno(soerr))
+		}
+		return nil
+	default:
+		return failed(err)
+	}
+}
+
+// disconnect is connect(fd, {AF_UNSPEC}), which x/sys/unix cannot express.
+func disconnect(fd int) error {
+	var sa [16]byte // sa_family 0 = AF_UNSPEC
+	_, _, errno := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// connectUDP serves connect() on a datagram socket. Only sockets of the UDP sandbox exist (others
+// are refused at creation; one inherited would be refused at start), and nothing sent from there
+// leaves it, so any destination is allowed: glibc connects UDP sockets to every address
+// getaddrinfo returns just to sort them, sending nothing. Datagrams the sandbox swallows (anything
+// but DNS) are logged by the DNS server's catch-all, and the program's next receive on a connected
+// socket fails with ECONNREFUSED. The connect is made on the copy (see copy_linux.go).
+func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) (reply, error) {
+	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
+		return reply{}, refused(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
+	}
+	if s.opts.UDPLoopback != nil {
+		if dest, unspec, err := parseSockaddr(si.domain, raw); err == nil && !unspec && dest.Addr().IsLoopback() {
+			if err := s.opts.UDPLoopback.Ensure(dest); err != nil {
+				c.logf(slog.LevelWarn, "UDP to %s (AllowOutboundLocalhost 2): %v", dest, err)
 			}
 		}
 	}
-	b := make([]byte, 16)
-	rand.Read(b)
-	a := &socks5.Auth{Username: "torsocks-" + strconv.Itoa(pid) + "-" + hex.EncodeToString(b[:8]), Password: hex.EncodeToString(b[8:])}
-	s.iso[pid] = isoCredential{start: start, auth: a}
-	return a
-}
-
-// processStart returns field 22 of /proc/PID/stat (start time in clock ticks), "" if unreadable.
-func processStart(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		f := strings.Fields(s[i+1:])
-		if len(f) > 19 {
-			return f[19]
-		}
-	}
-	return ""
+	return s.connectCopy(c, cp, si, raw)
 }

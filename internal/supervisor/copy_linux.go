@@ -9,8 +9,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
 // The supervisor decides on its copy of the program's socket. Letting the kernel run the call
@@ -31,20 +29,31 @@ func connectRaw(fd int, sa []byte) error {
 	return nil
 }
 
-// sendRaw sends data on fd to the raw sockaddr name (nil: none) with flags.
-func sendRaw(fd int, data, name []byte, flags int) (int, error) {
+// newMsghdr is a struct msghdr of the supervisor's own over buf (one iovec), name and oob (nil:
+// none of it); iov is the iovec it points to.
+func newMsghdr(iov *unix.Iovec, buf, name, oob []byte) unix.Msghdr {
 	var msg unix.Msghdr
-	var iov unix.Iovec
-	if len(data) > 0 {
-		iov.Base = &data[0]
-		iov.SetLen(len(data))
-		msg.Iov = &iov
+	if len(buf) > 0 {
+		iov.Base = &buf[0]
+		iov.SetLen(len(buf))
+		msg.Iov = iov
 		msg.SetIovlen(1)
 	}
 	if len(name) > 0 {
 		msg.Name = &name[0]
 		msg.Namelen = uint32(len(name))
 	}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	return msg
+}
+
+// sendRaw sends data on fd to the raw sockaddr name (nil: none) with flags.
+func sendRaw(fd int, data, name []byte, flags int) (int, error) {
+	var iov unix.Iovec
+	msg := newMsghdr(&iov, data, name, nil)
 	n, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
 	if errno != 0 {
 		return 0, errno
@@ -54,7 +63,8 @@ func sendRaw(fd int, data, name []byte, flags int) (int, error) {
 
 // unixCall carries out f, a connect or a send on the copy of a unix socket, to the unix-domain
 // sockaddr raw of the program (empty: none), with the credentials of the thread that made the
-// call (creds_linux.go; caps: the capabilities that matter to f, unixConnectCaps or unixSendCaps). f gets the address to use for the same socket file: a pathname is looked
+// call (creds_linux.go; caps: the capabilities that matter to f, unixConnectCaps or
+// unixSendCaps). f gets the address to use for the same socket file: a pathname is looked
 // up in the program's root and working directory (its mount namespace, chroot and cwd are not the
 // supervisor's) and replaced by /proc/self/fd/K of an O_PATH descriptor of the socket file, open
 // while f runs. Abstract and unnamed addresses are used as they are.
@@ -64,8 +74,8 @@ func sendRaw(fd int, data, name []byte, flags int) (int, error) {
 // (through /proc/self/fd/K, whose magic link skips the path). Only /proc/TID/root and cwd are
 // opened with the supervisor's (a program that dropped privileges may not open its own).
 //
-// Errors other than f's: what the kernel would have answered (ENOENT, EACCES), a
-// *resolverDaemonError, a *deputyError, seccomp.ErrNotifGone.
+// Errors other than f's: what the kernel would have answered (ENOENT, EACCES), a *callError
+// (resolverDaemonRefused; deputyRefused: EACCES with the reason), seccomp.ErrNotifGone.
 func (c *call) unixCall(raw []byte, caps uint64, f func(sa []byte) error) error {
 	cr, err := c.callerCreds(caps)
 	if err != nil {
@@ -102,11 +112,11 @@ func (c *call) unixCall(raw []byte, caps uint64, f func(sa []byte) error) error 
 			return err
 		}
 		defer unix.Close(fd)
-		if err := c.s.l.Valid(c.id); err != nil {
+		if err := c.s.k.Valid(c.id); err != nil {
 			return err
 		}
 		if d := daemons.match(fd); d != "" {
-			return &resolverDaemonError{d}
+			return resolverDaemonRefused(d)
 		}
 		if r := c.s.opts.RefuseUnix; r != nil {
 			if err := r(fd); err != nil {
@@ -131,15 +141,13 @@ func indexByte(b []byte, c byte) int {
 }
 
 // connectCopy connects the copy of a unix, netlink or sandboxed UDP socket to the address the
-// program passed, and answers the call with the result.
-func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) {
+// program passed.
+func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) (reply, error) {
 	if si.domain != unix.AF_UNIX {
 		if err := connectRaw(cp, raw); err != nil {
-			c.fail(errnoOf(err))
-			return
+			return reply{}, failed(err)
 		}
-		c.ok(0)
-		return
+		return value(0), nil
 	}
 	var connErr error
 	connected := false
@@ -150,34 +158,19 @@ func (s *Supervisor) connectCopy(c *call, cp int, si sockInfo, raw []byte) {
 	})
 	switch {
 	case connected && connErr != nil:
-		c.fail(errnoOf(connErr))
+		return reply{}, failed(connErr)
 	case connected:
-		c.ok(0)
-	default:
-		// ENOENT, EACCES...: what the kernel would have answered (glibc probes nscd's socket on
-		// every lookup and expects ENOENT), or a local resolver daemon refused as if it were not
-		// running, so the lookup falls back to DNS; nothing to warn about. A deputy that could
-		// not take the program's credentials is worth a line.
-		var rd *resolverDaemonError
-		var de *deputyError
-		switch {
-		case errors.As(err, &rd):
-			c.logAt(slog.LevelDebug, rd.Error())
-		case errors.As(err, &de):
-			c.logAt(slog.LevelWarn, "connect to a unix socket refused: "+de.Error())
-		}
-		c.quietFail(err)
+		return value(0), nil
 	}
-}
-
-// quietFail answers with err's errno (EPERM if it has none) without a warning: for errors the
-// kernel itself would have returned.
-func (c *call) quietFail(err error) {
-	if errors.Is(err, seccomp.ErrNotifGone) {
-		c.finish(nil)
-		return
+	// ENOENT, EACCES...: what the kernel would have answered (glibc probes nscd's socket on every
+	// lookup and expects ENOENT), or a local resolver daemon refused as if it were not running, so
+	// the lookup falls back to DNS (a debug line, resolverDaemonRefused); nothing to warn about.
+	// A deputy that could not take the program's credentials is worth a line.
+	var ce *callError
+	if errors.As(err, &ce) && ce.errno == unix.EACCES && ce.msg != "" {
+		return reply{}, refused(unix.EACCES, "connect to a unix socket refused: "+ce.msg)
 	}
-	c.fail(errnoOf(err))
+	return reply{}, failed(err)
 }
 
 // resolverDaemons are the unix sockets of local daemons that resolve names for their clients (and
@@ -191,13 +184,11 @@ var resolverDaemons = []string{
 	"/run/avahi-daemon/socket",
 }
 
-type resolverDaemonError struct{ name string }
-
-func (e *resolverDaemonError) Error() string {
-	return "connection to " + e.name + " refused: a local resolver daemon would look names up around Tor"
+// resolverDaemonRefused is the answer to a unix call to resolver daemon name.
+func resolverDaemonRefused(name string) error {
+	return &callError{errno: unix.ECONNREFUSED, level: slog.LevelDebug, pc: caller(),
+		msg: "connection to " + name + " refused: a local resolver daemon would look names up around Tor"}
 }
-
-func (e *resolverDaemonError) Unwrap() error { return unix.ECONNREFUSED }
 
 // daemonIDs are the device and inode numbers of the resolver daemon sockets that exist.
 type daemonIDs []struct {

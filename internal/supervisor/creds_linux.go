@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -168,7 +169,8 @@ func readOwnCreds() ownCreds {
 }
 
 // callerCreds returns the credentials of the thread that made the call, or nil if they are the
-// supervisor's as far as a call to which the capabilities caps matter goes. It checks the notification is still valid after reading them (see above).
+// supervisor's as far as a call to which the capabilities caps matter goes. It checks the
+// notification is still valid after reading them (see above).
 func (c *call) callerCreds(caps uint64) (*creds, error) {
 	own := c.s.own()
 	if own.err != nil {
@@ -180,7 +182,7 @@ func (c *call) callerCreds(caps uint64) (*creds, error) {
 	if err == nil {
 		ns, err = userNS(proc + "/ns/user")
 	}
-	if verr := c.s.l.Valid(c.id); verr != nil {
+	if verr := c.s.k.Valid(c.id); verr != nil {
 		return nil, verr // the thread is gone (its /proc entry with it, or recycled)
 	}
 	if err != nil {
@@ -219,23 +221,17 @@ func (a *creds) sameFor(b *creds, caps uint64) bool {
 	return x.equal(&y)
 }
 
-// deputyError is a unix call refused because the supervisor could not take the caller's
-// credentials to carry it out.
-type deputyError struct {
-	caller *creds
-	err    error
+// deputyRefused refuses a unix call (EACCES) because the supervisor could not take the caller's
+// credentials cr to carry it out.
+func deputyRefused(cr *creds, err error) error {
+	return &callError{errno: unix.EACCES, level: slog.LevelWarn, pc: caller(),
+		msg: fmt.Sprintf("the program's credentials (%v) are not torsocks' and torsocks cannot take them on (%v)", cr, err)}
 }
-
-func (e *deputyError) Error() string {
-	return fmt.Sprintf("the program's credentials (%v) are not torsocks' and torsocks cannot take them on (%v)", e.caller, e.err)
-}
-
-func (e *deputyError) Unwrap() error { return unix.EACCES }
 
 // asCaller runs f with the credentials cr (nil: the supervisor's own, f runs right here). With
 // other credentials, f runs on a deputy thread that holds them while f runs (see above): f must
 // neither block on the supervisor's locks nor start goroutines that expect its credentials. The
-// error is f's, or a *deputyError if the credentials could not be taken.
+// error is f's, or deputyRefused's if the credentials could not be taken.
 func asCaller(cr *creds, f func() error) error {
 	if cr == nil {
 		return f()
@@ -248,14 +244,14 @@ func asCaller(cr *creds, f func() error) error {
 		saved, err := threadCreds()
 		if err != nil {
 			runtime.UnlockOSThread() // nothing changed yet
-			res <- &deputyError{cr, err}
+			res <- deputyRefused(cr, err)
 			return
 		}
 		err = saved.become(cr)
 		if err == nil {
 			err = f()
 		} else {
-			err = &deputyError{cr, err}
+			err = deputyRefused(cr, err)
 		}
 		if saved.restore() == nil {
 			runtime.UnlockOSThread()

@@ -64,19 +64,16 @@ type recvArgs struct {
 var oobPool = sync.Pool{New: func() any { b := make([]byte, recvOOBSize); return &b }}
 
 // recv serves recvmsg and recvmmsg.
-func (s *Supervisor) recv(c *call, a recvArgs) {
+func (s *Supervisor) recv(c *call, a recvArgs) (reply, error) {
 	cp, err := c.getfd(a.fd)
 	if err != nil {
-		c.failErr("recvmsg", err)
-		return
+		return reply{}, fromErr("recvmsg", err)
 	}
 	// Most receives find their data queued and are answered at once: the worker keeps the
 	// receiver role. One that waits watches the listener too and hands the role over when another
 	// notification comes (waitReadable), and the watchdog hands it over anyway.
-	s.goCallHolding(c, func() {
-		defer unix.Close(cp)
-		s.recvOn(c, cp, a)
-	})
+	defer unix.Close(cp)
+	return s.recvOn(c, cp, a)
 }
 
 // received is one message the supervisor received for the program.
@@ -89,7 +86,7 @@ type received struct {
 	flags int // msg_flags
 }
 
-func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
+func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) (reply, error) {
 	ps := c.abi.PtrSize
 	var fds []int // every descriptor the supervisor received: closed when done
 	var oobs []*[]byte
@@ -109,14 +106,12 @@ func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
 		if a.timeout != 0 {
 			d, err := c.readTimespec(a.timeout, a.ts32)
 			if err != nil {
-				c.failErr("recvmmsg", err)
-				return
+				return reply{}, fromErr("recvmmsg", err)
 			}
 			end = time.Now().Add(d)
 		}
 		if vlen == 0 {
-			c.ok(0)
-			return
+			return value(0), nil
 		}
 	}
 	budget := maxEmulatedRecv
@@ -129,8 +124,7 @@ func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
 		h, err := parseRecvHdr(c.read, ps, addr)
 		if err != nil {
 			if i == 0 {
-				c.failErr("recvmsg", err)
-				return
+				return reply{}, fromErr("recvmsg", err)
 			}
 			break
 		}
@@ -144,8 +138,7 @@ func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
 		fds = append(fds, got...)
 		if err != nil {
 			if i == 0 {
-				s.failRecv(c, err)
-				return
+				return reply{}, recvFailed(err)
 			}
 			break
 		}
@@ -170,8 +163,7 @@ func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
 		_, _, _, passed, _ := buildControl(m.cmsgs, room, ps, nil)
 		for _, fd := range passed {
 			if why := s.vetReceived(fd); why != "" {
-				c.refuse(unix.EACCES, fmt.Sprintf("recvmsg refused: the message carries %s that torsocks did not make; the program could use it to reach the network around Tor", why))
-				return
+				return reply{}, refused(unix.EACCES, fmt.Sprintf("recvmsg refused: the message carries %s that torsocks did not make; the program could use it to reach the network around Tor", why))
 			}
 		}
 	}
@@ -183,15 +175,14 @@ func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
 			room = 0
 		}
 		ctl, used, ctrunc, _, err := buildControl(m.cmsgs, room, ps, func(fd int) (int, error) {
-			n, err := s.l.AddFD(c.id, fd, cloexec)
-			if err == unix.EMFILE || err == unix.ENFILE {
+			n, err := s.k.AddFD(c.id, fd, cloexec)
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 				return -1, errInstallStop
 			}
 			return n, err
 		})
 		if err != nil {
-			c.failErr("recvmsg", err)
-			return
+			return reply{}, fromErr("recvmsg", err)
 		}
 		segs = appendData(segs, m.hdr.iov, m.data)
 		if m.hdr.name != 0 {
@@ -218,35 +209,24 @@ func (s *Supervisor) recvOn(c *call, cp int, a recvArgs) {
 		left := max(time.Until(end), 0)
 		segs = append(segs, seccomp.Seg{Addr: a.timeout, B: timespecBytes(left, a.ts32)})
 	}
-	if err := s.l.Valid(c.id); err != nil {
-		c.finish(nil)
-		return
-	}
-	if err := seccomp.WriteMemV(c.tid, segs); err != nil {
+	if err := c.writeV(segs); err != nil {
 		if errors.Is(err, unix.EFAULT) {
-			c.fail(unix.EFAULT) // as the kernel: the message is consumed, the call fails
-			return
+			return reply{}, failed(unix.EFAULT) // as the kernel: the message is consumed, the call fails
 		}
-		c.failErr("recvmsg", err)
-		return
+		return reply{}, fromErr("recvmsg", err)
 	}
 	if a.mmsg {
-		c.ok(int64(len(msgs)))
-		return
+		return value(int64(len(msgs))), nil
 	}
-	c.ok(int64(msgs[0].n))
+	return value(int64(msgs[0].n)), nil
 }
 
-// failRecv answers a receive that failed before anything was received.
-func (s *Supervisor) failRecv(c *call, err error) {
-	switch {
-	case errors.Is(err, errTaskGone), errors.Is(err, seccomp.ErrNotifGone):
-		c.finish(nil)
-	case errors.Is(err, errSignalPending):
-		c.fail(erestartsys)
-	default:
-		c.fail(errnoOf(err))
+// recvFailed is the answer to a receive that failed before anything was received.
+func recvFailed(err error) error {
+	if errors.Is(err, errSignalPending) {
+		return failed(erestartsys)
 	}
+	return failed(err)
 }
 
 // recvOne receives one message on cp into buffers of at most size bytes of data, as recvmsg with
@@ -360,22 +340,8 @@ func (s *Supervisor) recvWaitAll(c *call, cp int, buf, oob []byte, kflags int) (
 
 // recvRaw is recvmsg(2) on the supervisor's descriptor.
 func recvRaw(fd int, buf, name, oob []byte, flags int) (n, namelen, oobn, rflags int, err error) {
-	var msg unix.Msghdr
 	var iov unix.Iovec
-	if len(buf) > 0 {
-		iov.Base = &buf[0]
-		iov.SetLen(len(buf))
-		msg.Iov = &iov
-		msg.SetIovlen(1)
-	}
-	if len(name) > 0 {
-		msg.Name = &name[0]
-		msg.Namelen = uint32(len(name))
-	}
-	if len(oob) > 0 {
-		msg.Control = &oob[0]
-		msg.SetControllen(len(oob))
-	}
+	msg := newMsghdr(&iov, buf, name, oob)
 	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
 	if errno != 0 {
 		return 0, 0, 0, 0, errno
@@ -404,9 +370,9 @@ func (s *Supervisor) waitReadable(c *call, cp int, deadline time.Time) error {
 			task = len(fds)
 			fds = append(fds, unix.PollFd{Fd: int32(c.pidfd), Events: unix.POLLIN})
 		}
-		if c.lead.Load() {
+		if c.lease.Held() {
 			lst = len(fds)
-			fds = append(fds, unix.PollFd{Fd: int32(s.l.FD()), Events: unix.POLLIN})
+			fds = append(fds, unix.PollFd{Fd: int32(s.k.FD()), Events: unix.POLLIN})
 		}
 		n, err := unix.Poll(fds, max(int(wait/time.Millisecond), 1))
 		if err == unix.EINTR {
@@ -416,7 +382,7 @@ func (s *Supervisor) waitReadable(c *call, cp int, deadline time.Time) error {
 			return err
 		}
 		if lst >= 0 && fds[lst].Revents != 0 {
-			c.handOff()
+			c.lease.release()
 		}
 		if task >= 0 && fds[task].Revents != 0 {
 			return errTaskGone
@@ -428,7 +394,7 @@ func (s *Supervisor) waitReadable(c *call, cp int, deadline time.Time) error {
 			if signalPending(c.tid) {
 				return errSignalPending
 			}
-			if err := s.l.Valid(c.id); err != nil {
+			if err := s.k.Valid(c.id); err != nil {
 				return err
 			}
 		}

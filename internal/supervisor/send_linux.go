@@ -2,13 +2,10 @@ package supervisor
 
 import (
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 
 	"golang.org/x/sys/unix"
 )
-
-const msgFastopen = 0x20000000
 
 // maxEmulatedSend bounds the bytes one emulated send carries; a send may legally send less than
 // it was given, and callers of send loop.
@@ -31,7 +28,6 @@ type sendArgs struct {
 	name, namelen uint64 // sendto
 	msg, vlen     uint64 // sendmsg: msghdr; sendmmsg: mmsghdr array
 	flags         int
-	fromMemory    bool // i386 socketcall: the kernel would re-read all of this from memory
 }
 
 // send serves a send-family call the filter notified: one carrying MSG_FASTOPEN (a connect in
@@ -44,94 +40,66 @@ type sendArgs struct {
 //     thread after this decision cannot matter;
 //   - not connected: MSG_FASTOPEN with an address becomes a proxied connect followed by the send;
 //     anything else fails as a send on an unconnected TCP socket does (EPIPE).
-func (s *Supervisor) send(c *call, a sendArgs) {
-	cp, err := c.getfd(a.fd)
+func (s *Supervisor) send(c *call, a sendArgs) (reply, error) {
+	cp, si, err := c.sock(a.fd)
 	if err != nil {
-		c.failErr("send", err)
-		return
+		return reply{}, fromErr("send", err)
 	}
-	handed := false
-	defer func() {
-		if !handed {
-			unix.Close(cp)
-		}
-	}()
-	si, err := getSockInfo(cp)
-	if err != nil {
-		c.failErr("send", err)
-		return
-	}
+	defer unix.Close(cp)
 	local := si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK ||
 		(!si.isTCP() && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp))
 	if !si.isTCP() && !local {
-		c.refuse(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
-		return
+		return reply{}, refused(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
 	}
 	if local {
 		// Nothing this socket sends can leave the machine, but the kernel must not run the call:
 		// it would look the descriptor number up again (see copy_linux.go). The supervisor sends
-		// the data itself on the copy.
-		handed = true
-		s.goCall(c, func() {
-			defer unix.Close(cp)
-			s.sendLocal(c, cp, si, a)
-		})
-		return
+		// the data itself on the copy, which may block: the receiver role goes first.
+		c.lease.release()
+		return s.sendLocal(c, cp, si, a)
 	}
-	msg, err := s.readSend(c, a)
+	msg, err := s.readSend(c, a, maxEmulatedSend)
 	if err != nil {
-		c.failErr("send", err)
-		return
+		return reply{}, fromErr("send", err)
 	}
-	fastopen := msg.flags&msgFastopen != 0
+	fastopen := msg.flags&unix.MSG_FASTOPEN != 0
 	connected := isConnected(cp)
 	switch {
 	case connected && fastopen:
-		c.fail(unix.EISCONN)
-		return
+		return reply{}, failed(unix.EISCONN)
 	case !connected && !fastopen:
-		c.fail(unix.EPIPE)
-		return
+		return reply{}, failed(unix.EPIPE)
 	case !connected && msg.name == nil:
-		c.fail(unix.EINVAL) // what the kernel answers: a Fast Open connect needs an address
-		return
+		return reply{}, failed(unix.EINVAL) // what the kernel answers: a Fast Open connect needs an address
 	}
-	handed = true
-	s.goCall(c, func() {
-		defer unix.Close(cp)
-		if !connected {
-			dest, unspec, err := parseSockaddr(si.domain, msg.name)
-			switch {
-			case unspec:
-				c.fail(unix.EOPNOTSUPP) // as the kernel: no Fast Open to AF_UNSPEC
-				return
-			case err != nil:
-				c.fail(errnoOf(err))
-				return
-			}
-			if err := s.connectTCP(c, cp, si, dest); err != nil {
-				s.failConnect(c, dest, err)
-				return
-			}
+	c.lease.release()
+	if !connected {
+		dest, unspec, err := parseSockaddr(si.domain, msg.name)
+		switch {
+		case unspec:
+			return reply{}, failed(unix.EOPNOTSUPP) // as the kernel: no Fast Open to AF_UNSPEC
+		case err != nil:
+			return reply{}, failed(err)
 		}
-		n, err := sendRaw(cp, msg.data, nil, msg.flags&^msgFastopen|unix.MSG_NOSIGNAL)
-		c.sent(a, n, err)
-	})
+		if err := s.connectTCP(c, cp, si, dest); err != nil {
+			return reply{}, err
+		}
+	}
+	n, err := sendRaw(cp, msg.data, nil, msg.flags&^unix.MSG_FASTOPEN|unix.MSG_NOSIGNAL)
+	return c.sent(a, n, err)
 }
 
-// sent answers a send-family call the supervisor carried out: the bytes sent, or for sendmmsg one
-// message (its msg_len set), or the error.
-func (c *call) sent(a sendArgs, n int, err error) {
+// sent is the answer to a send-family call the supervisor carried out: the bytes sent, or for
+// sendmmsg one message (its msg_len set), or the error.
+func (c *call) sent(a sendArgs, n int, err error) (reply, error) {
 	if err != nil {
-		c.fail(errnoOf(err))
-		return
+		return reply{}, failed(err)
 	}
 	if a.kind == kindSendmmsg {
 		c.writeMsgLen(a, n)
-		c.ok(1)
-		return
+		return value(1), nil
 	}
-	c.ok(int64(n))
+	return value(int64(n)), nil
 }
 
 // sendMsg is what one send carries.
@@ -145,29 +113,25 @@ type sendMsg struct {
 
 // sendLocal sends, on the copy of a unix, netlink or sandboxed UDP socket, what the program asked
 // to send. A datagram is sent whole (up to 1 MiB) or not at all.
-func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) {
+func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) (reply, error) {
 	limit := maxEmulatedSend
 	if si.typ != unix.SOCK_STREAM {
 		limit = 1 << 20
 	}
-	msg, err := s.readSendLimit(c, a, limit)
+	msg, err := s.readSend(c, a, limit)
 	if err != nil {
-		c.failErr("send", err)
-		return
+		return reply{}, fromErr("send", err)
 	}
 	if si.typ != unix.SOCK_STREAM && msg.total > uint64(len(msg.data)) {
-		c.fail(unix.EMSGSIZE)
-		return
+		return reply{}, failed(unix.EMSGSIZE)
 	}
 	if msg.controlLen > 0 {
-		c.refuse(unix.EOPNOTSUPP, "sendmsg with ancillary data through the i386 socketcall is not supported under torsocks")
-		return
+		return reply{}, refused(unix.EOPNOTSUPP, "sendmsg with ancillary data through the i386 socketcall is not supported under torsocks")
 	}
-	flags := msg.flags&^msgFastopen | unix.MSG_NOSIGNAL
+	flags := msg.flags&^unix.MSG_FASTOPEN | unix.MSG_NOSIGNAL
 	if si.domain != unix.AF_UNIX {
 		n, err := sendRaw(cp, msg.data, msg.name, flags)
-		c.sent(a, n, err)
-		return
+		return c.sent(a, n, err)
 	}
 	// With the caller's credentials (creds_linux.go): a datagram's destination is checked at send
 	// time, and a receiver with SO_PASSCRED gets the sender's uid and gid.
@@ -180,20 +144,15 @@ func (s *Supervisor) sendLocal(c *call, cp int, si sockInfo, a sendArgs) {
 		return nil
 	})
 	if !sent {
-		c.failErr("send", err)
-		return
+		return reply{}, fromErr("send", err)
 	}
-	c.sent(a, n, sendErr)
+	return c.sent(a, n, sendErr)
 }
 
-// readSend reads the destination and data of a send-family call from the program's memory.
-func (s *Supervisor) readSend(c *call, a sendArgs) (sendMsg, error) {
-	return s.readSendLimit(c, a, maxEmulatedSend)
-}
-
-// readSendLimit is readSend reading at most limit bytes of data; a datagram socket's caller passes
-// a limit it checks against the message's full length.
-func (s *Supervisor) readSendLimit(c *call, a sendArgs, limit int) (sendMsg, error) {
+// readSend reads the destination and at most limit bytes of data of a send-family call from the
+// program's memory; a datagram socket's caller passes a limit it checks against the message's full
+// length.
+func (s *Supervisor) readSend(c *call, a sendArgs, limit int) (sendMsg, error) {
 	return parseSend(c.read, c.abi.PtrSize, a, limit)
 }
 
@@ -311,6 +270,6 @@ func (c *call) writeMsgLen(a sendArgs, n int) {
 	}
 	v := uint32(n)
 	if err := c.write(a.msg+off, []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}); err != nil {
-		c.logAt(slog.LevelDebug, fmt.Sprintf("sendmmsg: store msg_len: %v", err))
+		c.logf(slog.LevelDebug, "sendmmsg: store msg_len: %v", err)
 	}
 }

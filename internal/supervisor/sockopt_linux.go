@@ -19,33 +19,27 @@ const maxSockoptLen = 4096
 // i386 socketcall form has its arguments in memory, where a racing thread could rewrite them
 // between a check and the kernel's own read, so an allowed option is carried out here, on the
 // supervisor's copy of the socket, with the value read once.
-func (s *Supervisor) setsockopt(c *call, fd, level, name int, val, vlen uint64, viaMemory bool) {
+func (s *Supervisor) setsockopt(c *call, fd, level, name int, val, vlen uint64, viaMemory bool) (reply, error) {
 	if !filter.SockoptAllowed(level, name) {
-		c.refuse(unix.EPERM, fmt.Sprintf("setsockopt %s refused: not one of the socket options that cannot change where a connection goes", filter.SockoptName(level, name)))
-		return
+		return reply{}, refused(unix.EPERM, fmt.Sprintf("setsockopt %s refused: not one of the socket options that cannot change where a connection goes", filter.SockoptName(level, name)))
 	}
 	if !viaMemory {
-		c.refuse(unix.EPERM, fmt.Sprintf("setsockopt %s refused: internal filter mismatch", filter.SockoptName(level, name)))
-		return
+		return reply{}, refused(unix.EPERM, fmt.Sprintf("setsockopt %s refused: internal filter mismatch", filter.SockoptName(level, name)))
 	}
 	if vlen > maxSockoptLen {
-		c.fail(unix.EINVAL)
-		return
+		return reply{}, failed(unix.EINVAL)
 	}
 	b, err := c.read(val, int(vlen))
 	if err != nil {
-		c.failErr("setsockopt", err)
-		return
+		return reply{}, fromErr("setsockopt", err)
 	}
 	b, ok := compatSockopt(level, name, b)
 	if !ok {
-		c.refuse(unix.EPERM, fmt.Sprintf("setsockopt %s refused: its 32-bit layout is not converted on the i386 socketcall path (the setsockopt system call works)", filter.SockoptName(level, name)))
-		return
+		return reply{}, refused(unix.EPERM, fmt.Sprintf("setsockopt %s refused: its 32-bit layout is not converted on the i386 socketcall path (the setsockopt system call works)", filter.SockoptName(level, name)))
 	}
 	cp, err := c.getfd(fd)
 	if err != nil {
-		c.failErr("setsockopt", err)
-		return
+		return reply{}, fromErr("setsockopt", err)
 	}
 	defer unix.Close(cp)
 	var p unsafe.Pointer
@@ -54,10 +48,9 @@ func (s *Supervisor) setsockopt(c *call, fd, level, name int, val, vlen uint64, 
 	}
 	_, _, errno := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(cp), uintptr(level), uintptr(name), uintptr(p), uintptr(len(b)), 0)
 	if errno != 0 {
-		c.fail(errno)
-		return
+		return reply{}, failed(errno)
 	}
-	c.ok(0)
+	return value(0), nil
 }
 
 // compatSockopt turns an i386 option value into this process' layout, or says it cannot. Most

@@ -2,35 +2,28 @@ package seccomp
 
 import (
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// AddFD installs srcfd in the traced process (O_CLOEXEC if cloexec) without answering the call,
-// and returns the descriptor number it got there. The caller answers later (an emulated recvmsg
-// writes the numbers into the program's control buffer first). Like AddFDAndReturn it never uses
-// SECCOMP_ADDFD_FLAG_SEND; an interrupted ADDFD either completed or was withdrawn.
-func (l *Listener) AddFD(id uint64, srcfd int, cloexec bool) (int, error) {
-	a := addFD{ID: id, SrcFD: uint32(srcfd)}
-	if cloexec {
-		a.NewFDFlags = unix.O_CLOEXEC
+// ReadMem reads len(buf) bytes at addr of thread tid. A short read is an error (EFAULT).
+func ReadMem(tid int, addr uint64, buf []byte) error {
+	if len(buf) > maxTraceeMemoryAccess {
+		return fmt.Errorf("read %d bytes of pid %d: too large", len(buf), tid)
 	}
-	for {
-		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), ioctlNotifAddFD, uintptr(unsafe.Pointer(&a)))
-		switch errno {
-		case 0:
-			return int(r), nil
-		case unix.EINTR:
-			continue
-		case unix.ENOENT:
-			return -1, ErrNotifGone
-		case unix.EMFILE, unix.ENFILE:
-			return -1, errno // the program's descriptor table is full: the kernel would stop there too
-		default:
-			return -1, fmt.Errorf("SECCOMP_IOCTL_NOTIF_ADDFD: %w", errno)
-		}
+	if len(buf) == 0 {
+		return nil
 	}
+	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
+	n, err := unix.ProcessVMReadv(tid, local, remote, 0)
+	if err != nil {
+		return fmt.Errorf("read %d bytes at %#x of pid %d: %w", len(buf), addr, tid, err)
+	}
+	if n != len(buf) {
+		return fmt.Errorf("read %d bytes at %#x of pid %d: short (%d): %w", len(buf), addr, tid, n, unix.EFAULT)
+	}
+	return nil
 }
 
 // Seg is one piece of a vectored write into the traced process: B goes to Addr.
