@@ -65,7 +65,8 @@ func TestSetsockoptDecisions(t *testing.T) {
 	}
 	// The filter and the table the supervisor checks (the i386 socketcall path) agree everywhere.
 	for _, abi := range []*ABI{X86_64, AArch64} {
-		for level := 0; level < 300; level++ {
+		levels := []int{0, 1, 2, 6, 17, 41, 58, 132, 136, 255, 263, 270, 271, 279, 282, 283, 284, 285}
+		for _, level := range levels {
 			for name := 0; name < 120; name++ {
 				want := uint32(actNotify)
 				if SockoptAllowed(level, name) {
