@@ -33,6 +33,7 @@ type CanaryOptions struct {
 // address, and echoes anything else.
 type Canary struct {
 	opts CanaryOptions
+	addr net.Addr // set before the handler can run (sink is set after Serve starts it)
 	sink *Sink
 }
 
@@ -47,17 +48,17 @@ func StartCanaryWith(opts CanaryOptions) (*Canary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socks5test: canary listening on %s: %w", opts.Addr, err)
 	}
-	c := &Canary{opts: opts}
+	c := &Canary{opts: opts, addr: ln.Addr()}
 	c.sink = Serve(ln, c.handle)
 	return c, nil
 }
 
 // Addr returns the listening address.
-func (c *Canary) Addr() net.Addr { return c.sink.Addr() }
+func (c *Canary) Addr() net.Addr { return c.addr }
 
 // AddrPort returns the listening address as a netip.AddrPort.
 func (c *Canary) AddrPort() netip.AddrPort {
-	return c.sink.Addr().(*net.TCPAddr).AddrPort()
+	return c.addr.(*net.TCPAddr).AddrPort()
 }
 
 // Accepted returns how many connections were accepted.
@@ -120,7 +121,7 @@ func (c *Canary) Close() error { return c.sink.Close() }
 // handle serves one connection: optional banner, then HTTP or echo by the first bytes.
 func (c *Canary) handle(conn net.Conn) {
 	if c.opts.Logf != nil {
-		c.opts.Logf("socks5test: canary %s: connection from %s", c.sink.Addr(), conn.RemoteAddr())
+		c.opts.Logf("socks5test: canary %s: connection from %s", c.addr, conn.RemoteAddr())
 	}
 	if c.opts.Banner != "" {
 		if _, err := io.WriteString(conn, c.opts.Banner); err != nil {
@@ -170,7 +171,7 @@ func (c *Canary) serveHTTP(conn net.Conn, first []byte) {
 			break
 		}
 	}
-	body := CanaryBody(c.sink.Addr(), conn.RemoteAddr())
+	body := CanaryBody(c.addr, conn.RemoteAddr())
 	head := fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", len(body))
 	if strings.HasPrefix(string(first), "HEAD") {
 		body = ""
