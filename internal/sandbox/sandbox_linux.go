@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -37,19 +38,69 @@ const FactoryArg = "--internal-sandbox"
 // needed because an unprivileged user can only make a network namespace inside a new user
 // namespace, which a multi-threaded Go program cannot enter; root gets the same design without the
 // user namespace.
+//
+// A Sandbox is made in two steps so that a program that never uses UDP pays nothing for it: Prepare
+// makes the value (no process, no namespace), Start starts the factory and waits until it is ready.
+// Spawn starts the process without waiting, for callers that must start it early (see Spawn).
 type Sandbox struct {
-	mu     sync.Mutex // guards conn: one request at a time
-	conn   int        // the supervisor's end of the socketpair with the factory
-	proc   *os.Process
-	cookie uint64 // the namespace's SO_NETNS_COOKIE
+	self string
+
+	mu       sync.Mutex // guards conn, proc, spawnErr, closed: one request at a time
+	conn     int        // the supervisor's end of the socketpair with the factory (-1: none)
+	proc     *os.Process
+	spawnErr error
+	closed   bool
+
+	startOnce sync.Once
+	startErr  error
+	ready     atomic.Bool // cookie is set: the factory answered its first request
+	cookie    uint64      // the namespace's SO_NETNS_COOKIE
 }
 
 // New starts the socket factory in a new network namespace (and, when not root, a new user
-// namespace mapping the caller's uid and gid to root inside it). self is the torsocks binary.
+// namespace mapping the caller's uid and gid to root inside it) and waits until it is ready. self
+// is the torsocks binary.
 func New(self string) (*Sandbox, error) {
+	s := Prepare(self)
+	if err := s.Start(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Prepare returns a sandbox whose factory (self, the torsocks binary) is not started yet: Socket
+// fails and Contains is false until Start has succeeded.
+func Prepare(self string) *Sandbox { return &Sandbox{self: self, conn: -1} }
+
+// SpawnEarly reports whether the factory must be spawned before the supervisor makes itself
+// undumpable (PR_SET_DUMPABLE 0): when not root, the child's uid and gid maps are written by the
+// supervisor, which it cannot do once its children inherit the flag. Root can start it any time.
+func SpawnEarly() bool { return os.Getuid() != 0 }
+
+// Spawn starts the factory process without waiting for it to be ready (Start waits); it does so
+// once, and returns the same error afterwards.
+func (s *Sandbox) Spawn() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.spawnLocked()
+}
+
+func (s *Sandbox) spawnLocked() error {
+	switch {
+	case s.closed:
+		return errors.New("the UDP sandbox is closed")
+	case s.proc != nil || s.spawnErr != nil:
+		return s.spawnErr
+	}
+	s.spawnErr = s.spawn()
+	return s.spawnErr
+}
+
+func (s *Sandbox) spawn() error {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
+		return fmt.Errorf("socketpair: %w", err)
 	}
 	child := os.NewFile(uintptr(fds[1]), "sandbox")
 	defer child.Close()
@@ -62,36 +113,52 @@ func New(self string) (*Sandbox, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	}
-	cmd := exec.Command(self, FactoryArg)
+	cmd := exec.Command(s.self, FactoryArg)
 	cmd.ExtraFiles = []*os.File{child} // fd 3
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = attr
 	if err := cmd.Start(); err != nil {
 		unix.Close(fds[0])
-		return nil, fmt.Errorf("start the UDP sandbox (a network namespace%s): %w", map[bool]string{true: " in a user namespace", false: ""}[attr.Cloneflags&syscall.CLONE_NEWUSER != 0], err)
+		return fmt.Errorf("start the UDP sandbox (a network namespace%s): %w", map[bool]string{true: " in a user namespace", false: ""}[attr.Cloneflags&syscall.CLONE_NEWUSER != 0], err)
 	}
 	go cmd.Wait() // reap it whenever it ends
-	s := &Sandbox{conn: fds[0], proc: cmd.Process}
+	s.conn, s.proc = fds[0], cmd.Process
+	return nil
+}
+
+// Start spawns the factory if Spawn has not, and waits until it is ready. It does so once; later
+// calls return the same error.
+func (s *Sandbox) Start() error {
+	s.startOnce.Do(func() { s.startErr = s.start() })
+	return s.startErr
+}
+
+func (s *Sandbox) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.spawnLocked(); err != nil {
+		return err
+	}
 	// The factory's first message is its readiness (or why it failed).
-	fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := s.request(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	s.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	unix.Close(fd)
 	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("SO_NETNS_COOKIE: %w", err)
+		return fmt.Errorf("SO_NETNS_COOKIE: %w", err)
 	}
-	return s, nil
+	s.ready.Store(true)
+	return nil
 }
 
-// Close stops the factory. Sockets already made stay in the namespace, which lives as long as
-// they do.
+// Close stops the factory (or keeps it from ever starting). Sockets already made stay in the
+// namespace, which lives as long as they do.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	if s.conn >= 0 {
 		unix.Close(s.conn)
 		s.conn = -1
@@ -99,10 +166,18 @@ func (s *Sandbox) Close() error {
 	return nil
 }
 
-// Socket creates a socket inside the sandbox.
+// Socket creates a socket inside the sandbox, which must have been started.
 func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
+	if !s.ready.Load() {
+		return -1, errors.New("the UDP sandbox is not started")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.request(domain, typ, proto)
+}
+
+// request asks the factory for one socket; s.mu is held.
+func (s *Sandbox) request(domain, typ, proto int) (int, error) {
 	if s.conn < 0 {
 		return -1, errors.New("the UDP sandbox is closed")
 	}
@@ -128,6 +203,9 @@ func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
 
 // Contains reports whether socket fd lives in the sandbox namespace.
 func (s *Sandbox) Contains(fd int) bool {
+	if !s.ready.Load() {
+		return false // no socket was ever made there
+	}
 	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	return err == nil && c == s.cookie
 }
