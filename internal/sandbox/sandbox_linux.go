@@ -55,6 +55,31 @@ type Sandbox struct {
 	startErr  error
 	ready     atomic.Bool // cookie is set: the factory answered its first request
 	cookie    uint64      // the namespace's SO_NETNS_COOKIE
+
+	poolMu    sync.Mutex // guards pool, refilling, poolShut
+	pool      map[poolKey][]int
+	refilling map[poolKey]bool
+	poolShut  bool
+}
+
+// The pool: datagram sockets made ahead, per kind, so that a program's UDP socket (one per name
+// lookup) costs no round trip to the factory. A pooled socket is what the factory would make on
+// demand (same family, type, protocol and O_NONBLOCK; unbound, no option set: nothing in the
+// namespace can reach an unbound socket), made a little earlier. A kind is pooled once it has
+// been asked for; the pool is refilled in the background, poolBatch at a time, when fewer than
+// poolLow are left.
+type poolKey struct{ domain, typ, proto int } // typ without SOCK_CLOEXEC (a descriptor flag)
+
+const (
+	poolBatch = 16
+	poolLow   = 4
+)
+
+// pooled tells whether sockets of this kind are pooled: UDP sockets, what programs make.
+func pooled(domain, typ, proto int) bool {
+	return (domain == unix.AF_INET || domain == unix.AF_INET6) &&
+		typ&^(unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) == unix.SOCK_DGRAM &&
+		(proto == 0 || proto == unix.IPPROTO_UDP)
 }
 
 // New starts the socket factory in a new network namespace (and, when not root, a new user
@@ -153,27 +178,114 @@ func (s *Sandbox) start() error {
 	return nil
 }
 
-// Close stops the factory (or keeps it from ever starting). Sockets already made stay in the
-// namespace, which lives as long as they do.
+// Close stops the factory (or keeps it from ever starting) and closes the pooled sockets. Sockets
+// already handed out stay in the namespace, which lives as long as they do.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	if s.conn >= 0 {
 		unix.Close(s.conn)
 		s.conn = -1
 	}
+	s.mu.Unlock()
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	s.poolShut = true
+	for _, fds := range s.pool {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	s.pool = nil
 	return nil
 }
 
-// Socket creates a socket inside the sandbox, which must have been started.
+// Socket creates a socket inside the sandbox, which must have been started: a UDP socket comes
+// from the pool when there is one (see poolKey), anything else from the factory.
 func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
+	if !s.ready.Load() {
+		return -1, errors.New("the UDP sandbox is not started")
+	}
+	if pooled(domain, typ, proto) {
+		if fd := s.fromPool(poolKey{domain, typ &^ unix.SOCK_CLOEXEC, proto}); fd >= 0 {
+			return fd, nil
+		}
+	}
+	return s.SocketUnpooled(domain, typ, proto)
+}
+
+// SocketUnpooled creates a socket inside the sandbox, asking the factory for it now (for the
+// sandbox's own sockets, which are not what programs make).
+func (s *Sandbox) SocketUnpooled(domain, typ, proto int) (int, error) {
 	if !s.ready.Load() {
 		return -1, errors.New("the UDP sandbox is not started")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.request(domain, typ, proto)
+}
+
+// fromPool takes a socket of kind k from the pool (-1 if it has none) and starts a refill when
+// it runs low.
+func (s *Sandbox) fromPool(k poolKey) int {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	if s.poolShut {
+		return -1
+	}
+	fd := -1
+	if fds := s.pool[k]; len(fds) > 0 {
+		fd = fds[len(fds)-1]
+		s.pool[k] = fds[:len(fds)-1]
+	}
+	if len(s.pool[k]) < poolLow && !s.refilling[k] {
+		if s.refilling == nil {
+			s.pool, s.refilling = map[poolKey][]int{}, map[poolKey]bool{}
+		}
+		s.refilling[k] = true
+		go s.refill(k)
+	}
+	return fd
+}
+
+// refill asks the factory for poolBatch sockets of kind k in one message and pools them.
+func (s *Sandbox) refill(k poolKey) {
+	s.mu.Lock()
+	fds, err := s.requestMany(k.domain, k.typ|unix.SOCK_CLOEXEC, k.proto, poolBatch)
+	s.mu.Unlock()
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	s.refilling[k] = false
+	if err != nil {
+		return // the next socket of this kind asks the factory itself, and gets its error
+	}
+	if s.poolShut {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return
+	}
+	s.pool[k] = append(s.pool[k], fds...)
+}
+
+// requestMany asks the factory for up to n sockets of one kind in one message; s.mu is held.
+func (s *Sandbox) requestMany(domain, typ, proto, n int) ([]int, error) {
+	if s.conn < 0 {
+		return nil, errors.New("the UDP sandbox is closed")
+	}
+	req := make([]byte, 16)
+	binary.LittleEndian.PutUint32(req[0:], uint32(domain))
+	binary.LittleEndian.PutUint32(req[4:], uint32(typ))
+	binary.LittleEndian.PutUint32(req[8:], uint32(proto))
+	binary.LittleEndian.PutUint32(req[12:], uint32(n))
+	if _, err := unix.Write(s.conn, req); err != nil {
+		return nil, fmt.Errorf("ask the UDP sandbox for sockets: %w", err)
+	}
+	_, fds, err := fdpass.ReceiveMany(s.conn, 512)
+	if err != nil {
+		return nil, fmt.Errorf("socket(%d, %d, %d) x%d in the UDP sandbox: %w", domain, typ, proto, n, err)
+	}
+	return fds, nil
 }
 
 // request asks the factory for one socket; s.mu is held.
@@ -240,19 +352,41 @@ func RunFactory() {
 		unix.Read(conn, make([]byte, 12))
 		fail(fmt.Errorf("confine the UDP sandbox's socket factory: %w", err))
 	}
-	req := make([]byte, 12)
+	// A request: domain, type, protocol (and, 16 bytes, how many: one message with all of them;
+	// an error only if not even the first could be made).
+	req := make([]byte, 16)
 	for {
 		n, err := unix.Read(conn, req)
-		if err != nil || n != 12 {
+		if err != nil || (n != 12 && n != 16) {
 			os.Exit(0)
 		}
-		fd, err := unix.Socket(int(int32(binary.LittleEndian.Uint32(req[0:]))), int(int32(binary.LittleEndian.Uint32(req[4:]))), int(int32(binary.LittleEndian.Uint32(req[8:]))))
-		if err != nil {
-			fdpass.SendError(conn, err) // as its errno: the program gets the same
+		domain, typ, proto := int(int32(binary.LittleEndian.Uint32(req[0:]))), int(int32(binary.LittleEndian.Uint32(req[4:]))), int(int32(binary.LittleEndian.Uint32(req[8:])))
+		count := 1
+		if n == 16 {
+			count = min(max(int(binary.LittleEndian.Uint32(req[12:])), 1), fdpass.MaxMany)
+		}
+		var fds []int
+		for len(fds) < count {
+			fd, err := unix.Socket(domain, typ, proto)
+			if err != nil {
+				if len(fds) == 0 {
+					fdpass.SendError(conn, err) // as its errno: the program gets the same
+				}
+				break
+			}
+			fds = append(fds, fd)
+		}
+		if len(fds) == 0 {
 			continue
 		}
-		err = fdpass.Send(conn, nil, fd)
-		unix.Close(fd)
+		if n == 16 {
+			err = fdpass.SendMany(conn, nil, fds)
+		} else {
+			err = fdpass.Send(conn, nil, fds[0])
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 		if err != nil {
 			os.Exit(0)
 		}
