@@ -5,8 +5,9 @@
 // address there and answers as whichever nameserver the program asked; datagrams to any other
 // port find nothing (and are logged by a catch-all).
 //
-// Programs that never use UDP pay nothing for this: no send call needs a notification. UDP sockets
-// are created there on the supervisor's request and
+// Programs that never use UDP pay nothing for this: the factory is started on first use (Prepare,
+// Start), and no send call needs a notification. UDP sockets are created there on the
+// supervisor's request (from a pool of sockets made ahead, see poolKey) and
 // installed in the program with SECCOMP_IOCTL_NOTIF_ADDFD. The namespace is held by a child process
 // (see Sandbox), so it works without root where user namespaces are allowed.
 package sandbox
