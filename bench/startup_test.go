@@ -2,17 +2,12 @@ package bench
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
-
-	"golang.org/x/net/dns/dnsmessage"
-
-	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // way is one way of running a workload: nothing in front of it, the C torsocks, this torsocks, or
@@ -141,43 +136,6 @@ func TestReportLookups(t *testing.T) {
 			t.Logf("lookups %-12s %-12s %7.1f µs/lookup %8.0f lookups/s  ratio (throughput) to native %.2f  (%s of %d answered)", prog.name, w.name, m/1000, 1e9/m, native/m, ok[w.name], n)
 		}
 	}
-}
-
-// nameserver answers every A query sent to the test nameserver (UDP) with the destination host.
-func nameserver(t *testing.T) (stop func()) {
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(netnstest.NameserverV4.String(), "53"))
-	if err != nil {
-		t.Fatalf("nameserver: %v", err)
-	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true, RecursionDesired: h.RecursionDesired})
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			if q.Type == dnsmessage.TypeA {
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: netnstest.DestV4.As4()})
-			}
-			if msg, err := b.Finish(); err == nil {
-				pc.WriteTo(msg, from)
-			}
-		}
-	}()
-	return func() { pc.Close() }
 }
 
 func minOf(v []float64) float64 {
