@@ -87,7 +87,7 @@ func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped)
 		return fail(fmt.Errorf("DNS TCP listener: %w", err))
 	}
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		fd, err := sb.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+		fd, err := sb.SocketUnpooled(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
 		if err != nil {
 			return fail(err)
 		}
@@ -106,7 +106,7 @@ func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped)
 }
 
 func sandboxUDP(sb *sandbox.Sandbox, family int, sa unix.Sockaddr) (net.PacketConn, error) {
-	fd, err := sb.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := sb.SocketUnpooled(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -115,10 +115,11 @@ func startOutside(t *testing.T, prefix []string) int {
 }
 
 // The UDP sandbox's socket factory carries a seccomp filter of its own (filter.BuildFactory): a
-// program that takes it over (possible without Landlock, see above) cannot make it connect.
+// program that takes it over (possible without Landlock, see above) cannot make it connect. The
+// program makes a UDP socket first: the factory is started on first use.
 func TestSocketFactoryConfined(t *testing.T) {
 	env(t)
-	r := torsocks(t, nil, "sh", "-c", `for p in $(pgrep -P $PPID); do [ $p = $$ ] || grep -E '^(Seccomp|NoNewPrivs):' /proc/$p/status; done`)
+	r := torsocks(t, nil, "sh", "-c", `python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)'; for p in $(pgrep -P $PPID); do [ $p = $$ ] || grep -E '^(Seccomp|NoNewPrivs):' /proc/$p/status; done`)
 	if r.code != 0 || !strings.Contains(r.stdout, "Seccomp:\t2") || !strings.Contains(r.stdout, "NoNewPrivs:\t1") {
 		t.Fatalf("the socket factory is not confined: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}

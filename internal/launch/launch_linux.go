@@ -46,6 +46,9 @@ const HelperArg = "--internal-helper"
 type Options struct {
 	// KeepCapabilities leaves the program its capabilities; otherwise DroppedCapabilities go.
 	KeepCapabilities bool
+	// BeforeExec, when set, runs once the filter is loaded, before the helper is let go to
+	// execute the program (the helper's start overlaps what it waits for).
+	BeforeExec func()
 }
 
 // Child is the started program.
@@ -111,6 +114,9 @@ func Start(self, path string, argv, env []string, prog []unix.SockFilter, opts O
 		return fail(errors.New("helper sent no listener"))
 	}
 	l := seccomp.NewListener(lfd)
+	if opts.BeforeExec != nil {
+		opts.BeforeExec()
+	}
 	if _, err := unix.Write(sup, []byte{'G'}); err != nil {
 		l.Close()
 		return fail(fmt.Errorf("release helper: %w", err))

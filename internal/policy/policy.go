@@ -61,6 +61,10 @@ type Policy struct {
 	SocksPorts []netip.AddrPort
 	// UDPSandbox: UDP sockets are created in the sandbox (so DNS works) instead of refused.
 	UDPSandbox bool
+	// UDPReady, when set, is asked before a UDP socket is sandboxed: it makes the sandbox (started
+	// on first use) ready and reports whether it is; false refuses the socket as if UDPSandbox
+	// were false. It must be safe for concurrent use.
+	UDPReady func() bool
 }
 
 func refuse(errno unix.Errno, format string, args ...any) Decision {
@@ -108,7 +112,7 @@ func (p *Policy) Socket(domain, typ, proto int) Decision {
 			return refuse(unix.EPERM, "%s stream socket with protocol %d refused: Tor carries plain TCP only", familyName(domain), proto)
 		case base == unix.SOCK_DGRAM && (proto == unix.IPPROTO_ICMP || proto == unix.IPPROTO_ICMPV6):
 			return refuse(unix.EPERM, "ICMP socket refused: Tor carries TCP only")
-		case base == unix.SOCK_DGRAM && p.UDPSandbox && (proto == 0 || proto == unix.IPPROTO_UDP):
+		case base == unix.SOCK_DGRAM && p.UDPSandbox && (proto == 0 || proto == unix.IPPROTO_UDP) && (p.UDPReady == nil || p.UDPReady()):
 			return Decision{Action: Sandboxed}
 		case base == unix.SOCK_DGRAM:
 			return refuse(unix.EPERM, "UDP socket refused: Tor carries TCP only")

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -31,11 +33,13 @@ import (
 // program and its supervisor. It opens them in that order, wires them together, and closes what
 // it opened, newest first, on every path (Close).
 //
-// The order needs no cycle: the sandbox, the stand-in tables and the DNS responder exist before the
-// program starts (whether UDP is possible is part of the supervisor's policy); the supervisor only
-// after (it serves the program's listener). The one call back, the DNS answerer asking the
-// supervisor to release the stand-ins of closed connections when a table is full, goes through
-// the session (reclaimClosed), which knows the supervisor once it exists.
+// The order needs no cycle: the stand-in tables exist before the program starts, and whether UDP
+// is possible is part of the supervisor's policy; the UDP sandbox and its DNS responder are started
+// on the program's first use of them (udpDNS.ensure, asked by the policy and the supervisor), and
+// the supervisor only after the program starts (it serves the program's listener). The one call
+// back, the DNS answerer asking the supervisor to release the stand-ins of closed connections when
+// a table is full, goes through the session (reclaimClosed), which knows the supervisor once it
+// exists.
 type session struct {
 	cfg   *config.Config
 	log   *slog.Logger
@@ -53,19 +57,114 @@ type session struct {
 	sup   *supervisor.Supervisor
 }
 
-// udpDNS is the UDP sandbox and what serves DNS in it.
+// udpDNS is the UDP sandbox and what serves DNS in it. The answerer (its stand-in tables) is made
+// with the session; the sandbox's socket factory, the DNS responder and the UDP loopback relay only
+// when the program first needs them (ensure: its first UDP socket, or its first TCP connection to
+// port 53), so that a program that never uses UDP or DNS pays nothing for them.
 type udpDNS struct {
-	sandbox  *sandbox.Sandbox
-	answerer *dns.Server // holds the stand-in tables (.onion, map mode)
+	s        *session
+	sandbox  *sandbox.Sandbox // prepared by the session; started by ensure
+	answerer *dns.Server      // holds the stand-in tables (.onion, map mode)
+	dropped  dnsserver.Dropped
+	relay    bool // AllowOutboundLocalhost 2: make the loopback relay
+
+	state atomic.Int32 // udpNotYet, udpReady or udpFailed; set under mu
+
+	mu       sync.Mutex // guards what follows; held while starting
 	server   *dnsserver.Server
 	loopback *udprelay.Relay // AllowOutboundLocalhost 2 only
+	opened   closers
+}
+
+const (
+	udpNotYet = iota
+	udpReady
+	udpFailed
+)
+
+// ensure starts the sandbox and the DNS responder the first time it is called, and reports whether
+// they are running. A failure is logged then, with the lines torsocks always gave, and from then on
+// UDP sockets are refused (Policy.UDPReady) and TCP connections to port 53 fail.
+func (u *udpDNS) ensure() bool {
+	if st := u.state.Load(); st != udpNotYet {
+		return st == udpReady
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if st := u.state.Load(); st != udpNotYet {
+		return st == udpReady
+	}
+	fail := func(line string) bool {
+		u.opened.close()
+		u.state.Store(udpFailed)
+		u.s.log.Warn(line)
+		return false
+	}
+	u.opened.add(func() { u.sandbox.Close() })
+	if err := u.s.steps.sandbox(u.sandbox); err != nil {
+		return fail(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
+	}
+	if u.relay {
+		u.loopback = udprelay.New(u.sandbox)
+		u.opened.add(func() { u.loopback.Close() })
+	}
+	server, err := u.s.steps.dnsServer(u.sandbox, u.answerer, u.s.log, u.dropped)
+	if err != nil {
+		return fail(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
+	}
+	u.server = server
+	u.opened.add(func() { server.Close() })
+	u.state.Store(udpReady)
+	return true
+}
+
+// close closes what ensure started (or keeps it from starting).
+func (u *udpDNS) close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.state.Store(udpFailed)
+	u.sandbox.Close() // spawned early but never started, or started: either way it ends
+	u.opened.close()
+}
+
+// dnsTCP is the DNS responder's TCP listener as the supervisor sees it (supervisor.DNSTCP): asking
+// for its address starts the responder.
+type dnsTCP struct{ u *udpDNS }
+
+// refusing is where a TCP connection to port 53 goes when the responder could not be started:
+// nothing listens on port 0, so the connect fails.
+var refusing = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+
+func (d dnsTCP) TCPAddr() netip.AddrPort {
+	if !d.u.ensure() {
+		return refusing
+	}
+	return d.u.server.TCPAddr()
+}
+
+func (d dnsTCP) Expect(port uint16) {
+	if d.u.ensure() {
+		d.u.server.Expect(port)
+	}
+}
+
+// udpLoopback is the UDP loopback relay as the supervisor sees it (supervisor.Options.UDPLoopback):
+// it is only asked about a connect on a sandbox socket, so the sandbox is started by then.
+type udpLoopback struct{ u *udpDNS }
+
+func (l udpLoopback) Ensure(dest netip.AddrPort) error {
+	if !l.u.ensure() {
+		return errors.New("the UDP sandbox is not running")
+	}
+	return l.u.loopback.Ensure(dest)
 }
 
 // steps are the constructors of a session's resources; tests substitute failing ones.
 type steps struct {
 	ownTor    func(*config.Config) (torHold, error)
 	unixRelay func(path string) (*unixrelay.Relay, error)
-	sandbox   func() (*sandbox.Sandbox, error)
+	prepare   func() *sandbox.Sandbox      // the UDP sandbox, not started
+	sandbox   func(*sandbox.Sandbox) error // starts it (on first use)
 	dnsServer func(*sandbox.Sandbox, dnsserver.Answerer, *slog.Logger, dnsserver.Dropped) (*dnsserver.Server, error)
 	start     func(path string, argv []string, prog []unix.SockFilter, opts launch.Options) (*launch.Child, error)
 }
@@ -74,7 +173,8 @@ type steps struct {
 var realSteps = steps{
 	ownTor:    func(cfg *config.Config) (torHold, error) { return useOwnTor(cfg) },
 	unixRelay: unixrelay.Start,
-	sandbox:   func() (*sandbox.Sandbox, error) { return sandbox.New("/proc/self/exe") },
+	prepare:   func() *sandbox.Sandbox { return sandbox.Prepare("/proc/self/exe") },
+	sandbox:   (*sandbox.Sandbox).Start,
 	dnsServer: dnsserver.Start,
 	start:     startProgram,
 }
@@ -128,7 +228,8 @@ func newSession(cfg *config.Config, st steps) (*session, error) {
 func (s *session) Close() { s.open.close() }
 
 // openResources makes what the program's network goes through: the user's own tor if torsocks
-// is to start one, the relay to a unix SocksPort, the UDP sandbox and DNS responder.
+// is to start one, the relay to a unix SocksPort, the UDP sandbox and DNS responder (prepared: they
+// start on first use).
 func (s *session) openResources() error {
 	own, err := s.steps.ownTor(s.cfg)
 	if err != nil {
@@ -146,25 +247,16 @@ func (s *session) openResources() error {
 	return nil
 }
 
-// openUDP makes the UDP sandbox and starts the DNS responder. Without them (no network namespace
-// could be made: not root and user namespaces disabled) UDP sockets are refused, as the C torsocks
-// refuses them, and names can only be resolved by programs that ask Tor themselves; torsocks says
-// so once. What was made before a failure is closed at once.
+// openUDP prepares the UDP sandbox and makes the DNS answerer; the sandbox's factory and the DNS
+// responder start on first use (udpDNS.ensure). Without them (no network namespace could be made:
+// not root and user namespaces disabled) UDP sockets are refused, as the C torsocks refuses them,
+// and names can only be resolved by programs that ask Tor themselves; torsocks says so once. When
+// not root, the factory is spawned now, before the supervisor becomes undumpable (it writes the
+// factory's uid and gid maps), and awaited before the program runs (launch).
 func (s *session) openUDP() {
-	var opened closers
-	fail := func(level slog.Level, line string) {
-		opened.close()
-		s.log.Log(context.Background(), level, line)
-	}
-	sb, err := s.steps.sandbox()
-	if err != nil {
-		fail(slog.LevelWarn, fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
-		return
-	}
-	opened.add(func() { sb.Close() })
 	onion, err := standin.New(s.cfg.OnionAddrRange)
 	if err != nil {
-		fail(slog.LevelError, fmt.Sprintf("OnionAddrRange %v: %v", s.cfg.OnionAddrRange, err))
+		s.log.Error(fmt.Sprintf("OnionAddrRange %v: %v", s.cfg.OnionAddrRange, err))
 		return
 	}
 	answerer, err := dns.New(dns.Options{
@@ -175,16 +267,14 @@ func (s *session) openUDP() {
 		Reclaim:  s.reclaimClosed,
 	})
 	if err != nil {
-		fail(slog.LevelError, fmt.Sprintf("DNS: %v", err))
+		s.log.Error(fmt.Sprintf("DNS: %v", err))
 		return
 	}
-	u := &udpDNS{sandbox: sb, answerer: answerer}
-	var dropped dnsserver.Dropped
+	u := &udpDNS{s: s, sandbox: s.steps.prepare(), answerer: answerer}
 	if s.cfg.AllowOutboundLocalhost == 2 {
 		// UDP to loopback goes to this machine's services (torsocks' AllowOutboundLocalhost 2).
-		u.loopback = udprelay.New(sb)
-		opened.add(func() { u.loopback.Close() })
-		dropped = func(src, dst netip.AddrPort, payload []byte) bool {
+		u.relay = true
+		u.dropped = func(src, dst netip.AddrPort, payload []byte) bool {
 			if !dst.Addr().Unmap().IsLoopback() {
 				return false
 			}
@@ -194,13 +284,11 @@ func (s *session) openUDP() {
 			return true
 		}
 	}
-	if u.server, err = s.steps.dnsServer(sb, answerer, s.log, dropped); err != nil {
-		fail(slog.LevelWarn, fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
-		return
+	if sandbox.SpawnEarly() {
+		u.sandbox.Spawn() // an error is the first use's to report (Start returns it)
 	}
-	opened.add(func() { u.server.Close() })
 	s.udp = u
-	s.open = append(s.open, opened...)
+	s.open.add(u.close)
 }
 
 // dialTor connects to Tor's SocksPort, for the DNS answerer's RESOLVE requests.
@@ -231,7 +319,14 @@ func (s *session) launch(path string, argv []string, prog []unix.SockFilter) err
 	signal.Notify(s.sigs, forwarded()...)
 	signal.Notify(s.sigs, unix.SIGCHLD)
 	s.open.add(func() { signal.Stop(s.sigs) })
-	child, err := s.steps.start(path, argv, prog, launch.Options{KeepCapabilities: s.cfg.KeepCapabilities})
+	opts := launch.Options{KeepCapabilities: s.cfg.KeepCapabilities}
+	if s.udp != nil && sandbox.SpawnEarly() {
+		// The factory spawned early starts up while the helper does, and is ready (undumpable,
+		// confined) before the program runs a single instruction.
+		sb := s.udp.sandbox
+		opts.BeforeExec = func() { sb.Start() }
+	}
+	child, err := s.steps.start(path, argv, prog, opts)
 	if err != nil {
 		return err
 	}
@@ -302,6 +397,9 @@ func (s *session) supervisorOptions() supervisor.Options {
 			UDPSandbox:             s.udp != nil,
 		},
 	}
+	if s.udp != nil {
+		opts.Policy.UDPReady = s.udp.ensure
+	}
 	if s.own != nil {
 		opts.RefuseUnix = s.own.refuseUnix(s.log)
 	}
@@ -311,10 +409,10 @@ func (s *session) supervisorOptions() supervisor.Options {
 	}
 	if u := s.udp; u != nil {
 		opts.Sandbox = u.sandbox
-		opts.DNSTCP = u.server
+		opts.DNSTCP = dnsTCP{u}
 		opts.StandIn = u.answerer.StandIn
-		if u.loopback != nil {
-			opts.UDPLoopback = u.loopback
+		if u.relay {
+			opts.UDPLoopback = udpLoopback{u}
 		}
 	}
 	return opts

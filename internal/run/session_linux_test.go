@@ -17,6 +17,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
 	"github.com/gotorsocks/torsocks/internal/launch"
+	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/unixrelay"
 )
@@ -27,7 +28,8 @@ var errInjected = errors.New("injected failure")
 type made struct {
 	torHeld   int // own tor: held minus released
 	relay     *unixrelay.Relay
-	sandbox   *sandbox.Sandbox
+	prepared  *sandbox.Sandbox // made by the session, not started
+	sandbox   *sandbox.Sandbox // started
 	dnsServer *dnsserver.Server
 }
 
@@ -51,16 +53,19 @@ func testSteps(t *testing.T, m *made, fail string) steps {
 			m.relay = r
 			return r, err
 		},
-		sandbox: func() (*sandbox.Sandbox, error) {
+		prepare: func() *sandbox.Sandbox {
+			m.prepared = sandbox.Prepare(os.Args[0])
+			return m.prepared
+		},
+		sandbox: func(sb *sandbox.Sandbox) error {
 			if fail == "sandbox" {
-				return nil, errInjected
+				return errInjected
 			}
-			sb, err := sandbox.New(os.Args[0])
-			if err != nil {
+			if err := sb.Start(); err != nil {
 				t.Skipf("no UDP sandbox here: %v", err)
 			}
 			m.sandbox = sb
-			return sb, nil
+			return nil
 		},
 		dnsServer: func(sb *sandbox.Sandbox, a dnsserver.Answerer, log *slog.Logger, d dnsserver.Dropped) (*dnsserver.Server, error) {
 			if fail == "dnsServer" {
@@ -140,6 +145,9 @@ func TestSessionClosesWhatItOpened(t *testing.T) {
 			if err := open(s); !errors.Is(err, errInjected) {
 				t.Fatalf("open: %v, want the injected failure", err)
 			}
+			if fail == "start" && s.udp != nil {
+				s.udp.ensure() // as the program's first UDP socket would
+			}
 			var loopback bool
 			if s.udp != nil && s.udp.loopback != nil {
 				loopback = true
@@ -159,14 +167,15 @@ func TestSessionClosesWhatItOpened(t *testing.T) {
 				t.Errorf("own tor held %d times after a second Close", m.torHeld)
 			}
 			if fail == "start" && (m.sandbox == nil || m.dnsServer == nil || m.relay == nil) {
-				t.Errorf("not everything was made before the start failed: %+v", m)
+				t.Errorf("not everything was made on first use: %+v", m)
 			}
 		})
 	}
 }
 
-// When the DNS responder cannot be made, the run goes on without UDP, torsocks says so as before,
-// and what was made for it (the sandbox) is closed at once, not at the end of the run.
+// When the DNS responder cannot be made, the run goes on without UDP, torsocks says so as before
+// (once, when the program first needs UDP or DNS, for what is started on first use), and what was
+// made for it (the sandbox) is closed at once, not at the end of the run.
 func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -193,11 +202,28 @@ func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 			if err := s.openResources(); err != nil {
 				t.Fatal(err)
 			}
-			if s.udp != nil {
-				t.Fatal("UDP sandbox in use after its failure")
-			}
-			if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIn != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
-				t.Errorf("the supervisor would be given UDP: %+v", opts)
+			if c.fail != "" {
+				// Started on first use: the program's first UDP sockets are refused as without a
+				// sandbox, and its TCP connections to port 53 go nowhere.
+				opts := s.supervisorOptions()
+				for i := 0; i < 2; i++ {
+					if d := opts.Policy.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK, 0); d.Action != policy.Refuse || d.Errno != unix.EPERM || d.Reason != "UDP socket refused: Tor carries TCP only" {
+						t.Errorf("UDP socket after the failure: %+v", d)
+					}
+				}
+				if a := opts.DNSTCP.TCPAddr(); a != refusing {
+					t.Errorf("DNS over TCP after the failure goes to %v", a)
+				}
+				if opts.Sandbox.Contains(-1) {
+					t.Error("the failed sandbox contains a socket")
+				}
+			} else {
+				if s.udp != nil {
+					t.Fatal("UDP sandbox in use after its failure")
+				}
+				if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIn != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
+					t.Errorf("the supervisor would be given UDP: %+v", opts)
+				}
 			}
 			// Only what was made for UDP must be closed already; the rest is the run's until Close.
 			udpOnly := *m
@@ -209,8 +235,8 @@ func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 			s.Close()
 			assertClosed(t, m)
 			log, _ := os.ReadFile(cfg.LogFile)
-			if want := strings.ReplaceAll(c.line, "%d", ""); !strings.Contains(stripPID(string(log)), want) {
-				t.Errorf("log %q lacks %q", log, want)
+			if want := strings.ReplaceAll(c.line, "%d", ""); strings.Count(stripPID(string(log)), want) != 1 {
+				t.Errorf("log %q lacks %q, or has it more than once", log, want)
 			}
 		})
 	}
@@ -246,10 +272,31 @@ func TestSessionWiresSupervisor(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := s.supervisorOptions()
-	if opts.Sandbox != m.sandbox || opts.DNSTCP == nil || opts.StandIn == nil || opts.UDPLoopback == nil ||
-		opts.SocksRelay == nil || !opts.Policy.UDPSandbox {
+	if opts.Sandbox != m.prepared || opts.DNSTCP == nil || opts.StandIn == nil || opts.UDPLoopback == nil ||
+		opts.SocksRelay == nil || !opts.Policy.UDPSandbox || opts.Policy.UDPReady == nil {
 		t.Fatalf("supervisor options miss a resource: %+v", opts)
 	}
+	// Nothing of the sandbox runs before the program needs it; its first UDP socket starts it all.
+	if m.sandbox != nil || m.dnsServer != nil {
+		t.Fatalf("the UDP sandbox or the DNS responder was started before first use: %+v", m)
+	}
+	if _, err := opts.Sandbox.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0); err == nil {
+		t.Fatal("a sandbox not started yet made a socket")
+	}
+	if d := opts.Policy.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0); d.Action != policy.Sandboxed {
+		t.Fatalf("UDP socket: %+v", d)
+	}
+	if m.sandbox != opts.Sandbox || m.dnsServer == nil || opts.DNSTCP.TCPAddr() != m.dnsServer.TCPAddr() {
+		t.Fatalf("first use did not start the sandbox and the DNS responder: %+v", m)
+	}
+	fd, err := opts.Sandbox.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opts.Sandbox.Contains(fd) {
+		t.Error("a sandbox socket is not in the sandbox")
+	}
+	unix.Close(fd)
 	s.reclaimClosed() // no supervisor yet: nothing to do, no crash
 	cfg.SocksUnix, cfg.AllowOutboundLocalhost = "", 0
 	s2, err := newSession(cfg, testSteps(t, &made{}, "sandbox"))
@@ -260,7 +307,7 @@ func TestSessionWiresSupervisor(t *testing.T) {
 	if err := s2.openResources(); err != nil {
 		t.Fatal(err)
 	}
-	if opts := s2.supervisorOptions(); opts.SocksRelay != nil || opts.DNSTCP != nil || opts.UDPLoopback != nil {
+	if opts := s2.supervisorOptions(); opts.SocksRelay != nil || opts.UDPLoopback != nil {
 		t.Fatalf("nil resources passed as non-nil interfaces: %+v", opts)
 	}
 }

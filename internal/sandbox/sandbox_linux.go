@@ -5,8 +5,9 @@
 // address there and answers as whichever nameserver the program asked; datagrams to any other
 // port find nothing (and are logged by a catch-all).
 //
-// Programs that never use UDP pay nothing for this: no send call needs a notification. UDP sockets
-// are created there on the supervisor's request and
+// Programs that never use UDP pay nothing for this: the factory is started on first use (Prepare,
+// Start), and no send call needs a notification. UDP sockets are created there on the
+// supervisor's request (from a pool of sockets made ahead, see poolKey) and
 // installed in the program with SECCOMP_IOCTL_NOTIF_ADDFD. The namespace is held by a child process
 // (see Sandbox), so it works without root where user namespaces are allowed.
 package sandbox
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -37,19 +39,94 @@ const FactoryArg = "--internal-sandbox"
 // needed because an unprivileged user can only make a network namespace inside a new user
 // namespace, which a multi-threaded Go program cannot enter; root gets the same design without the
 // user namespace.
+//
+// A Sandbox is made in two steps so that a program that never uses UDP pays nothing for it: Prepare
+// makes the value (no process, no namespace), Start starts the factory and waits until it is ready.
+// Spawn starts the process without waiting, for callers that must start it early (see Spawn).
 type Sandbox struct {
-	mu     sync.Mutex // guards conn: one request at a time
-	conn   int        // the supervisor's end of the socketpair with the factory
-	proc   *os.Process
-	cookie uint64 // the namespace's SO_NETNS_COOKIE
+	self string
+
+	mu       sync.Mutex // guards conn, proc, spawnErr, closed: one request at a time
+	conn     int        // the supervisor's end of the socketpair with the factory (-1: none)
+	proc     *os.Process
+	spawnErr error
+	closed   bool
+
+	startOnce sync.Once
+	startErr  error
+	ready     atomic.Bool // cookie is set: the factory answered its first request
+	cookie    uint64      // the namespace's SO_NETNS_COOKIE
+
+	poolMu    sync.Mutex // guards pool, refilling, poolShut
+	pool      map[poolKey][]int
+	refilling map[poolKey]bool
+	poolShut  bool
+}
+
+// The pool: datagram sockets made ahead, per kind, so that a program's UDP socket (one per name
+// lookup) costs no round trip to the factory. A pooled socket is what the factory would make on
+// demand (same family, type, protocol and O_NONBLOCK; unbound, no option set: nothing in the
+// namespace can reach an unbound socket), made a little earlier. A kind is pooled once it has
+// been asked for; the pool is refilled in the background, poolBatch at a time, when fewer than
+// poolLow are left.
+type poolKey struct{ domain, typ, proto int } // typ without SOCK_CLOEXEC (a descriptor flag)
+
+const (
+	poolBatch = 16
+	poolLow   = 4
+)
+
+// pooled tells whether sockets of this kind are pooled: UDP sockets, what programs make.
+func pooled(domain, typ, proto int) bool {
+	return (domain == unix.AF_INET || domain == unix.AF_INET6) &&
+		typ&^(unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) == unix.SOCK_DGRAM &&
+		(proto == 0 || proto == unix.IPPROTO_UDP)
 }
 
 // New starts the socket factory in a new network namespace (and, when not root, a new user
-// namespace mapping the caller's uid and gid to root inside it). self is the torsocks binary.
+// namespace mapping the caller's uid and gid to root inside it) and waits until it is ready. self
+// is the torsocks binary.
 func New(self string) (*Sandbox, error) {
+	s := Prepare(self)
+	if err := s.Start(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Prepare returns a sandbox whose factory (self, the torsocks binary) is not started yet: Socket
+// fails and Contains is false until Start has succeeded.
+func Prepare(self string) *Sandbox { return &Sandbox{self: self, conn: -1} }
+
+// SpawnEarly reports whether the factory must be spawned before the supervisor makes itself
+// undumpable (PR_SET_DUMPABLE 0): when not root, the child's uid and gid maps are written by the
+// supervisor, which it cannot do once its children inherit the flag. Root can start it any time.
+func SpawnEarly() bool { return os.Getuid() != 0 }
+
+// Spawn starts the factory process without waiting for it to be ready (Start waits); it does so
+// once, and returns the same error afterwards.
+func (s *Sandbox) Spawn() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.spawnLocked()
+}
+
+func (s *Sandbox) spawnLocked() error {
+	switch {
+	case s.closed:
+		return errors.New("the UDP sandbox is closed")
+	case s.proc != nil || s.spawnErr != nil:
+		return s.spawnErr
+	}
+	s.spawnErr = s.spawn()
+	return s.spawnErr
+}
+
+func (s *Sandbox) spawn() error {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
+		return fmt.Errorf("socketpair: %w", err)
 	}
 	child := os.NewFile(uintptr(fds[1]), "sandbox")
 	defer child.Close()
@@ -62,47 +139,158 @@ func New(self string) (*Sandbox, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	}
-	cmd := exec.Command(self, FactoryArg)
+	cmd := exec.Command(s.self, FactoryArg)
 	cmd.ExtraFiles = []*os.File{child} // fd 3
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = attr
 	if err := cmd.Start(); err != nil {
 		unix.Close(fds[0])
-		return nil, fmt.Errorf("start the UDP sandbox (a network namespace%s): %w", map[bool]string{true: " in a user namespace", false: ""}[attr.Cloneflags&syscall.CLONE_NEWUSER != 0], err)
+		return fmt.Errorf("start the UDP sandbox (a network namespace%s): %w", map[bool]string{true: " in a user namespace", false: ""}[attr.Cloneflags&syscall.CLONE_NEWUSER != 0], err)
 	}
 	go cmd.Wait() // reap it whenever it ends
-	s := &Sandbox{conn: fds[0], proc: cmd.Process}
+	s.conn, s.proc = fds[0], cmd.Process
+	return nil
+}
+
+// Start spawns the factory if Spawn has not, and waits until it is ready. It does so once; later
+// calls return the same error.
+func (s *Sandbox) Start() error {
+	s.startOnce.Do(func() { s.startErr = s.start() })
+	return s.startErr
+}
+
+func (s *Sandbox) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.spawnLocked(); err != nil {
+		return err
+	}
 	// The factory's first message is its readiness (or why it failed).
-	fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := s.request(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	s.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	unix.Close(fd)
 	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("SO_NETNS_COOKIE: %w", err)
+		return fmt.Errorf("SO_NETNS_COOKIE: %w", err)
 	}
-	return s, nil
+	s.ready.Store(true)
+	return nil
 }
 
-// Close stops the factory. Sockets already made stay in the namespace, which lives as long as
-// they do.
+// Close stops the factory (or keeps it from ever starting) and closes the pooled sockets. Sockets
+// already handed out stay in the namespace, which lives as long as they do.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.closed = true
 	if s.conn >= 0 {
 		unix.Close(s.conn)
 		s.conn = -1
 	}
+	s.mu.Unlock()
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	s.poolShut = true
+	for _, fds := range s.pool {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	s.pool = nil
 	return nil
 }
 
-// Socket creates a socket inside the sandbox.
+// Socket creates a socket inside the sandbox, which must have been started: a UDP socket comes
+// from the pool when there is one (see poolKey), anything else from the factory.
 func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
+	if !s.ready.Load() {
+		return -1, errors.New("the UDP sandbox is not started")
+	}
+	if pooled(domain, typ, proto) {
+		if fd := s.fromPool(poolKey{domain, typ &^ unix.SOCK_CLOEXEC, proto}); fd >= 0 {
+			return fd, nil
+		}
+	}
+	return s.SocketUnpooled(domain, typ, proto)
+}
+
+// SocketUnpooled creates a socket inside the sandbox, asking the factory for it now (for the
+// sandbox's own sockets, which are not what programs make).
+func (s *Sandbox) SocketUnpooled(domain, typ, proto int) (int, error) {
+	if !s.ready.Load() {
+		return -1, errors.New("the UDP sandbox is not started")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.request(domain, typ, proto)
+}
+
+// fromPool takes a socket of kind k from the pool (-1 if it has none) and starts a refill when
+// it runs low.
+func (s *Sandbox) fromPool(k poolKey) int {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	if s.poolShut {
+		return -1
+	}
+	fd := -1
+	if fds := s.pool[k]; len(fds) > 0 {
+		fd = fds[len(fds)-1]
+		s.pool[k] = fds[:len(fds)-1]
+	}
+	if len(s.pool[k]) < poolLow && !s.refilling[k] {
+		if s.refilling == nil {
+			s.pool, s.refilling = map[poolKey][]int{}, map[poolKey]bool{}
+		}
+		s.refilling[k] = true
+		go s.refill(k)
+	}
+	return fd
+}
+
+// refill asks the factory for poolBatch sockets of kind k in one message and pools them.
+func (s *Sandbox) refill(k poolKey) {
+	s.mu.Lock()
+	fds, err := s.requestMany(k.domain, k.typ|unix.SOCK_CLOEXEC, k.proto, poolBatch)
+	s.mu.Unlock()
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	s.refilling[k] = false
+	if err != nil {
+		return // the next socket of this kind asks the factory itself, and gets its error
+	}
+	if s.poolShut {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return
+	}
+	s.pool[k] = append(s.pool[k], fds...)
+}
+
+// requestMany asks the factory for up to n sockets of one kind in one message; s.mu is held.
+func (s *Sandbox) requestMany(domain, typ, proto, n int) ([]int, error) {
+	if s.conn < 0 {
+		return nil, errors.New("the UDP sandbox is closed")
+	}
+	req := make([]byte, 16)
+	binary.LittleEndian.PutUint32(req[0:], uint32(domain))
+	binary.LittleEndian.PutUint32(req[4:], uint32(typ))
+	binary.LittleEndian.PutUint32(req[8:], uint32(proto))
+	binary.LittleEndian.PutUint32(req[12:], uint32(n))
+	if _, err := unix.Write(s.conn, req); err != nil {
+		return nil, fmt.Errorf("ask the UDP sandbox for sockets: %w", err)
+	}
+	_, fds, err := fdpass.ReceiveMany(s.conn, 512)
+	if err != nil {
+		return nil, fmt.Errorf("socket(%d, %d, %d) x%d in the UDP sandbox: %w", domain, typ, proto, n, err)
+	}
+	return fds, nil
+}
+
+// request asks the factory for one socket; s.mu is held.
+func (s *Sandbox) request(domain, typ, proto int) (int, error) {
 	if s.conn < 0 {
 		return -1, errors.New("the UDP sandbox is closed")
 	}
@@ -128,6 +316,9 @@ func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
 
 // Contains reports whether socket fd lives in the sandbox namespace.
 func (s *Sandbox) Contains(fd int) bool {
+	if !s.ready.Load() {
+		return false // no socket was ever made there
+	}
 	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
 	return err == nil && c == s.cookie
 }
@@ -162,19 +353,41 @@ func RunFactory() {
 		unix.Read(conn, make([]byte, 12))
 		fail(fmt.Errorf("confine the UDP sandbox's socket factory: %w", err))
 	}
-	req := make([]byte, 12)
+	// A request: domain, type, protocol (and, 16 bytes, how many: one message with all of them;
+	// an error only if not even the first could be made).
+	req := make([]byte, 16)
 	for {
 		n, err := unix.Read(conn, req)
-		if err != nil || n != 12 {
+		if err != nil || (n != 12 && n != 16) {
 			os.Exit(0)
 		}
-		fd, err := unix.Socket(int(int32(binary.LittleEndian.Uint32(req[0:]))), int(int32(binary.LittleEndian.Uint32(req[4:]))), int(int32(binary.LittleEndian.Uint32(req[8:]))))
-		if err != nil {
-			fdpass.SendError(conn, err) // as its errno: the program gets the same
+		domain, typ, proto := int(int32(binary.LittleEndian.Uint32(req[0:]))), int(int32(binary.LittleEndian.Uint32(req[4:]))), int(int32(binary.LittleEndian.Uint32(req[8:])))
+		count := 1
+		if n == 16 {
+			count = min(max(int(binary.LittleEndian.Uint32(req[12:])), 1), fdpass.MaxMany)
+		}
+		var fds []int
+		for len(fds) < count {
+			fd, err := unix.Socket(domain, typ, proto)
+			if err != nil {
+				if len(fds) == 0 {
+					fdpass.SendError(conn, err) // as its errno: the program gets the same
+				}
+				break
+			}
+			fds = append(fds, fd)
+		}
+		if len(fds) == 0 {
 			continue
 		}
-		err = fdpass.Send(conn, nil, fd)
-		unix.Close(fd)
+		if n == 16 {
+			err = fdpass.SendMany(conn, nil, fds)
+		} else {
+			err = fdpass.Send(conn, nil, fds[0])
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 		if err != nil {
 			os.Exit(0)
 		}

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"os"
+	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -118,5 +119,74 @@ func TestClosed(t *testing.T) {
 	if fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
 		unix.Close(fd)
 		t.Fatal("a closed sandbox made a socket")
+	}
+}
+
+// UDP sockets come from a pool refilled in the background; each is what the factory makes on
+// demand: its kind (family, type, protocol, O_NONBLOCK or not), unbound, in the sandbox, with the
+// default buffer sizes; none is handed out twice, and Close closes those left in the pool.
+func TestPooledSocketsAreFresh(t *testing.T) {
+	s, err := New(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := s.SocketUnpooled(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcvbuf, _ := unix.GetsockoptInt(ref, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	unix.Close(ref)
+	seen := map[uint64]bool{}
+	for i := 0; i < 5*poolBatch; i++ {
+		for _, k := range []struct{ domain, typ int }{
+			{unix.AF_INET, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC},
+			{unix.AF_INET, unix.SOCK_DGRAM},
+			{unix.AF_INET6, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK},
+		} {
+			fd, err := s.Socket(k.domain, k.typ, unix.IPPROTO_UDP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+			dom, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+			typ, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+			proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+			buf, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+			cookie, _ := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+			sa, _ := unix.Getsockname(fd)
+			var port int
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				port = a.Port
+			case *unix.SockaddrInet6:
+				port = a.Port
+			}
+			switch {
+			case (fl&unix.O_NONBLOCK != 0) != (k.typ&unix.SOCK_NONBLOCK != 0):
+				t.Errorf("kind %+v: O_NONBLOCK %v", k, fl&unix.O_NONBLOCK != 0)
+			case dom != k.domain || typ != unix.SOCK_DGRAM || proto != unix.IPPROTO_UDP:
+				t.Errorf("kind %+v: got family %d type %d protocol %d", k, dom, typ, proto)
+			case port != 0:
+				t.Errorf("kind %+v: bound to port %d", k, port)
+			case buf != rcvbuf:
+				t.Errorf("kind %+v: SO_RCVBUF %d, want %d", k, buf, rcvbuf)
+			case !s.Contains(fd):
+				t.Errorf("kind %+v: not in the sandbox", k)
+			case seen[cookie]:
+				t.Errorf("kind %+v: socket handed out twice", k)
+			}
+			seen[cookie] = true
+			unix.Close(fd)
+		}
+	}
+	s.Close()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && s.Contains(fd) {
+			t.Errorf("descriptor %d, a sandbox socket, still open after Close", fd)
+		}
 	}
 }

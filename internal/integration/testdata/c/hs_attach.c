@@ -4,7 +4,7 @@
 // where R is "denied" (EPERM/EACCES) or "open" (anything else: the way is open). With the
 // argument "tree" it does the same to a child it forks (ptrace inside the tree must keep working),
 // with "parent" to its parent (the supervisor), with "siblings" to every other child of its parent
-// (the UDP sandbox's socket factory).
+// (the UDP sandbox's socket factory, which it first makes torsocks start by making a UDP socket).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -109,6 +110,8 @@ int main(int argc, char **argv) {
 			continue;
 		}
 		if (strcmp(argv[i], "siblings") == 0) {
+			// The factory is started on the first UDP socket (at once when not root).
+			int udp = socket(AF_INET, SOCK_DGRAM, 0);
 			DIR *d = opendir("/proc");
 			struct dirent *e;
 			int found = 0;
@@ -122,6 +125,8 @@ int main(int argc, char **argv) {
 			if (d)
 				closedir(d);
 			printf("siblings %d\n", found);
+			if (udp >= 0)
+				close(udp);
 			continue;
 		}
 		char label[32];
