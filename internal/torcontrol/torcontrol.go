@@ -155,10 +155,10 @@ func readReply(br *bufio.Reader) (Reply, error) {
 	for {
 		line, err := readLine(br)
 		if err != nil {
-			return r, err
+			return Reply{}, err
 		}
-		if len(line) < 4 || !isDigit(line[0]) || !isDigit(line[1]) || !isDigit(line[2]) {
-			return r, fmt.Errorf("malformed reply line %q", line)
+		if len(line) < 4 || !isDigit(line[0]) || !isDigit(line[1]) || !isDigit(line[2]) || !strings.ContainsRune(" -+", rune(line[3])) {
+			return Reply{}, fmt.Errorf("malformed reply line %q", line)
 		}
 		r.Code = int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
 		text := line[4:]
@@ -173,7 +173,7 @@ func readReply(br *bufio.Reader) (Reply, error) {
 			for {
 				dl, err := readLine(br)
 				if err != nil {
-					return r, err
+					return Reply{}, err
 				}
 				if dl == "." {
 					break
@@ -181,8 +181,6 @@ func readReply(br *bufio.Reader) (Reply, error) {
 				data = append(data, strings.TrimPrefix(dl, "."))
 			}
 			r.Lines = append(r.Lines, text+"\n"+strings.Join(data, "\n"))
-		default:
-			return r, fmt.Errorf("malformed reply line %q", line)
 		}
 	}
 }
