@@ -115,7 +115,7 @@ func parseCircuits(s string) ([]Circuit, error) {
 		if len(toks) < 2 {
 			return nil, fmt.Errorf("testnet: circuit-status line %q", line)
 		}
-		c := Circuit{ID: toks[0], Status: toks[1], Fields: map[string]string{}}
+		c := Circuit{ID: toks[0], Status: toks[1]}
 		rest := toks[2:]
 		if len(rest) > 0 && !strings.Contains(rest[0], "=") {
 			for _, h := range strings.Split(rest[0], ",") {
@@ -124,25 +124,12 @@ func parseCircuits(s string) ([]Circuit, error) {
 			}
 			rest = rest[1:]
 		}
-		for _, kv := range rest {
-			k, v, _ := strings.Cut(kv, "=")
-			v = torcontrol.Unquote(v)
-			c.Fields[k] = v
-			switch k {
-			case "BUILD_FLAGS":
-				c.BuildFlags = strings.Split(v, ",")
-			case "PURPOSE":
-				c.Purpose = v
-			case "HS_STATE":
-				c.HSState = v
-			case "REND_QUERY":
-				c.RendQuery = v
-			case "SOCKS_USERNAME":
-				c.SOCKSUsername = v
-			case "SOCKS_PASSWORD":
-				c.SOCKSPassword = v
-			}
+		c.Fields = torcontrol.KeyValues(rest)
+		if v, ok := c.Fields["BUILD_FLAGS"]; ok {
+			c.BuildFlags = strings.Split(v, ",")
 		}
+		c.Purpose, c.HSState, c.RendQuery = c.Fields["PURPOSE"], c.Fields["HS_STATE"], c.Fields["REND_QUERY"]
+		c.SOCKSUsername, c.SOCKSPassword = c.Fields["SOCKS_USERNAME"], c.Fields["SOCKS_PASSWORD"]
 		cs = append(cs, c)
 	}
 	return cs, nil

@@ -251,16 +251,12 @@ func (n *Network) waitBootstrap(ctx context.Context) error {
 			return false, nil
 		}
 		// NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"
-		tag := ""
-		progress := ""
-		for _, f := range strings.Fields(v) {
-			if t, ok := strings.CutPrefix(f, "TAG="); ok {
-				tag = t
-			}
-			if p, ok := strings.CutPrefix(f, "PROGRESS="); ok {
-				progress = p
-			}
+		fields, err := torcontrol.Fields(v)
+		if err != nil {
+			return false, err
 		}
+		kv := torcontrol.KeyValues(fields)
+		tag, progress := kv["TAG"], kv["PROGRESS"]
 		if tag != lastTag {
 			lastTag = tag
 			n.logf("client bootstrap %s%% %s", progress, tag)

@@ -2,7 +2,7 @@
 // TCP or unix ControlPort, authenticates with the cookie (PROTOCOLINFO, then AUTHENTICATE with
 // the cookie in hex), sends commands and reads their replies, multi-line and with data blocks,
 // as control-spec.txt describes them, and splits a reply's text into its space-separated
-// fields, QuotedStrings whole.
+// fields (QuotedStrings whole) and KEY=VALUE pairs.
 package torcontrol
 
 import (
@@ -229,6 +229,18 @@ func Fields(line string) ([]string, error) {
 		fields = append(fields, cur.String())
 	}
 	return fields, nil
+}
+
+// KeyValues returns the values of the KEY=VALUE fields among fields (see Fields), unquoted, by
+// key; the last of a key's fields gives its value. Fields without "=" are left out.
+func KeyValues(fields []string) map[string]string {
+	kv := make(map[string]string, len(fields))
+	for _, f := range fields {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			kv[k] = Unquote(v)
+		}
+	}
+	return kv
 }
 
 // Unquote returns the content of a QuotedString, a value between double quotes with the

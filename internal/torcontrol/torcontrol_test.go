@@ -229,6 +229,14 @@ func TestFields(t *testing.T) {
 	}
 }
 
+func TestKeyValues(t *testing.T) {
+	got := KeyValues([]string{"NOTICE", "PROGRESS=4", `SUMMARY="a \"b\""`, "E=", "=x", "TAG=a", "TAG=b=c"})
+	want := map[string]string{"PROGRESS": "4", "SUMMARY": `a "b"`, "E": "", "": "x", "TAG": "b=c"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("KeyValues = %q, want %q", got, want)
+	}
+}
+
 func TestUnquote(t *testing.T) {
 	for in, want := range map[string]string{
 		`plain`:             "plain",
@@ -345,8 +353,8 @@ func FuzzFields(f *testing.F) {
 				if fl == "" {
 					t.Fatalf("Fields(%q) = %q: an empty field", line, fields)
 				}
-				Unquote(fl)
 			}
+			KeyValues(fields)
 			again, err := Fields(strings.Join(fields, " "))
 			if err != nil || !reflect.DeepEqual(again, fields) {
 				t.Fatalf("Fields(%q) = %q; joined and split again: %q, %v", line, fields, again, err)

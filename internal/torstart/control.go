@@ -49,30 +49,15 @@ func parseBootstrap(v string) (Progress, error) {
 	if len(fields) < 2 || fields[1] != "BOOTSTRAP" {
 		return p, fmt.Errorf("bootstrap phase %q: not a BOOTSTRAP status", v)
 	}
-	seen := false
-	for _, f := range fields[2:] {
-		k, val, ok := strings.Cut(f, "=")
-		if !ok {
-			continue
-		}
-		val = torcontrol.Unquote(val)
-		switch k {
-		case "PROGRESS":
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 0 || n > 100 {
-				return p, fmt.Errorf("bootstrap phase %q: bad PROGRESS", v)
-			}
-			p.Percent, seen = n, true
-		case "TAG":
-			p.Tag = val
-		case "SUMMARY":
-			p.Summary = val
-		case "WARNING":
-			p.Warning = val
-		}
-	}
-	if !seen {
+	kv := torcontrol.KeyValues(fields[2:])
+	pct, ok := kv["PROGRESS"]
+	if !ok {
 		return p, fmt.Errorf("bootstrap phase %q: no PROGRESS", v)
 	}
+	n, err := strconv.Atoi(pct)
+	if err != nil || n < 0 || n > 100 {
+		return p, fmt.Errorf("bootstrap phase %q: bad PROGRESS", v)
+	}
+	p.Percent, p.Tag, p.Summary, p.Warning = n, kv["TAG"], kv["SUMMARY"], kv["WARNING"]
 	return p, nil
 }
