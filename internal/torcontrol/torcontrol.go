@@ -56,18 +56,16 @@ func Dial(ctx context.Context, network, addr, cookieFile string) (*Conn, error) 
 		return nil, fmt.Errorf("tor control port: %w", err)
 	}
 	cc := &Conn{c: c, r: bufio.NewReader(c)}
-	dl, _ := ctx.Deadline()
-	c.SetDeadline(dl)
+	// The context's end (its deadline too) cuts the authentication short.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	err = cc.authenticate(cookieFile)
-	if !stop() { // the context ended, and may have cut the authentication short
+	if !stop() {
 		err = fmt.Errorf("tor control port %s: %w", addr, context.Cause(ctx))
 	}
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	c.SetDeadline(time.Time{})
 	return cc, nil
 }
 
