@@ -37,7 +37,8 @@ unit:
 # qemu-user (the filter's arm64 syscall numbers among them). qemu-user emulates neither seccomp
 # listeners nor NETLINK_SOCK_DIAG, so the supervisor's integration tests need a real arm64 machine.
 ARM64_PACKAGES = ./internal/filter ./internal/socks5 ./internal/config ./internal/dns ./internal/standin \
-	./internal/policy ./internal/tslog ./internal/portgate ./internal/supervisor ./internal/acceptloop
+	./internal/policy ./internal/tslog ./internal/portgate ./internal/supervisor ./internal/acceptloop \
+	./internal/torcontrol
 arm64:
 	GOARCH=arm64 CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-aarch64 $(ARM64_PACKAGES)
 

@@ -47,26 +47,6 @@ func TestParseStreams(t *testing.T) {
 	}
 }
 
-func TestGetInfoValue(t *testing.T) {
-	for _, tc := range []struct {
-		lines []string
-		want  string
-	}{
-		{[]string{"status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=100", "OK"}, "NOTICE BOOTSTRAP PROGRESS=100"},
-		{[]string{"circuit-status=\n1 BUILT a\n2 BUILT b", "OK"}, "1 BUILT a\n2 BUILT b"},
-		{[]string{"stream-status=", "OK"}, ""},
-	} {
-		key, _, _ := strings.Cut(tc.lines[0], "=")
-		got, err := getInfoValue(controlReply{Code: 250, Lines: tc.lines}, key)
-		if err != nil || got != tc.want {
-			t.Errorf("getInfoValue(%q) = %q, %v; want %q", tc.lines, got, err, tc.want)
-		}
-	}
-	if _, err := getInfoValue(controlReply{Code: 250, Lines: []string{"OK"}}, "x"); err == nil {
-		t.Error("no error for a reply without the key")
-	}
-}
-
 func TestParseConsensus(t *testing.T) {
 	doc := "network-status-version 3\nvalid-after 2026-11-22 21:44:10\nr auth0 AAAA BBBB 2026-11-22 21:44:02 127.0.0.1 15000 15001\ns Authority Running Valid\nr exit0 CCCC DDDD 2026-11-22 21:44:02 127.0.0.1 15006 15007\ns Exit Valid\n"
 	va, rs := parseConsensus([]byte(doc))

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/torcontrol"
 )
 
 // consensusRouter is one router entry of a consensus.
@@ -224,7 +226,7 @@ func (n *Network) waitDirInfo(ctx context.Context) error {
 // waitBootstrap waits for the client's "Bootstrapped 100%".
 func (n *Network) waitBootstrap(ctx context.Context) error {
 	client := n.node(RoleClient)
-	var cc *controlConn
+	var cc *torcontrol.Conn
 	defer func() {
 		if cc != nil {
 			cc.Close()
@@ -236,33 +238,25 @@ func (n *Network) waitBootstrap(ctx context.Context) error {
 			if _, err := os.Stat(n.CookieFile); err != nil {
 				return false, nil // tor has not opened its ControlPort yet
 			}
-			c, err := dialControl(ctx, n.ControlAddr.String(), n.CookieFile)
+			c, err := n.dialControl(ctx)
 			if err != nil {
 				return false, nil
 			}
 			cc = c
 		}
-		r, err := cc.do("GETINFO status/bootstrap-phase")
+		v, err := cc.GetInfo("status/bootstrap-phase")
 		if err != nil {
 			cc.Close()
 			cc = nil
 			return false, nil
 		}
-		v, err := getInfoValue(r, "status/bootstrap-phase")
+		// NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"
+		fields, err := torcontrol.Fields(v)
 		if err != nil {
 			return false, err
 		}
-		// NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"
-		tag := ""
-		progress := ""
-		for _, f := range strings.Fields(v) {
-			if t, ok := strings.CutPrefix(f, "TAG="); ok {
-				tag = t
-			}
-			if p, ok := strings.CutPrefix(f, "PROGRESS="); ok {
-				progress = p
-			}
-		}
+		kv := torcontrol.KeyValues(fields)
+		tag, progress := kv["TAG"], kv["PROGRESS"]
 		if tag != lastTag {
 			lastTag = tag
 			n.logf("client bootstrap %s%% %s", progress, tag)
@@ -290,21 +284,21 @@ func (n *Network) waitOnion(ctx context.Context) error {
 	}
 	addr := strings.TrimSuffix(n.OnionHost, ".onion")
 
-	cc, err := dialControl(ctx, n.ControlAddr.String(), n.CookieFile)
+	cc, err := n.dialControl(ctx)
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
-	if _, err := cc.do("SETEVENTS HS_DESC"); err != nil {
+	if _, err := cc.Do("SETEVENTS HS_DESC"); err != nil {
 		return err
 	}
-	replies := make(chan controlReply, 16)
+	replies := make(chan torcontrol.Reply, 16)
 	readErr := make(chan error, 1)
 	stop := make(chan struct{})
 	defer close(stop) // runs before cc.Close, which ends the reader
 	go func() {
 		for {
-			r, err := cc.read()
+			r, err := cc.Read()
 			if err != nil {
 				readErr <- err
 				return
@@ -349,7 +343,7 @@ func (n *Network) waitOnion(ctx context.Context) error {
 				attempt.Reset(time.Second)
 			}
 		case <-attempt.C:
-			if err := cc.send("HSFETCH " + addr); err != nil {
+			if err := cc.Send("HSFETCH " + addr); err != nil {
 				return err
 			}
 			attempt.Reset(5 * time.Second)

@@ -1,15 +1,16 @@
 package torstart
 
 import (
-	"bufio"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/gotorsocks/torsocks/internal/torcontrol/torcontroltest"
 )
 
 // fakeTor is what the test binary does when run as "tor" (TORSTART_FAKE_TOR set): it reads the
@@ -76,53 +77,24 @@ func fakeTor(mode string) {
 	}
 	began := time.Now()
 	halt := make(chan struct{})
-	go func() {
-		for {
-			c, err := lc.Accept()
-			if err != nil {
-				return
+	var haltOnce sync.Once
+	srv := &torcontroltest.Server{Cookie: cookie, Handle: func(cmd string) (string, bool) {
+		switch cmd {
+		case "GETINFO status/bootstrap-phase":
+			pct := min(int(time.Since(began)/(3*time.Millisecond)), 100)
+			if mode == "stuck" {
+				pct = 50
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				authed := false
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd := strings.TrimSpace(line)
-					switch {
-					case strings.HasPrefix(cmd, "PROTOCOLINFO"):
-						fmt.Fprint(c, "250-PROTOCOLINFO 1\r\n250-AUTH METHODS=COOKIE\r\n250 OK\r\n")
-					case cmd == "AUTHENTICATE "+hex.EncodeToString(cookie):
-						authed = true
-						fmt.Fprint(c, "250 OK\r\n")
-					case !authed:
-						fmt.Fprint(c, "515 Authentication failed\r\n")
-						return
-					case cmd == "GETINFO status/bootstrap-phase":
-						pct := int(time.Since(began) / (3 * time.Millisecond))
-						if pct > 100 {
-							pct = 100
-						}
-						if mode == "stuck" {
-							pct = 50
-						}
-						fmt.Fprintf(c, "250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=%d TAG=t%d SUMMARY=\"Step %d\"\r\n250 OK\r\n", pct, pct/10, pct/10)
-					case cmd == "GETCONF SocksPort":
-						fmt.Fprintf(c, "250 SocksPort=unix:%s ExtendedErrors\r\n", socks)
-					case cmd == "SIGNAL HALT" || cmd == "SIGNAL SHUTDOWN":
-						fmt.Fprint(c, "250 OK\r\n")
-						close(halt)
-						return
-					default:
-						fmt.Fprint(c, "510 Unrecognized command\r\n")
-					}
-				}
-			}()
+			return fmt.Sprintf("250-status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=%d TAG=t%d SUMMARY=\"Step %d\"\r\n250 OK\r\n", pct, pct/10, pct/10), false
+		case "GETCONF SocksPort":
+			return fmt.Sprintf("250 SocksPort=unix:%s ExtendedErrors\r\n", socks), false
+		case "SIGNAL HALT", "SIGNAL SHUTDOWN":
+			haltOnce.Do(func() { close(halt) })
+			return "250 OK\r\n", true
 		}
-	}()
+		return "510 Unrecognized command\r\n", false
+	}}
+	go srv.Serve(lc)
 	<-halt
 	os.Remove(socks)
 	os.Remove(ctrl)

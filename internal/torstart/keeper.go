@@ -191,7 +191,7 @@ func (k *keeper) stopTor() {
 		}
 	}
 	if cc, err := dialControl(ctx, k.p, 3*time.Second); err == nil {
-		cc.do("SIGNAL SHUTDOWN") // tor may close the connection before answering
+		cc.Do("SIGNAL SHUTDOWN") // tor may close the connection before answering
 		cc.Close()
 		if wait(10 * time.Second) {
 			return

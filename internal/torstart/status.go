@@ -37,18 +37,18 @@ func Probe(ctx context.Context, p Paths) (Status, error) {
 		return st, err
 	}
 	defer cc.Close()
-	v, err := cc.getInfo("status/bootstrap-phase")
+	v, err := cc.GetInfo("status/bootstrap-phase")
 	if err != nil {
 		return st, err
 	}
 	if st.Bootstrap, err = parseBootstrap(v); err != nil {
 		return st, err
 	}
-	lines, err := cc.do("GETCONF SocksPort")
+	r, err := cc.Do("GETCONF SocksPort")
 	if err != nil {
 		return st, err
 	}
-	st.IsolateSOCKSAuth = isolatesAuth(lines)
+	st.IsolateSOCKSAuth = isolatesAuth(r.Lines)
 	return st, nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/torcontrol"
 )
 
 // Options configures Ensure.
@@ -319,7 +321,7 @@ func start(p Paths, o Options, torrc string) (int, <-chan struct{}, error) {
 // waitBootstrap follows status/bootstrap-phase until 100%, reporting each new status.
 func waitBootstrap(ctx context.Context, p Paths, progress func(Progress), exited <-chan struct{}) error {
 	var last Progress
-	var cc *control
+	var cc *torcontrol.Conn
 	defer func() {
 		if cc != nil {
 			cc.Close()
@@ -335,7 +337,7 @@ func waitBootstrap(ctx context.Context, p Paths, progress func(Progress), exited
 			}
 		}
 		if cc != nil {
-			v, err := cc.getInfo("status/bootstrap-phase")
+			v, err := cc.GetInfo("status/bootstrap-phase")
 			if err != nil {
 				cc.Close()
 				cc = nil
@@ -419,7 +421,7 @@ func Stop(ctx context.Context, p Paths, uid int) (bool, error) {
 		return false, nil
 	case live:
 		if cc, err := dialControl(ctx, p, 3*time.Second); err == nil {
-			cc.do("SIGNAL HALT") // tor may close the connection before answering
+			cc.Do("SIGNAL HALT") // tor may close the connection before answering
 			cc.Close()
 			deadline := time.Now().Add(5 * time.Second)
 			for !gone(pid) && time.Now().Before(deadline) {
