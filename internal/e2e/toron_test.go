@@ -268,6 +268,73 @@ func TestTorOnDemandNoBootstrap(t *testing.T) {
 	}
 }
 
+// TestDoctorTorNotBootstrapped: while torsocks' own tor cannot bootstrap (its only authority is
+// a closed port) and a torsocks waits for it, `torsocks --doctor` names it as not bootstrapped
+// and exits 1; once that tor has bootstrapped, TestTorOnDemand covers the rest.
+func TestDoctorTorNotBootstrapped(t *testing.T) {
+	dir, bin := toronSetup(t)
+	var closed []int
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed = append(closed, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+	}
+	conf := fmt.Sprintf("TestingTorNetwork 1\nClientUseIPv6 0\n"+
+		"DirAuthority a1 orport=%d v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:%d 0123456789ABCDEF0123456789ABCDEF01234567\n",
+		closed[0], closed[1])
+	join, empty, run := filepath.Join(dir, "unreachable.torrc"), filepath.Join(dir, "torsocks.conf"), filepath.Join(dir, "run")
+	for _, f := range []struct{ name, text string }{{join, conf}, {empty, ""}} {
+		if err := os.WriteFile(f.name, []byte(f.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	env := append(cleanEnv(filepath.Join(dir, "home")), "XDG_RUNTIME_DIR="+run, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	waiting := exec.Command(bin, "--config", empty, "--tor-config", join, "--tor-bootstrap-timeout", "600", "true")
+	waiting.Env = env
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			waiting.Process.Kill()
+			waiting.Wait()
+		}
+		stop := exec.Command(bin, "--config", empty, "--tor-stop")
+		stop.Env = env
+		stop.Run()
+	})
+	// The waiting torsocks has started tor once tor's control socket is there.
+	control := filepath.Join(run, "torsocks", "control")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(control); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tor's control socket %s never appeared", control)
+		}
+	}
+	doc := exec.Command(bin, "--config", empty, "--tor-config", join, "--doctor")
+	doc.Env = env
+	out, err := doc.CombinedOutput()
+	t.Logf("--doctor: %v\n%s", err, out)
+	if doc.ProcessState.ExitCode() != 1 {
+		t.Errorf("--doctor exit status %d, want 1", doc.ProcessState.ExitCode())
+	}
+	if !strings.Contains(string(out), "FAIL  Tor bootstrapped:          no: ") {
+		t.Errorf("--doctor does not say Tor is not bootstrapped:\n%s", out)
+	}
+	waiting.Process.Kill()
+	waiting.Wait()
+	stopped = true
+}
+
 // toronSetup needs the private network namespace and tor (a skip, or a failure when CI=true),
 // and builds torsocks into a new short directory (unix socket paths must stay short).
 func toronSetup(t *testing.T) (dir, bin string) {
