@@ -8,16 +8,12 @@ package main
 import (
 	"os"
 
-	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/run"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/torstart"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == launch.HelperArg {
-		launch.RunHelper(os.Args[2:])
-	}
 	if len(os.Args) > 1 && os.Args[1] == torstart.KeeperArg {
 		os.Exit(torstart.RunKeeper(os.Args[2:]))
 	}

@@ -124,3 +124,20 @@ func TestSocketFactoryConfined(t *testing.T) {
 		t.Fatalf("the socket factory is not confined: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// The program is started from one locked OS thread of the supervisor that took the program's
+// filter, Landlock domain and credentials (launch): that thread must be gone by the time the
+// program runs, and no other thread of the supervisor may carry the filter (it would wait on its
+// own notifications) or the program's restrictions.
+func TestSupervisorThreadsUnfiltered(t *testing.T) {
+	env(t)
+	r := torsocks(t, nil, "sh", "-c", `for t in /proc/$PPID/task/*; do echo "$(grep -E '^Seccomp:' $t/status | tr -d '\t') $(grep NoNewPrivs $t/status | tr -d '\t')"; done`)
+	if r.code != 0 || strings.TrimSpace(r.stdout) == "" {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if l != "Seccomp:0 NoNewPrivs:0" {
+			t.Errorf("a supervisor thread carries the program's restrictions: %q\n%s", l, r.stdout)
+		}
+	}
+}

@@ -1,53 +1,55 @@
-// Package launch starts the traced program: it re-executes the torsocks binary as a helper that
-// loads the seccomp filter and then becomes the program, and hands the filter's notification
-// listener to the supervisor before the program runs a single instruction.
+// Package launch starts the traced program under the seccomp filter, with the filter's
+// notification listener in the supervisor's hands before the program runs a single instruction.
 //
-// The hand-off, over a SOCK_SEQPACKET socketpair that the helper inherits (not at a fixed fd
-// number, so fds the user passes to the program, like 3<file, stay where they are):
+// Everything the program must start with (no capabilities to reconfigure the network, no new
+// privileges, a Landlock domain, the filter) belongs to a thread, not to a process: the kernel
+// keeps credentials, no_new_privs, Landlock domains and seccomp filters per task, and a child
+// starts with those of the thread that cloned it. So one OS thread of the supervisor is given
+// them and starts the program; no second torsocks process (and no second Go runtime) is needed:
 //
-//	supervisor                                   helper (torsocks --internal-helper FD FLAGS PATH ARGV...)
-//	   │  socketpair(sup, hlp); hlp inheritable
-//	   │  fork+exec helper ───────────────────────▶ LockOSThread (filter and exec on one thread)
-//	   │  send: BPF program ──────────────────────▶ read BPF program
-//	   │                                            drop capabilities (unless FLAGS keeps them)
-//	   │                                            prctl(NO_NEW_PRIVS)
-//	   │                                            Landlock domain (landlock_linux.go)
-//	   │                                            seccomp(SET_MODE_FILTER, NEW_LISTENER|WAIT_KILLABLE_RECV)
-//	   │  fdpass.Receive: Landlock mode ◀────────── fdpass.Send (or fdpass.SendError: errno and
-//	   │           + listener (SCM_RIGHTS)          reason, then exit 1)
-//	   │                                            close(listener)  (the program must never hold it)
-//	   │  send: 'G' ──────────────────────────────▶ read ack (EOF: supervisor gone, exit 1)
-//	   │  serve notifications                       execve(PATH, ARGV) on the same thread
-//	   ▼                                            = the program, filtered, with all its descendants
+//	supervisor goroutine                      its own locked OS thread (never returned to Go)
+//	   │  Start ─────────────────────────────▶ LockOSThread
+//	   │                                        drop capabilities (unless KeepCapabilities)
+//	   │                                        prctl(NO_NEW_PRIVS)
+//	   │                                        Landlock domain (landlock_linux.go)
+//	   │                                        seccomp(SET_MODE_FILTER, NEW_LISTENER|WAIT_KILLABLE_RECV)
+//	   │                                          → listener fd (close-on-exec: never the program's)
+//	   │                                        fork+exec PATH (os.StartProcess): the child inherits
+//	   │                                          this thread's filter, domain and credentials
+//	   │  ◀──────────────────── Child{pid, listener}; the goroutine ends still locked, and the Go
+//	   │                                        runtime ends the thread with it
+//	   │  serve notifications (the program's first notified call waits in the kernel until then)
+//	   ▼
 //
-// After the filter is loaded the helper makes only sendmsg on a unix socket, read, close and
-// execve: none of them is notified, so it cannot deadlock waiting for its own supervisor.
+// Why that thread cannot hurt the supervisor: the Go runtime never runs another goroutine on a
+// locked thread and never clones new threads from one (it asks its template thread), so the filter
+// reaches only this thread and the program; between loading the filter and its end the thread
+// makes only unnotified calls (clone, the child's dup2/execve, read of os.StartProcess's status
+// pipe, wait), so it cannot wait on its own supervisor.
 package launch
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
-	"strconv"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/gotorsocks/torsocks/internal/fdpass"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
-// HelperArg is the first argument that makes the torsocks binary act as the helper.
-const HelperArg = "--internal-helper"
+// The thread that starts the program must be one the Go runtime ends when its goroutine does: a
+// locked goroutine that exits on the main thread parks that thread forever instead, and the
+// filter it carries would keep the listener from ever reporting that the program's tree is gone.
+// Pinning the main goroutine to the main thread keeps every other goroutine off it.
+func init() { runtime.LockOSThread() }
 
-// Options are what the helper does to itself before it becomes the program.
+// Options are what the program starts with besides the filter.
 type Options struct {
 	// KeepCapabilities leaves the program its capabilities; otherwise DroppedCapabilities go.
 	KeepCapabilities bool
-	// BeforeExec, when set, runs once the filter is loaded, before the helper is let go to
-	// execute the program (the helper's start overlaps what it waits for).
+	// BeforeExec, when set, runs before the program is started (what the program must not run
+	// without, such as the confined socket factory of a non-root UDP sandbox).
 	BeforeExec func()
 }
 
@@ -58,133 +60,57 @@ type Child struct {
 	Landlock string // the program's Landlock domain: "none", "tcp-connect" or "ptrace-scope-only"
 }
 
-// helper flags (the argument after the hand-off descriptor).
-const (
-	flagDropCaps = "-"
-	flagKeepCaps = "k"
-)
-
-// Start runs path (argv, env) under the filter prog and returns once the program is about to exec.
-// self is the torsocks binary (normally /proc/self/exe).
-func Start(self, path string, argv, env []string, prog []unix.SockFilter, opts Options) (*Child, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	sup, hlp := fds[0], fds[1]
-	defer unix.Close(sup)
-	// The helper's end must survive exec of the helper (but not the helper's exec of the program:
-	// the helper closes it). Clearing close-on-exec here is safe because nothing else in the
-	// supervisor starts processes concurrently with Start.
-	if _, err := unix.FcntlInt(uintptr(hlp), unix.F_SETFD, 0); err != nil {
-		unix.Close(hlp)
-		return nil, fmt.Errorf("clear close-on-exec on hand-off socket: %w", err)
-	}
-	flags := flagDropCaps
-	if opts.KeepCapabilities {
-		flags = flagKeepCaps
-	}
-	args := append([]string{"torsocks", HelperArg, strconv.Itoa(hlp), flags, path}, argv...)
-	proc, err := os.StartProcess(self, args, &os.ProcAttr{
-		Env:   env,
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
-	})
-	unix.Close(hlp)
-	if err != nil {
-		return nil, fmt.Errorf("start helper %s: %w", self, err)
-	}
-	fail := func(err error) (*Child, error) {
-		proc.Kill()
-		var ws unix.WaitStatus
-		unix.Wait4(proc.Pid, &ws, 0, nil)
-		return nil, err
-	}
-	if _, err := unix.Write(sup, filterBytes(prog)); err != nil {
-		return fail(fmt.Errorf("send filter to helper: %w", err))
-	}
-	landlock, lfd, err := fdpass.Receive(sup, 512)
-	switch {
-	case err == io.EOF:
-		return fail(errors.New("helper exited before loading the filter"))
-	case errors.As(err, new(*fdpass.Error)):
-		return fail(err) // the helper's reason
-	case err != nil:
-		return fail(fmt.Errorf("receive seccomp listener from helper: %w", err))
-	case lfd < 0:
-		return fail(errors.New("helper sent no listener"))
-	}
-	l := seccomp.NewListener(lfd)
+// Start runs path (argv, env) under the filter prog. The program inherits the caller's standard
+// descriptors and every other descriptor without close-on-exec (3<file stays 3).
+func Start(path string, argv, env []string, prog []unix.SockFilter, opts Options) (*Child, error) {
 	if opts.BeforeExec != nil {
 		opts.BeforeExec()
 	}
-	if _, err := unix.Write(sup, []byte{'G'}); err != nil {
-		l.Close()
-		return fail(fmt.Errorf("release helper: %w", err))
+	type result struct {
+		child *Child
+		err   error
 	}
-	return &Child{Pid: proc.Pid, Listener: l, Landlock: string(landlock)}, nil
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: the thread carries the program's filter, domain and credentials, and
+		// ends with this goroutine.
+		c, err := startOnThisThread(path, argv, env, prog, opts)
+		done <- result{c, err}
+	}()
+	r := <-done
+	return r.child, r.err
 }
 
-func filterBytes(prog []unix.SockFilter) []byte {
-	if len(prog) == 0 {
-		return nil
-	}
-	n := len(prog) * int(unsafe.Sizeof(prog[0]))
-	return unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), n)
-}
-
-// RunHelper is the helper's whole life; args are what follows HelperArg. It never returns: it
-// becomes the program or exits with status 1 after saying why on stderr.
-func RunHelper(args []string) {
-	runtime.LockOSThread()
-	if len(args) < 3 || (args[1] != flagDropCaps && args[1] != flagKeepCaps) {
-		die("internal helper: bad arguments")
-	}
-	fd, err := strconv.Atoi(args[0])
-	if err != nil || fd < 3 {
-		die("internal helper: bad hand-off descriptor")
-	}
-	unix.CloseOnExec(fd)
-	keepCaps, path, argv := args[1] == flagKeepCaps, args[2], args[3:]
-
-	buf := make([]byte, 8*4096)
-	n, err := unix.Read(fd, buf)
-	if err != nil || n == 0 || n%8 != 0 {
-		die(fmt.Sprintf("internal helper: read filter: n=%d err=%v", n, err))
-	}
-	prog := unsafe.Slice((*unix.SockFilter)(unsafe.Pointer(&buf[0])), n/8)
-
-	report := func(err error) {
-		fdpass.SendError(fd, err)
-		os.Exit(1)
-	}
-	if !keepCaps {
+// startOnThisThread gives the calling (locked) thread what the program must start with, loads the
+// filter and starts the program from this thread.
+func startOnThisThread(path string, argv, env []string, prog []unix.SockFilter, opts Options) (*Child, error) {
+	if !opts.KeepCapabilities {
 		if err := dropCapabilities(); err != nil {
-			report(fmt.Errorf("drop capabilities: %w", err))
+			return nil, fmt.Errorf("drop capabilities: %w", err)
 		}
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		report(fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err))
+		return nil, fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
 	}
 	landlock := restrictSelf()
 	lfd, err := seccomp.InstallFilter(prog)
 	if err != nil {
-		report(err)
+		return nil, err
 	}
-	// From here on, only unnotified syscalls: sendmsg on a unix socket, read, close, execve.
-	if err := fdpass.Send(fd, []byte(landlock), lfd); err != nil {
-		os.Exit(1)
+	l := seccomp.NewListener(lfd)
+	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
+		Env:   env,
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+	})
+	if err != nil {
+		l.Close()
+		if pe, ok := err.(*os.PathError); ok {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cannot execute %s: %v", path, err)
 	}
-	unix.Close(lfd)
-	ack := make([]byte, 1)
-	if n, err := unix.Read(fd, ack); err != nil || n != 1 || ack[0] != 'G' {
-		os.Exit(1)
-	}
-	unix.Close(fd)
-	err = unix.Exec(path, argv, os.Environ())
-	die(fmt.Sprintf("torsocks: cannot execute %s: %v", path, err))
-}
-
-func die(msg string) {
-	os.Stderr.WriteString(msg + "\n")
-	os.Exit(1)
+	pid := proc.Pid
+	proc.Release() // the supervisor's reaper waits for it by pid
+	return &Child{Pid: pid, Listener: l, Landlock: landlock}, nil
 }

@@ -348,11 +348,11 @@ func startProgram(path string, argv []string, prog []unix.SockFilter, opts launc
 	// reach this process without CAP_SYS_PTRACE, which the program does not have (unless
 	// KeepCapabilities); the Landlock domain (launch) stops root too. Not earlier: a child cloned
 	// into a new user namespace inherits the flag, and its uid_map would then be root's to write
-	// (the non-root UDP sandbox). The helper and the program get dumpable back from execve.
+	// (the non-root UDP sandbox). The program gets dumpable back from execve.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("prctl(PR_SET_DUMPABLE): %v", err)
 	}
-	return launch.Start("/proc/self/exe", path, argv, os.Environ(), prog, opts)
+	return launch.Start(path, argv, os.Environ(), prog, opts)
 }
 
 // supervise serves the program's listener until no process of its tree uses the filter any
