@@ -61,6 +61,8 @@ type Policy struct {
 	SocksPorts []netip.AddrPort
 	// UDPSandbox: UDP sockets are created in the sandbox (so DNS works) instead of refused.
 	UDPSandbox bool
+	// SealedTCP: TCP sockets are created in the sandbox too (SealedNetwork); needs the sandbox.
+	SealedTCP bool
 }
 
 func refuse(errno unix.Errno, format string, args ...any) Decision {
@@ -102,6 +104,8 @@ func (p *Policy) Socket(domain, typ, proto int) Decision {
 			return refuse(unix.ENOSYS, "IPv6 socket refused: EnableIPv6 is 0")
 		}
 		switch {
+		case base == unix.SOCK_STREAM && (proto == 0 || proto == unix.IPPROTO_TCP) && p.SealedTCP:
+			return Decision{Action: Sandboxed}
 		case base == unix.SOCK_STREAM && (proto == 0 || proto == unix.IPPROTO_TCP):
 			return Decision{Action: Direct}
 		case base == unix.SOCK_STREAM:

@@ -83,10 +83,24 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 		conn.Put()
 		return reply{}, failed(unix.EISCONN)
 	}
-	if err := s.connectTCP(c, cp, si, dest); err != nil {
+	if err := s.connectInet(c, cp, si, dest); err != nil {
 		return reply{}, err
 	}
 	return value(0), nil
+}
+
+// connectInet serves a TCP connect (or Fast Open send) to dest: sockets of the sandbox (the
+// sealed network) by connectSealed, the others by connectTCP.
+func (s *Supervisor) connectInet(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
+	if s.sealed(cp) {
+		return s.connectSealed(c, cp, si, dest)
+	}
+	return s.connectTCP(c, cp, si, dest)
+}
+
+// sealed reports whether the TCP socket cp lives in the sandbox (SealedNetwork).
+func (s *Supervisor) sealed(cp int) bool {
+	return s.opts.SealedNetwork && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp)
 }
 
 // connectTCP connects the copy cp of the program's TCP socket the way the policy says, and
@@ -218,6 +232,11 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 		sa, _ := toSockaddr(si.domain, target)
 		err = connectWait(rc, sa)
 	}
+	return s.torUnreachable(err, target)
+}
+
+// torUnreachable is the error for a failed connect to Tor's SocksPort target (nil stays nil).
+func (s *Supervisor) torUnreachable(err error, target netip.AddrPort) error {
 	if err != nil {
 		var ce *callError
 		if isGone(err) || errors.As(err, &ce) {
