@@ -463,4 +463,3 @@ open(out, "w").write(" ".join(res) + "\n")
 	mu.Unlock()
 	noLeaks(t)
 }
-
