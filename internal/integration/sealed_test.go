@@ -239,20 +239,7 @@ type tcpPacket struct{ src, dst netip.AddrPort }
 // sniffTCP captures every TCP packet on lo and returns a function that stops and lists them.
 func sniffTCP(t *testing.T) func() []tcpPacket {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		t.Fatalf("packet socket: %v", err)
-	}
-	ifi, err := net.InterfaceByName("lo")
-	if err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	fd := capture(t)
 	return func() []tcpPacket {
 		defer unix.Close(fd)
 		var out []tcpPacket

@@ -152,31 +152,7 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 	if err := s.connectTor(rc, si); err != nil {
 		return err
 	}
-	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
-	if req.Host == "" {
-		req.Host = dest.Addr().WithZone("").String()
-	}
-	auth := s.credentials(c)
-	if s.opts.StepByStep {
-		_, err = socks5.Handshake(rc, req, auth)
-	} else {
-		// Pipelined: every answer comes after one round trip. Raising the socket's receive
-		// low-water mark to the shortest complete answer prefix (method selection, the auth
-		// status if any, the reply header) makes poll wake once for all of it instead of once
-		// for the method selection and again for the reply. The mark is the program's socket
-		// option too, so it is put back as it was; nothing else uses the socket meanwhile (the
-		// program is inside connect).
-		// Only without credentials: with them the method selection comes alone first.
-		lowat := auth == nil
-		old, gerr := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
-		if gerr == nil && lowat {
-			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
-		}
-		_, err = socks5.HandshakePipelined(rc, req, auth)
-		if gerr == nil && lowat {
-			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, old)
-		}
-	}
+	err = s.handshake(c, rc, dest, host)
 	if err != nil {
 		// The socket is connected to Tor with a failed request on it: make sure the program cannot
 		// use it as if it were connected to dest.
@@ -199,9 +175,43 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 		}
 	}
 	if s.debug() {
-		c.logf(slog.LevelDebug, "connection to %s (%s) carried through Tor", dest, req.Host)
+		name := host
+		if name == "" {
+			name = dest.Addr().WithZone("").String()
+		}
+		c.logf(slog.LevelDebug, "connection to %s (%s) carried through Tor", dest, name)
 	}
 	return nil
+}
+
+// handshake asks Tor, over rc (connected to the SocksPort), for a connection to dest (or to host,
+// by name, when set).
+func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host string) error {
+	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
+	if req.Host == "" {
+		req.Host = dest.Addr().WithZone("").String()
+	}
+	auth := s.credentials(c)
+	if s.opts.StepByStep {
+		_, err := socks5.Handshake(rc, req, auth)
+		return err
+	}
+	// Pipelined: every answer comes after one round trip. Raising the socket's receive low-water
+	// mark to the shortest complete answer prefix (method selection, the auth status if any, the
+	// reply header) makes poll wake once for all of it instead of once for the method selection
+	// and again for the reply. The mark may be the program's socket option too, so it is put back
+	// as it was; nothing else uses the socket meanwhile (the program is inside connect).
+	// Only without credentials: with them the method selection comes alone first.
+	lowat := auth == nil
+	old, gerr := unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+	if gerr == nil && lowat {
+		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
+	}
+	_, err := socks5.HandshakePipelined(rc, req, auth)
+	if gerr == nil && lowat {
+		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, old)
+	}
+	return err
 }
 
 // connectTor connects the copy to Tor's SocksPort, choosing the address family the socket can use.

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/policy"
-	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
 // The sealed network (SealedNetwork 1, issue 10). The program's TCP sockets are made in the
@@ -308,23 +307,7 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 		return -1, s.torUnreachable(err, target)
 	}
 	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
-	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
-	if req.Host == "" {
-		req.Host = dest.Addr().WithZone("").String()
-	}
-	auth := s.credentials(c)
-	if s.opts.StepByStep {
-		_, err = socks5.Handshake(rc, req, auth)
-	} else {
-		if auth == nil {
-			// One wake-up for the whole answer (see proxy); this socket is the supervisor's.
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
-		}
-		_, err = socks5.HandshakePipelined(rc, req, auth)
-		if auth == nil {
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1)
-		}
-	}
+	err = s.handshake(c, rc, dest, host)
 	if err != nil {
 		unix.Close(fd)
 		return -1, err
