@@ -329,11 +329,19 @@ sys.stdin.readline()
 	fds := func() int {
 		// The relay of the last connection may still be closing.
 		time.Sleep(200 * time.Millisecond)
-		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+		// Sockets only: Go keeps the pipes of its splice copies in a pool until a GC.
+		dir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+		ents, err := os.ReadDir(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(ents)
+		n := 0
+		for _, e := range ents {
+			if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+				n++
+			}
+		}
+		return n
 	}
 	expect("ready")
 	before := fds()
@@ -344,9 +352,9 @@ sys.stdin.readline()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("program: %v\n%s", err, stderr.String())
 	}
-	t.Logf("supervisor descriptors: %d before, %d after 240 connections", before, after)
-	if after > before+2 {
-		t.Errorf("the supervisor holds %d descriptors after 240 connections, %d before: relays leaked", after, before)
+	t.Logf("supervisor sockets: %d before, %d after 240 connections", before, after)
+	if after > before {
+		t.Errorf("the supervisor holds %d sockets after 240 connections, %d before: relays leaked", after, before)
 	}
 	noLeaks(t)
 }
