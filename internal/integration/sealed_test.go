@@ -157,8 +157,8 @@ print("bulk ok", len(data), len(rest))
 
 // The program's TCP socket lives in another network namespace than the host's (SO_NETNS_COOKIE,
 // which the program can read itself), and the host's lo carries only the supervisor's own
-// connection to 127.0.0.1:9050 and the SOCKS server's to the canary: no packet of the program's
-// socket, whatever options it set, even with the options the filter refuses attempted first.
+// connection to 127.0.0.1:9050 and the SOCKS server's to the canary: no packet with the program
+// socket's address, even with the options the filter refuses attempted first.
 func TestSealedSocketInSandbox(t *testing.T) {
 	env(t)
 	hostFD, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -217,18 +217,14 @@ print("cloexec ok")
 	if len(locals) != 2 {
 		t.Fatalf("no cookies in %q", r.stdout)
 	}
-	socksPort := uint16(9050)
+	// Other tests run meanwhile (and canaries' Sync connect to themselves): only the program
+	// socket's own address is looked for; the canaries flag any connection not from the SOCKS
+	// server.
 	for _, p := range pkts {
 		for _, l := range locals {
 			if p.src == l || p.dst == l {
 				t.Errorf("LEAK: the program's socket %v sent or received on the host: %v -> %v", l, p.src, p.dst)
 			}
-		}
-		a, b := p.src, p.dst
-		toSocks := (a.Port() == socksPort && a.Addr().Unmap().IsLoopback()) || (b.Port() == socksPort && b.Addr().Unmap().IsLoopback())
-		fromSocks := a.Addr() == netnstest.SocksSrcV4 || a.Addr() == netnstest.SocksSrcV6 || b.Addr() == netnstest.SocksSrcV4 || b.Addr() == netnstest.SocksSrcV6
-		if !toSocks && !fromSocks {
-			t.Errorf("unexpected packet on the host's lo: %v -> %v", a, b)
 		}
 	}
 	noLeaks(t)
