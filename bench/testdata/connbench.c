@@ -13,15 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int readn(int fd, unsigned char *b, int n) {
-	int got = 0;
-	while (got < n) {
-		int k = read(fd, b + got, n - got);
-		if (k <= 0) return -1;
-		got += k;
-	}
-	return 0;
-}
+#include "socks5.h"
 
 static int one(const char *mode, const char *host, int port, const char *shost, int sport) {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -32,20 +24,7 @@ static int one(const char *mode, const char *host, int port, const char *shost, 
 		sa.sin_port = htons(sport);
 		inet_pton(AF_INET, shost, &sa.sin_addr);
 		if (connect(fd, (struct sockaddr *)&sa, sizeof sa)) goto fail;
-		unsigned char g[3] = {5, 1, 0}, r[512];
-		if (write(fd, g, 3) != 3 || readn(fd, r, 2) || r[1] != 0) goto fail;
-		int hl = strlen(host), n = 0;
-		unsigned char req[300];
-		req[n++] = 5; req[n++] = 1; req[n++] = 0; req[n++] = 3; req[n++] = hl;
-		memcpy(req + n, host, hl); n += hl;
-		req[n++] = port >> 8; req[n++] = port & 0xff;
-		if (write(fd, req, n) != n || readn(fd, r, 4) || r[1] != 0) goto fail;
-		int alen = r[3] == 1 ? 4 : r[3] == 4 ? 16 : -1;
-		if (alen < 0) {
-			if (readn(fd, r, 1)) goto fail;
-			alen = r[0];
-		}
-		if (readn(fd, r, alen + 2)) goto fail;
+		if (socks5(fd, host, port)) goto fail;
 	} else {
 		sa.sin_port = htons(port);
 		inet_pton(AF_INET, host, &sa.sin_addr);

@@ -35,11 +35,14 @@ type Config struct {
 	// VetReceivedSockets: recvmsg/recvmmsg are served by the supervisor, which refuses (EACCES)
 	// messages carrying sockets that could reach the network around Tor.
 	VetReceivedSockets bool
-	LogLevel           int // LogNone..LogDebug
-	LogTime            bool
-	LogFile            string        // "" = stderr
-	ConnectTimeout     time.Duration // SOCKS handshake timeout
-	DNSMode            string        // DNSMap or DNSResolve
+	// SealedNetwork: the program's TCP sockets are made in the sandbox network namespace too, and
+	// the supervisor joins them to its own connections to Tor (experimental; the coming default).
+	SealedNetwork  bool
+	LogLevel       int // LogNone..LogDebug
+	LogTime        bool
+	LogFile        string        // "" = stderr
+	ConnectTimeout time.Duration // SOCKS handshake timeout
+	DNSMode        string        // DNSMap or DNSResolve
 	// TorStart (TorStartAuto, TorStartNever, TorStartAlways): whether torsocks may start a tor of
 	// its own for the user (internal/torstart).
 	TorStart string
@@ -170,6 +173,7 @@ func build(s *Settings) (*Config, error) {
 		KeepCapabilities:       s.KeepCapabilities.Val,
 		EnableIPv6:             s.EnableIPv6.Val,
 		VetReceivedSockets:     s.VetReceivedSockets.Val,
+		SealedNetwork:          s.SealedNetwork.Val,
 		LogLevel:               s.LogLevel.Val,
 		LogTime:                s.LogTime.Val,
 		LogFile:                s.LogFile.Val,
@@ -191,6 +195,7 @@ func build(s *Settings) (*Config, error) {
 			"KeepCapabilities":       s.KeepCapabilities.From,
 			"EnableIPv6":             s.EnableIPv6.From,
 			"VetReceivedSockets":     s.VetReceivedSockets.From,
+			"SealedNetwork":          s.SealedNetwork.From,
 			"ConnectTimeout":         s.ConnectTimeout.From,
 			"DNSMode":                s.DNSMode.From,
 			"TorStart":               s.TorStart.From,
@@ -290,6 +295,7 @@ func (c *Config) Describe() []string {
 	add("AllowOutboundLocalhost", fmt.Sprint(c.AllowOutboundLocalhost))
 	add("EnableIPv6", fmt.Sprint(b2i(c.EnableIPv6)))
 	add("VetReceivedSockets", fmt.Sprint(b2i(c.VetReceivedSockets)))
+	add("SealedNetwork", fmt.Sprint(b2i(c.SealedNetwork)))
 	add("ConnectTimeout", c.ConnectTimeout.String())
 	add("DNSMode", c.DNSMode)
 	add("KeepCapabilities", fmt.Sprint(b2i(c.KeepCapabilities)))

@@ -35,6 +35,8 @@ func TestEnvVars(t *testing.T) {
 		{"TORSOCKS_ALLOW_OUTBOUND_LOCALHOST=2", func(c *Config) bool { return c.AllowOutboundLocalhost == 2 }},
 		{"TORSOCKS_VET_RECEIVED_SOCKETS=1", func(c *Config) bool { return c.VetReceivedSockets }},
 		{"TORSOCKS_VET_RECEIVED_SOCKETS=off", func(c *Config) bool { return !c.VetReceivedSockets }},
+		{"TORSOCKS_SEALED_NETWORK=1", func(c *Config) bool { return c.SealedNetwork }},
+		{"TORSOCKS_SEALED_NETWORK=no", func(c *Config) bool { return !c.SealedNetwork }},
 		{"TORSOCKS_TOR_START=never", func(c *Config) bool { return c.TorStart == TorStartNever }},
 		{"TORSOCKS_TOR_START=always", func(c *Config) bool { return c.TorStart == TorStartAlways && !c.SocksExplicit }},
 		{"TORSOCKS_TOR_CONFIG=/etc/x.torrc", func(c *Config) bool { return c.TorConfig == "/etc/x.torrc" }},
@@ -180,6 +182,12 @@ func TestPrecedence(t *testing.T) {
 		{name: "VetReceivedSockets off in file", get: func(c *Config) string { return fmt.Sprint(c.VetReceivedSockets) }, def: fmt.Sprint(DefaultVetReceivedSockets),
 			file: "VetReceivedSockets off", env: "TORSOCKS_VET_RECEIVED_SOCKETS=yes",
 			wantFile: "false", wantEnv: "true", wantFlag: "true"},
+		{name: "SealedNetwork", get: func(c *Config) string { return fmt.Sprint(c.SealedNetwork) }, def: fmt.Sprint(DefaultSealedNetwork),
+			file: "SealedNetwork 1", env: "TORSOCKS_SEALED_NETWORK=0",
+			wantFile: "true", wantEnv: "false", wantFlag: "false"},
+		{name: "SealedNetwork off in file", get: func(c *Config) string { return fmt.Sprint(c.SealedNetwork) }, def: fmt.Sprint(DefaultSealedNetwork),
+			file: "SealedNetwork off", env: "TORSOCKS_SEALED_NETWORK=yes",
+			wantFile: "false", wantEnv: "true", wantFlag: "true"},
 		{name: "LogTime", get: func(c *Config) string { return fmt.Sprint(c.LogTime) }, def: "true",
 			env: "TORSOCKS_LOG_TIME=0", wantFile: "true", wantEnv: "false", wantFlag: "false"},
 		{name: "LogFile", get: func(c *Config) string { return c.LogFile }, def: "",
@@ -262,7 +270,7 @@ func TestDescribe(t *testing.T) {
 	s := inv.Config.String()
 	for _, want := range []string{
 		"config file " + F, "TorAddress 127.0.0.2 (" + F + ":1)", "TorPort 9150 (-P)",
-		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "VetReceivedSockets 0 (default)", "LogFile stderr",
+		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "VetReceivedSockets 0 (default)", "SealedNetwork 0 (default)", "LogFile stderr",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Describe lacks %q: %s", want, s)

@@ -37,6 +37,7 @@ type Settings struct {
 	KeepCapabilities       Opt[bool]
 	EnableIPv6             Opt[bool]
 	VetReceivedSockets     Opt[bool]
+	SealedNetwork          Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
 	TorStart               Opt[string]
@@ -66,6 +67,7 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.KeepCapabilities, src.KeepCapabilities)
 	over(&s.EnableIPv6, src.EnableIPv6)
 	over(&s.VetReceivedSockets, src.VetReceivedSockets)
+	over(&s.SealedNetwork, src.SealedNetwork)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
 	over(&s.TorStart, src.TorStart)
@@ -86,6 +88,9 @@ const (
 	// costs programs that talk a lot over unix sockets (D-Bus, Wayland) several times their
 	// message rate (docs/benchmarks.md, "Vetting received sockets"). Flip it here.
 	DefaultVetReceivedSockets = false
+	// DefaultSealedNetwork: off while the sealed network (issue 10) is experimental; it is the
+	// coming default.
+	DefaultSealedNetwork = false
 	// DefaultTorBinary is looked up on PATH.
 	DefaultTorBinary           = "tor"
 	DefaultTorBootstrapTimeout = 120 * time.Second
@@ -111,6 +116,7 @@ func defaults() *Settings {
 	s.KeepCapabilities.set(false, from)
 	s.EnableIPv6.set(true, from)
 	s.VetReceivedSockets.set(DefaultVetReceivedSockets, from)
+	s.SealedNetwork.set(DefaultSealedNetwork, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
 	s.TorStart.set(TorStartAuto, from)
@@ -153,6 +159,7 @@ var (
 	setKeepCaps       = setWith(func(s *Settings) *Opt[bool] { return &s.KeepCapabilities }, parseBool)
 	setEnableIPv6     = setWith(func(s *Settings) *Opt[bool] { return &s.EnableIPv6 }, parseBool)
 	setVetReceived    = setWith(func(s *Settings) *Opt[bool] { return &s.VetReceivedSockets }, parseBool)
+	setSealedNetwork  = setWith(func(s *Settings) *Opt[bool] { return &s.SealedNetwork }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
 	setTorStart       = setWith(func(s *Settings) *Opt[string] { return &s.TorStart }, parseTorStart)
@@ -185,6 +192,7 @@ var fileKeys = []struct {
 	{"DNSMode", setDNSMode},
 	{"KeepCapabilities", setKeepCaps},
 	{"VetReceivedSockets", setVetReceived},
+	{"SealedNetwork", setSealedNetwork},
 	{"TorStart", setTorStart},
 	{"TorConfig", setTorConfig},
 	{"TorBinary", setTorBinary},
@@ -211,6 +219,7 @@ const (
 	EnvAllowOutboundLo = "TORSOCKS_ALLOW_OUTBOUND_LOCALHOST"
 	EnvKeepCaps        = "TORSOCKS_KEEP_CAPABILITIES"
 	EnvVetReceived     = "TORSOCKS_VET_RECEIVED_SOCKETS"
+	EnvSealedNetwork   = "TORSOCKS_SEALED_NETWORK"
 	EnvTorStart        = "TORSOCKS_TOR_START"
 	EnvTorConfig       = "TORSOCKS_TOR_CONFIG"
 	EnvTorBinary       = "TORSOCKS_TOR_BINARY"
@@ -240,6 +249,7 @@ var envVars = []struct {
 	{EnvAllowOutboundLo, setLocalhost},
 	{EnvKeepCaps, setKeepCaps},
 	{EnvVetReceived, setVetReceived},
+	{EnvSealedNetwork, setSealedNetwork},
 	{EnvTorStart, setTorStart},
 	{EnvTorConfig, setTorConfig},
 	{EnvTorBinary, setTorBinary},

@@ -16,6 +16,9 @@ type Options struct {
 	// supervisor can carry them out and vet the descriptors a message brings (VetReceivedSockets).
 	// BPF cannot see the msghdr, so every call is notified.
 	VetReceived bool
+	// SealedTCP notifies the creation of inet and inet6 TCP stream sockets too, so the supervisor
+	// makes them in the sandbox network namespace (SealedNetwork) and installs them with ADDFD.
+	SealedTCP bool
 }
 
 // seccomp_data offsets (little-endian: an argument's low 32 bits are at its offset).
@@ -39,8 +42,9 @@ func actErrno(e unix.Errno) uint32 { return unix.SECCOMP_RET_ERRNO | uint32(e) }
 //
 // Per ABI:
 //   - connect, getpeername, listen: notified (their decisions need the socket and memory).
-//   - socket: allowed for unix, netlink and inet/inet6 TCP stream; anything else notified, so the
-//     supervisor can log why and refuse it (the supervisor never lets it run).
+//   - socket: allowed for unix, netlink and inet/inet6 TCP stream (with SealedTCP the TCP ones are
+//     notified too, for the supervisor to make them in the sandbox); anything else notified, so
+//     the supervisor can log why and refuse it (the supervisor never lets it run).
 //   - sendto/sendmsg/sendmmsg: allowed unless MSG_FASTOPEN is set (a connect in disguise).
 //     Ordinary sends need no mediation: UDP and raw sockets cannot be created, and a TCP socket
 //     can only send on a connection the supervisor made.
@@ -131,9 +135,13 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf})
 		a.jeq(unix.SOCK_STREAM, p+"stream", p+"notify")
 		a.label(p + "stream")
-		a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
-		a.jeq(0, p+"allow", "")
-		a.jeq(unix.IPPROTO_TCP, p+"allow", p+"notify")
+		if opts.SealedTCP {
+			a.ret(actNotify)
+		} else {
+			a.ins(bpf.LoadAbsolute{Off: offArg(2), Size: 4})
+			a.jeq(0, p+"allow", "")
+			a.jeq(unix.IPPROTO_TCP, p+"allow", p+"notify")
+		}
 		a.label(p + "allow")
 		a.ret(actAllow)
 		a.label(p + "notify")

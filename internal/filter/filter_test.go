@@ -47,6 +47,14 @@ func TestFilterDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sealed, err := Build([]*ABI{X86_64, I386, AArch64}, Options{EnableIPv6: true, SealedTCP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedNoV6, err := Build([]*ABI{X86_64}, Options{EnableIPv6: false, SealedTCP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const (
 		allow  = actAllow
 		notify = actNotify
@@ -132,6 +140,18 @@ func TestFilterDecisions(t *testing.T) {
 		{"arm64 recvmsg", vet, a, 0, a.Recvmsg, nil, notify},
 		{"arm64 recvmmsg", vet, a, 0, a.Recvmmsg, nil, notify},
 		{"arm64 read, vetting on", vet, a, 0, 63, nil, allow},
+		{"sealed tcp socket", sealed, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_CLOEXEC, 0}, notify},
+		{"sealed tcp socket nonblock", sealed, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_NONBLOCK, 6}, notify},
+		{"sealed tcp6 socket", sealed, x, 0, x.Socket, []uint64{unix.AF_INET6, unix.SOCK_STREAM, 0}, notify},
+		{"sealed tcp6 socket v6 off", sealedNoV6, x, 0, x.Socket, []uint64{unix.AF_INET6, unix.SOCK_STREAM, 0}, notify},
+		{"sealed i386 tcp socket", sealed, i, 0, i.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM, 0}, notify},
+		{"sealed i386 socketcall socket", sealed, i, 0, i.Socketcall, []uint64{SysSocket, 0}, notify},
+		{"sealed arm64 tcp socket", sealed, a, 0, a.Socket, []uint64{unix.AF_INET, unix.SOCK_STREAM, 0}, notify},
+		{"sealed arm64 tcp6 socket", sealed, a, 0, a.Socket, []uint64{unix.AF_INET6, unix.SOCK_STREAM, 6}, notify},
+		{"sealed unix socket", sealed, x, 0, x.Socket, []uint64{unix.AF_UNIX, unix.SOCK_STREAM, 0}, allow},
+		{"sealed netlink socket", sealed, x, 0, x.Socket, []uint64{unix.AF_NETLINK, unix.SOCK_RAW, 0}, allow},
+		{"sealed udp socket", sealed, x, 0, x.Socket, []uint64{unix.AF_INET, unix.SOCK_DGRAM, 0}, notify},
+		{"sealed connect", sealed, x, 0, x.Connect, nil, notify},
 		{"unknown arch", prog, nil, unix.AUDIT_ARCH_ARM, 0, nil, kill},
 		{"i386 on a x86_64-only filter", noV6, i, 0, i.Connect, nil, kill},
 	}

@@ -65,20 +65,7 @@ func TestSockoptRouting(t *testing.T) {
 // handed to packet sockets as they are sent, so everything a finished program sent is there.
 func sniffLo(t *testing.T) func() []string {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		t.Fatalf("packet socket: %v", err)
-	}
-	ifi, err := net.InterfaceByName("lo")
-	if err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		unix.Close(fd)
-		t.Fatalf("bind packet socket: %v", err)
-	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	fd := capture(t)
 	return func() []string {
 		defer unix.Close(fd)
 		var bad []string
@@ -94,6 +81,26 @@ func sniffLo(t *testing.T) func() []string {
 		}
 		return bad
 	}
+}
+
+// capture opens a packet socket that captures every packet on lo.
+func capture(t *testing.T) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		t.Fatalf("packet socket: %v", err)
+	}
+	ifi, err := net.InterfaceByName("lo")
+	if err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		t.Fatalf("bind packet socket: %v", err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	return fd
 }
 
 // routed describes an Ethernet-framed packet (lo's frames) that carries IPv4 options or an IPv6

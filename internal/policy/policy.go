@@ -61,10 +61,13 @@ type Policy struct {
 	SocksPorts []netip.AddrPort
 	// UDPSandbox: UDP sockets are created in the sandbox (so DNS works) instead of refused.
 	UDPSandbox bool
-	// UDPReady, when set, is asked before a UDP socket is sandboxed: it makes the sandbox (started
-	// on first use) ready and reports whether it is; false refuses the socket as if UDPSandbox
-	// were false. It must be safe for concurrent use.
+	// UDPReady, when set, is asked before a socket is sandboxed: it makes the sandbox (started on
+	// first use) ready and reports whether it is; false refuses a UDP socket as if UDPSandbox were
+	// false, and leaves a SealedTCP socket on the host network (the fallback the supervisor
+	// warns of). It must be safe for concurrent use.
 	UDPReady func() bool
+	// SealedTCP: TCP sockets are created in the sandbox too (SealedNetwork); needs the sandbox.
+	SealedTCP bool
 }
 
 func refuse(errno unix.Errno, format string, args ...any) Decision {
@@ -106,6 +109,8 @@ func (p *Policy) Socket(domain, typ, proto int) Decision {
 			return refuse(unix.ENOSYS, "IPv6 socket refused: EnableIPv6 is 0")
 		}
 		switch {
+		case base == unix.SOCK_STREAM && (proto == 0 || proto == unix.IPPROTO_TCP) && p.SealedTCP && (p.UDPReady == nil || p.UDPReady()):
+			return Decision{Action: Sandboxed}
 		case base == unix.SOCK_STREAM && (proto == 0 || proto == unix.IPPROTO_TCP):
 			return Decision{Action: Direct}
 		case base == unix.SOCK_STREAM:

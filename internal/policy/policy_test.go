@@ -45,6 +45,8 @@ func TestSocket(t *testing.T) {
 	p := &Policy{EnableIPv6: true}
 	no6 := &Policy{}
 	udp := &Policy{EnableIPv6: true, UDPSandbox: true}
+	sealed := &Policy{EnableIPv6: true, UDPSandbox: true, SealedTCP: true}
+	sealedNo6 := &Policy{UDPSandbox: true, SealedTCP: true}
 	for _, c := range []struct {
 		p                 *Policy
 		domain, typ, prot int
@@ -66,6 +68,12 @@ func TestSocket(t *testing.T) {
 		{udp, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP, Refuse, unix.EPERM},
 		{udp, unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP, Refuse, unix.EPERM},
 		{udp, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE, Refuse, unix.EPERM},
+		{sealed, unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_NONBLOCK, 0, Sandboxed, 0},
+		{sealed, unix.AF_INET6, unix.SOCK_STREAM, unix.IPPROTO_TCP, Sandboxed, 0},
+		{sealed, unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP, Refuse, unix.EPERM},
+		{sealed, unix.AF_UNIX, unix.SOCK_STREAM, 0, Direct, 0},
+		{sealed, unix.AF_INET, unix.SOCK_DGRAM, 0, Sandboxed, 0},
+		{sealedNo6, unix.AF_INET6, unix.SOCK_STREAM, 0, Refuse, unix.ENOSYS},
 	} {
 		d := c.p.Socket(c.domain, c.typ, c.prot)
 		if d.Action != c.want || d.Errno != c.errno {

@@ -117,7 +117,7 @@ func refusals(inv *config.Invocation) (path string, prog []unix.SockFilter, err 
 		return "", nil, err
 	}
 	cfg := &inv.Config
-	if prog, err = filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets}); err != nil {
+	if prog, err = filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets, SealedTCP: cfg.SealedNetwork}); err != nil {
 		return "", nil, err
 	}
 	return path, prog, nil

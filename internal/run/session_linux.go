@@ -395,7 +395,12 @@ func (s *session) supervisorOptions() supervisor.Options {
 			EnableIPv6:             cfg.EnableIPv6,
 			SocksPorts:             socksPorts,
 			UDPSandbox:             s.udp != nil,
+			SealedTCP:              cfg.SealedNetwork && s.udp != nil,
 		},
+		SealedNetwork: cfg.SealedNetwork,
+	}
+	if cfg.SealedNetwork && s.udp == nil {
+		s.log.Warn("SealedNetwork 1, but the sandbox network namespace is unavailable: TCP sockets stay on the host network (the socket-option allowlist still applies)")
 	}
 	if s.udp != nil {
 		opts.Policy.UDPReady = s.udp.ensure

@@ -83,10 +83,24 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 		conn.Put()
 		return reply{}, failed(unix.EISCONN)
 	}
-	if err := s.connectTCP(c, cp, si, dest); err != nil {
+	if err := s.connectInet(c, cp, si, dest); err != nil {
 		return reply{}, err
 	}
 	return value(0), nil
+}
+
+// connectInet serves a TCP connect (or Fast Open send) to dest: sockets of the sandbox (the
+// sealed network) by connectSealed, the others by connectTCP.
+func (s *Supervisor) connectInet(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
+	if s.sealed(cp) {
+		return s.connectSealed(c, cp, si, dest)
+	}
+	return s.connectTCP(c, cp, si, dest)
+}
+
+// sealed reports whether the TCP socket cp lives in the sandbox (SealedNetwork).
+func (s *Supervisor) sealed(cp int) bool {
+	return s.opts.SealedNetwork && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp)
 }
 
 // connectTCP connects the copy cp of the program's TCP socket the way the policy says, and
@@ -138,31 +152,7 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 	if err := s.connectTor(rc, si); err != nil {
 		return err
 	}
-	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
-	if req.Host == "" {
-		req.Host = dest.Addr().WithZone("").String()
-	}
-	auth := s.credentials(c)
-	if s.opts.StepByStep {
-		_, err = socks5.Handshake(rc, req, auth)
-	} else {
-		// Pipelined: every answer comes after one round trip. Raising the socket's receive
-		// low-water mark to the shortest complete answer prefix (method selection, the auth
-		// status if any, the reply header) makes poll wake once for all of it instead of once
-		// for the method selection and again for the reply. The mark is the program's socket
-		// option too, so it is put back as it was; nothing else uses the socket meanwhile (the
-		// program is inside connect).
-		// Only without credentials: with them the method selection comes alone first.
-		lowat := auth == nil
-		old, gerr := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
-		if gerr == nil && lowat {
-			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
-		}
-		_, err = socks5.HandshakePipelined(rc, req, auth)
-		if gerr == nil && lowat {
-			unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVLOWAT, old)
-		}
-	}
+	err = s.handshake(c, rc, dest, host)
 	if err != nil {
 		// The socket is connected to Tor with a failed request on it: make sure the program cannot
 		// use it as if it were connected to dest.
@@ -185,9 +175,43 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 		}
 	}
 	if s.debug() {
-		c.logf(slog.LevelDebug, "connection to %s (%s) carried through Tor", dest, req.Host)
+		name := host
+		if name == "" {
+			name = dest.Addr().WithZone("").String()
+		}
+		c.logf(slog.LevelDebug, "connection to %s (%s) carried through Tor", dest, name)
 	}
 	return nil
+}
+
+// handshake asks Tor, over rc (connected to the SocksPort), for a connection to dest (or to host,
+// by name, when set).
+func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host string) error {
+	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
+	if req.Host == "" {
+		req.Host = dest.Addr().WithZone("").String()
+	}
+	auth := s.credentials(c)
+	if s.opts.StepByStep {
+		_, err := socks5.Handshake(rc, req, auth)
+		return err
+	}
+	// Pipelined: every answer comes after one round trip. Raising the socket's receive low-water
+	// mark to the shortest complete answer prefix (method selection, the auth status if any, the
+	// reply header) makes poll wake once for all of it instead of once for the method selection
+	// and again for the reply. The mark may be the program's socket option too, so it is put back
+	// as it was; nothing else uses the socket meanwhile (the program is inside connect).
+	// Only without credentials: with them the method selection comes alone first.
+	lowat := auth == nil
+	old, gerr := unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+	if gerr == nil && lowat {
+		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
+	}
+	_, err := socks5.HandshakePipelined(rc, req, auth)
+	if gerr == nil && lowat {
+		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, old)
+	}
+	return err
 }
 
 // connectTor connects the copy to Tor's SocksPort, choosing the address family the socket can use.
@@ -218,6 +242,11 @@ func (s *Supervisor) connectTor(rc *rawConn, si sockInfo) error {
 		sa, _ := toSockaddr(si.domain, target)
 		err = connectWait(rc, sa)
 	}
+	return s.torUnreachable(err, target)
+}
+
+// torUnreachable is the error for a failed connect to Tor's SocksPort target (nil stays nil).
+func (s *Supervisor) torUnreachable(err error, target netip.AddrPort) error {
 	if err != nil {
 		var ce *callError
 		if isGone(err) || errors.As(err, &ce) {

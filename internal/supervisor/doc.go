@@ -8,7 +8,8 @@
 // receiver_linux.go (the receiver role), call_linux.go (a call's lifecycle: the reply and
 // callError a handler returns, answer, the only function that answers the kernel),
 // handlers_linux.go (dispatch and the calls answered at once), connect_linux.go (a connect, top
-// to bottom), send_linux.go, recv_linux.go, copy_linux.go and creds_linux.go (calls carried out on
+// to bottom), sealed_linux.go (a connect with SealedNetwork: the program's sandbox socket joined
+// to the supervisor's own Tor connection and relayed), send_linux.go, recv_linux.go, copy_linux.go and creds_linux.go (calls carried out on
 // the program's behalf), seam_linux.go (the Kernel and Tracee interfaces under all of it).
 //
 // Concurrency: leader/follower workers (at most Options.MaxInflight). The worker holding the
@@ -16,6 +17,7 @@
 // lends the role to the call and gets it back when the call is done, unless the call released it
 // first (before blocking work, when its wait sees another notification pending, or by the
 // watchdog after a millisecond). Shared state: the connection registry (its own lock, see
-// internal/registry), the isolation credentials (isoMu), and the policy and options, immutable
-// after New.
+// internal/registry), the isolation credentials (isoMu), the sealed network's inner listeners
+// (innerMu; each serialises its own connect-then-accept), and the policy and options, immutable
+// after New. Sealed relays run in goroutines of their own (relayWG), outside the workers.
 package supervisor

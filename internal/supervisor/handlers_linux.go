@@ -121,7 +121,9 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 		return reply{}, refused(d.Errno, d.Reason)
 	case d.Action == policy.Sandboxed && s.opts.Sandbox != nil:
 		fd, err = s.opts.Sandbox.Socket(domain, typ, proto)
-	case d.Action == policy.Direct && viaMemory:
+	case d.Action == policy.Direct && (viaMemory || s.opts.SealedNetwork):
+		// SealedNetwork without a sandbox notifies TCP sockets all the same: made here, on the
+		// host network, as the kernel would have.
 		fd, err = unix.Socket(domain, typ, proto)
 	default:
 		// The filter notifies only sockets it does not allow; policy and filter disagree.
@@ -149,6 +151,9 @@ func (s *Supervisor) listen(c *call, fd, backlog int) (reply, error) {
 		}
 		if d := s.pol.Listen(local); d.Action == policy.Refuse {
 			return reply{}, refused(d.Errno, d.Reason)
+		}
+		if si.isTCP() && s.sealed(cp) {
+			return reply{}, sealedUnsupported(fmt.Sprintf("listening on %s (a listener reachable from this machine)", local))
 		}
 	}
 	if err := unix.Listen(cp, backlog); err != nil {

@@ -81,7 +81,7 @@ func (s *Supervisor) send(c *call, a sendArgs) (reply, error) {
 		case err != nil:
 			return reply{}, failed(err)
 		}
-		if err := s.connectTCP(c, cp, si, dest); err != nil {
+		if err := s.connectInet(c, cp, si, dest); err != nil {
 			return reply{}, err
 		}
 	}

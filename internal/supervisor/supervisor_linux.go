@@ -49,8 +49,13 @@ type Options struct {
 	StepByStep bool
 	// Logger receives torsocks-style log records; "pid" attributes name the program's process.
 	Logger *slog.Logger
-	// Sandbox, when set, is where the program's UDP sockets are created (Policy.UDPSandbox).
+	// Sandbox, when set, is where the program's UDP sockets are created (Policy.UDPSandbox), and
+	// its TCP sockets too with Policy.SealedTCP (sealed_linux.go).
 	Sandbox *sandbox.Sandbox
+	// SealedNetwork: the filter notifies TCP socket() (filter.Options.SealedTCP). With a Sandbox
+	// and Policy.SealedTCP they are made there; without (no sandbox could be made) they are made
+	// by the supervisor on the host network, as the kernel would have made them.
+	SealedNetwork bool
 	// DNSTCP, when set, receives the program's TCP connections to port 53 (DNS over TCP).
 	DNSTCP DNSTCP
 	// UDPLoopback, when set (AllowOutboundLocalhost 2), makes a loopback destination of a UDP
@@ -96,7 +101,12 @@ type Supervisor struct {
 	err   error      // why serving stopped, if it was not POLLHUP
 
 	proxied atomic.Int64 // connections carried through Tor
-	peak    atomic.Int64 // largest registry size seen after an Add
+	relays  atomic.Int64 // sealed network: connections relayed now (sealed_linux.go)
+	relayWG sync.WaitGroup
+
+	innerMu sync.Mutex                        // guards inner
+	inner   map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
+	peak    atomic.Int64                      // largest registry size seen after an Add
 
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
@@ -153,11 +163,12 @@ type Stats struct {
 	Proxied      int64 // connections carried through Tor
 	RegistryLen  int   // entries in the connection registry now
 	RegistryPeak int64 // largest registry size seen
+	Relays       int64 // sealed network: connections relayed now
 }
 
 // Stats returns the current counters.
 func (s *Supervisor) Stats() Stats {
-	return Stats{Proxied: s.proxied.Load(), RegistryLen: s.reg.Len(), RegistryPeak: s.peak.Load()}
+	return Stats{Proxied: s.proxied.Load(), RegistryLen: s.reg.Len(), RegistryPeak: s.peak.Load(), Relays: s.relays.Load()}
 }
 
 // ReclaimClosed releases now the registry entries (and what they hold, such as stand-in
