@@ -206,27 +206,7 @@ func TestTorOnDemandNoBootstrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { canary.Close() })
-	var closed []int
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		closed = append(closed, l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-	}
-	conf := fmt.Sprintf("TestingTorNetwork 1\nClientUseIPv6 0\n"+
-		"DirAuthority a1 orport=%d v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:%d 0123456789ABCDEF0123456789ABCDEF01234567\n",
-		closed[0], closed[1])
-	join, empty, run := filepath.Join(dir, "unreachable.torrc"), filepath.Join(dir, "torsocks.conf"), filepath.Join(dir, "run")
-	for _, f := range []struct{ name, text string }{{join, conf}, {empty, ""}} {
-		if err := os.WriteFile(f.name, []byte(f.text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Mkdir(run, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	join, empty, run := unreachableTor(t, dir)
 	marker := filepath.Join(dir, "program-ran")
 	cmd := exec.Command(bin, "--config", empty, "--tor-config", join, "--tor-bootstrap-timeout", "5",
 		"sh", "-c", `: > "$1"; curl -sS --max-time 10 http://`+netnstest.DestV4.String()+`/`, "sh", marker)
@@ -273,27 +253,7 @@ func TestTorOnDemandNoBootstrap(t *testing.T) {
 // and exits 1; once that tor has bootstrapped, TestTorOnDemand covers the rest.
 func TestDoctorTorNotBootstrapped(t *testing.T) {
 	dir, bin := toronSetup(t)
-	var closed []int
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		closed = append(closed, l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-	}
-	conf := fmt.Sprintf("TestingTorNetwork 1\nClientUseIPv6 0\n"+
-		"DirAuthority a1 orport=%d v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:%d 0123456789ABCDEF0123456789ABCDEF01234567\n",
-		closed[0], closed[1])
-	join, empty, run := filepath.Join(dir, "unreachable.torrc"), filepath.Join(dir, "torsocks.conf"), filepath.Join(dir, "run")
-	for _, f := range []struct{ name, text string }{{join, conf}, {empty, ""}} {
-		if err := os.WriteFile(f.name, []byte(f.text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Mkdir(run, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	join, empty, run := unreachableTor(t, dir)
 	env := append(cleanEnv(filepath.Join(dir, "home")), "XDG_RUNTIME_DIR="+run, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
 	waiting := exec.Command(bin, "--config", empty, "--tor-config", join, "--tor-bootstrap-timeout", "600", "true")
 	waiting.Env = env
@@ -333,6 +293,34 @@ func TestDoctorTorNotBootstrapped(t *testing.T) {
 	waiting.Process.Kill()
 	waiting.Wait()
 	stopped = true
+}
+
+// unreachableTor writes, in dir, a TorConfig whose only directory authority is a closed port (a
+// tor started with it never bootstraps), an empty torsocks.conf, and a private runtime directory.
+func unreachableTor(t *testing.T, dir string) (join, empty, run string) {
+	t.Helper()
+	var closed []int
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed = append(closed, l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+	}
+	conf := fmt.Sprintf("TestingTorNetwork 1\nClientUseIPv6 0\n"+
+		"DirAuthority a1 orport=%d v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:%d 0123456789ABCDEF0123456789ABCDEF01234567\n",
+		closed[0], closed[1])
+	join, empty, run = filepath.Join(dir, "unreachable.torrc"), filepath.Join(dir, "torsocks.conf"), filepath.Join(dir, "run")
+	for _, f := range []struct{ name, text string }{{join, conf}, {empty, ""}} {
+		if err := os.WriteFile(f.name, []byte(f.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return join, empty, run
 }
 
 // toronSetup needs the private network namespace and tor (a skip, or a failure when CI=true),

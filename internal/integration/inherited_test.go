@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -29,23 +27,7 @@ func torsocksWith(t *testing.T, files ...*os.File) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, torsocksBin, "true")
 	cmd.ExtraFiles = files
-	cmd.WaitDelay = 5 * time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-		if ctx.Err() != nil {
-			t.Fatalf("torsocks timed out\nstderr: %s", r.stderr)
-		}
-	default:
-		t.Fatalf("run torsocks: %v", err)
-	}
-	return r
+	return runBounded(t, ctx, cmd)
 }
 
 // expectRefused fails the test unless torsocks exited 1 naming descriptor fd and each of what.

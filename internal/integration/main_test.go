@@ -117,10 +117,17 @@ func runCmdStdin(t *testing.T, env []string, stdin string, args ...string) resul
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.WaitDelay = 5 * time.Second // a killed program's children may still hold the pipes
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
+	return runBounded(t, ctx, cmd)
+}
+
+// runBounded runs cmd, made with exec.CommandContext(ctx, ...), collecting its output; ctx's end
+// (a time-out) fails the test.
+func runBounded(t *testing.T, ctx context.Context, cmd *exec.Cmd) result {
+	t.Helper()
+	cmd.WaitDelay = 5 * time.Second // a killed program's children may still hold the pipes
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -131,10 +138,10 @@ func runCmdStdin(t *testing.T, env []string, stdin string, args ...string) resul
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 		if ctx.Err() != nil {
-			t.Fatalf("%v timed out\nstdout: %s\nstderr: %s", args, r.stdout, r.stderr)
+			t.Fatalf("%v timed out\nstdout: %s\nstderr: %s", cmd.Args, r.stdout, r.stderr)
 		}
 	default:
-		t.Fatalf("run %v: %v", args, err)
+		t.Fatalf("run %v: %v", cmd.Args, err)
 	}
 	return r
 }
