@@ -169,6 +169,9 @@ func TestReceivedInetSocketsRefused(t *testing.T) {
 // recvmsg and in several, and with recvmmsg), a short control buffer gives MSG_CTRUNC.
 const passInTree = `
 import socket, os, sys, array, fcntl, hashlib
+def print(*args, flush=False):
+    # Parent and child share stdout: one write(2) per line, so their lines never interleave.
+    os.write(1, (" ".join(str(a) for a in args) + "\n").encode())
 def cloexec(fd): return bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 r, w = os.pipe()
