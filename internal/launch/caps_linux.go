@@ -25,8 +25,8 @@ var DroppedCapabilities = []struct {
 }
 
 // dropCapabilities removes DroppedCapabilities from the calling thread's bounding, effective,
-// permitted, inheritable and ambient sets. Capabilities are per thread: the helper runs locked to
-// one OS thread and execs the program from it, so the program starts with exactly these sets (an
+// permitted, inheritable and ambient sets. Capabilities are per thread: Start runs this on the
+// locked OS thread that then starts the program, so the program starts with exactly these sets (an
 // execve by root recomputes permitted from inheritable and bounding, both cleared here). The
 // bounding set needs CAP_SETPCAP to change; a caller without it (any non-root user) cannot
 // regain a capability it does not hold anyway, because the program runs with no_new_privs.

@@ -321,8 +321,8 @@ func (s *session) launch(path string, argv []string, prog []unix.SockFilter) err
 	s.open.add(func() { signal.Stop(s.sigs) })
 	opts := launch.Options{KeepCapabilities: s.cfg.KeepCapabilities}
 	if s.udp != nil && sandbox.SpawnEarly() {
-		// The factory spawned early starts up while the helper does, and is ready (undumpable,
-		// confined) before the program runs a single instruction.
+		// The factory spawned early (before the supervisor turned undumpable) is awaited here, so
+		// it is ready (undumpable, confined) before the program runs a single instruction.
 		sb := s.udp.sandbox
 		opts.BeforeExec = func() { sb.Start() }
 	}

@@ -151,7 +151,7 @@ type Listener struct {
 	fd int
 }
 
-// NewListener wraps a listener fd received from the helper.
+// NewListener wraps a listener fd (InstallFilter's).
 func NewListener(fd int) *Listener { return &Listener{fd: fd} }
 
 // FD returns the listener's file descriptor.
