@@ -415,7 +415,7 @@ func (s *session) supervisorOptions() supervisor.Options {
 	if u := s.udp; u != nil {
 		opts.Sandbox = u.sandbox
 		opts.DNSTCP = dnsTCP{u}
-		opts.StandIn = u.answerer.StandIn
+		opts.StandIns = u.answerer
 		if u.relay {
 			opts.UDPLoopback = udpLoopback{u}
 		}

@@ -221,7 +221,7 @@ func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 				if s.udp != nil {
 					t.Fatal("UDP sandbox in use after its failure")
 				}
-				if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIn != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
+				if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIns != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
 					t.Errorf("the supervisor would be given UDP: %+v", opts)
 				}
 			}
@@ -272,7 +272,7 @@ func TestSessionWiresSupervisor(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := s.supervisorOptions()
-	if opts.Sandbox != m.prepared || opts.DNSTCP == nil || opts.StandIn == nil || opts.UDPLoopback == nil ||
+	if opts.Sandbox != m.prepared || opts.DNSTCP == nil || opts.StandIns == nil || opts.UDPLoopback == nil ||
 		opts.SocksRelay == nil || !opts.Policy.UDPSandbox || opts.Policy.UDPReady == nil {
 		t.Fatalf("supervisor options miss a resource: %+v", opts)
 	}

@@ -216,14 +216,11 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 	}
 	host := ""
 	var release func()
-	if s.opts.StandIn != nil {
-		name, rel, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap())
-		if isStandIn {
-			if !ok {
-				return refused(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
-			}
-			host, release = name, rel
+	if l := s.standIn(dest); l.InRange {
+		if l.Name == "" {
+			return unallocatedStandIn(dest)
 		}
+		host, release = l.Name, l.Release
 	}
 	if host == "" {
 		d := s.pol.Connect(dest)

@@ -16,7 +16,13 @@ import (
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 	"github.com/gotorsocks/torsocks/internal/sockdiag"
 	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/standin"
 )
+
+// StandIns is the stand-in lookup of the connect path: see standin.Lookup.
+type StandIns interface {
+	StandIn(a netip.Addr) standin.Lookup
+}
 
 // Options configure a Supervisor. They are not changed after New.
 type Options struct {
@@ -61,10 +67,9 @@ type Options struct {
 	// UDPLoopback, when set (AllowOutboundLocalhost 2), makes a loopback destination of a UDP
 	// connect reachable from the sandbox (internal/udprelay).
 	UDPLoopback interface{ Ensure(netip.AddrPort) error }
-	// StandIn, when set, maps a stand-in address (.onion, map mode) to the name Tor must connect
-	// to, holding a reference on the entry until release is called. isStandIn reports that a is in
-	// a stand-in range; ok that it is allocated.
-	StandIn func(a netip.Addr) (name string, release func(), isStandIn, ok bool)
+	// StandIns, when set, maps a stand-in address (.onion, map mode) to the name Tor must connect
+	// to (internal/dns's Server).
+	StandIns StandIns
 	// RefuseUnix, when set, vets each unix socket file the program connects or sends to (fd: an
 	// O_PATH descriptor of it): an error refuses the call with its errno (torsocks' own tor's
 	// control port).
