@@ -11,8 +11,9 @@
 // an empty pipe from its own small free list for each transfer and puts it back as soon as the
 // destination has taken everything; only a direction whose destination is full keeps its pipe
 // (with the bytes in it) until the destination can take them. Free pipes beyond maxFreePipes are
-// closed, and all of a loop's free pipes are closed when its last connection ends: a supervisor
-// whose relays are gone holds no pipe. When no pipe can be made (descriptors used up), the
+// closed, and all of a loop's free pipes are closed when it has had no connection for pipeIdle:
+// a supervisor whose relays are gone soon holds no pipe (and one making connections one after
+// the other does not make a pipe for each). When no pipe can be made (descriptors used up), the
 // direction falls back to read/write through the loop's buffer, keeping what the destination
 // could not take in a buffer of its own until it can.
 //
@@ -50,13 +51,15 @@ const (
 	// connections (it comes back to it after the next epoll_wait, which then does not wait).
 	budget   = 16
 	maxEvent = 128
+	pipeIdle = 2000     // ms without a connection after which a loop closes its free pipes (default)
 	bufSize  = 64 << 10 // the loop's buffer for the read/write fallback
 )
 
 // Relay is a set of event loops. Make one with New, or use the package's Start.
 type Relay struct {
-	n       int  // loops to make
-	noPipes bool // tests: every transfer takes the read/write fallback
+	n        int  // loops to make
+	noPipes  bool // tests: every transfer takes the read/write fallback
+	pipeIdle int  // ms: see the constant
 
 	mu    sync.Mutex // guards loops (made on first use)
 	loops []*loop
@@ -72,7 +75,7 @@ func New(n int) *Relay {
 	if n <= 0 {
 		n = min(runtime.GOMAXPROCS(0), maxLoops)
 	}
-	return &Relay{n: n}
+	return &Relay{n: n, pipeIdle: pipeIdle}
 }
 
 var std = New(0)
@@ -196,7 +199,11 @@ func newLoop(r *Relay) (*loop, error) {
 // before its sockets are registered, so no event of theirs finds it missing.
 func (l *loop) add(a, b int, done func()) error {
 	for _, fd := range []int{a, b} {
-		if err := unix.SetNonblock(fd, true); err != nil {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err == nil && fl&unix.O_NONBLOCK == 0 {
+			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK)
+		}
+		if err != nil {
 			return fmt.Errorf("relay: make socket %d non-blocking: %w", fd, err)
 		}
 	}
@@ -244,8 +251,11 @@ func (l *loop) run() {
 	events := make([]unix.EpollEvent, maxEvent)
 	for {
 		timeout := -1
-		if len(l.pending) > 0 {
+		switch {
+		case len(l.pending) > 0:
 			timeout = 0
+		case len(l.pipes) > 0 && l.live.Load() == 0:
+			timeout = l.r.pipeIdle
 		}
 		n, err := unix.EpollWait(l.epfd, events, timeout)
 		if err == unix.EINTR {
@@ -253,6 +263,12 @@ func (l *loop) run() {
 		}
 		if err != nil {
 			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // EBADF, EFAULT, EINVAL: a bug
+		}
+		if n == 0 && timeout > 0 && l.live.Load() == 0 {
+			for _, p := range l.pipes {
+				l.closePipe(p)
+			}
+			l.pipes, l.buf = nil, nil
 		}
 		for _, ev := range events[:n] {
 			if ev.Fd == wakeSlot {
@@ -457,12 +473,7 @@ func (l *loop) end(c *conn, rst bool) {
 	}
 	l.mu.Unlock()
 	l.r.conns.Add(-1)
-	if l.live.Add(-1) == 0 {
-		for _, p := range l.pipes {
-			l.closePipe(p)
-		}
-		l.pipes, l.buf = nil, nil
-	}
+	l.live.Add(-1)
 	if c.done != nil {
 		c.done()
 	}
@@ -490,7 +501,7 @@ func (l *loop) getPipe() *pipe {
 
 // putPipe takes back an empty pipe.
 func (l *loop) putPipe(p *pipe) {
-	if len(l.pipes) < maxFreePipes && l.live.Load() > 0 {
+	if len(l.pipes) < maxFreePipes {
 		l.pipes = append(l.pipes, p)
 		return
 	}

@@ -48,6 +48,13 @@ func tcpPair(t testing.TB, ln *net.TCPListener) (*net.TCPConn, int) {
 	return c, fd
 }
 
+// newRelay is New(n) with a short pipeIdle, so that waitIdle does not wait long.
+func newRelay(n int) *Relay {
+	r := New(n)
+	r.pipeIdle = 50
+	return r
+}
+
 func listen(t testing.TB) *net.TCPListener {
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -104,6 +111,7 @@ func waitDone(t *testing.T, p *pair) {
 	}
 }
 
+// waitIdle waits until r relays nothing and, after pipeIdle, holds no pipe.
 func waitIdle(t *testing.T, r *Relay) {
 	t.Helper()
 	for i := 0; ; i++ {
@@ -111,7 +119,7 @@ func waitIdle(t *testing.T, r *Relay) {
 		if c == 0 && p == 0 {
 			return
 		}
-		if i > 3000 {
+		if i > 3000+r.pipeIdle {
 			t.Fatalf("relay not idle: %d connections, %d pipes", c, p)
 		}
 		time.Sleep(time.Millisecond)
@@ -123,7 +131,7 @@ func waitIdle(t *testing.T, r *Relay) {
 func TestBulkBothWaysHalfClose(t *testing.T) {
 	for _, noPipes := range []bool{false, true} {
 		t.Run(fmt.Sprintf("noPipes=%v", noPipes), func(t *testing.T) {
-			r := New(2)
+			r := newRelay(2)
 			r.noPipes = noPipes
 			ln := listen(t)
 			p := newPair(t, r, ln)
@@ -167,7 +175,7 @@ func TestBulkBothWaysHalfClose(t *testing.T) {
 // Half-close one way while the other goes on: x shuts its write side first, y still sends a
 // reply after reading the EOF; then y closes.
 func TestHalfCloseThenReply(t *testing.T) {
-	r := New(1)
+	r := newRelay(1)
 	ln := listen(t)
 	for _, first := range []string{"x", "y"} {
 		p := newPair(t, r, ln)
@@ -200,7 +208,7 @@ func TestHalfCloseThenReply(t *testing.T) {
 
 // A reset on one side resets the other.
 func TestResetPassedOn(t *testing.T) {
-	r := New(1)
+	r := newRelay(1)
 	ln := listen(t)
 	for _, side := range []string{"x", "y"} {
 		p := newPair(t, r, ln)
@@ -231,7 +239,7 @@ func TestResetPassedOn(t *testing.T) {
 // A side closed while data is still coming its way: the relay's write fails and resets the
 // other side, which sees its writes fail.
 func TestWriteToClosedSideResets(t *testing.T) {
-	r := New(1)
+	r := newRelay(1)
 	ln := listen(t)
 	p := newPair(t, r, ln)
 	p.x.Close() // FIN: the relay shuts y's... side for writing, y keeps sending
@@ -251,7 +259,7 @@ func TestWriteToClosedSideResets(t *testing.T) {
 
 // Unix socketpairs relay as TCP sockets do.
 func TestSocketpair(t *testing.T) {
-	r := New(1)
+	r := newRelay(1)
 	x, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +304,7 @@ func TestManyIdle(t *testing.T) {
 	if need := uint64(4*n + 100); rl.Cur < need {
 		n = int(rl.Cur-100) / 4
 	}
-	r := New(2)
+	r := newRelay(2)
 	ln := listen(t)
 	before := runtime.NumGoroutine()
 	pairs := make([]*pair, n)
