@@ -3,9 +3,10 @@
 // program's side in the sandbox, the supervisor's upstream on the host network; see
 // internal/supervisor/sealed_linux.go), and any other pair a caller hands over.
 //
-// Shape: a few event loops (at most GOMAXPROCS, at most maxLoops), each one goroutine blocked in
-// epoll_wait on an epoll instance of its own, with both sockets of each of its connections
-// registered edge-triggered. No goroutine, no buffer and no pipe belongs to an idle connection:
+// Shape: a few event loops (at most GOMAXPROCS, at most maxLoops), each one goroutine with an
+// epoll instance of its own, with both sockets of each of its connections registered
+// edge-triggered; the goroutine waits for that instance in the Go runtime's poller (the epoll
+// instance is itself pollable), so an idle loop holds no thread. No goroutine, no buffer and no pipe belongs to an idle connection:
 // what an open connection costs the supervisor is its two sockets and a conn (some 200 bytes).
 // Data goes through splice(2): socket → pipe → socket, with no copy to user space. A loop takes
 // an empty pipe from its own small free list for each transfer and puts it back as soon as the
@@ -34,10 +35,14 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -128,8 +133,10 @@ func (r *Relay) loop() (*loop, error) {
 type loop struct {
 	r      *Relay
 	epfd   int
-	wakefd int          // an eventfd: doomed has conns to reset
-	live   atomic.Int64 // conns added and not ended
+	file   *os.File        // epfd, for the Go runtime's poller (never closed: loops live forever)
+	rc     syscall.RawConn // file's
+	wakefd int             // an eventfd: doomed has conns to reset
+	live   atomic.Int64    // conns added and not ended
 
 	mu     sync.Mutex // guards conns, free and doomed
 	conns  []*conn    // by slot; nil: free
@@ -190,7 +197,20 @@ func newLoop(r *Relay) (*loop, error) {
 		unix.Close(wfd)
 		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
 	}
-	l := &loop{r: r, epfd: epfd, wakefd: wfd}
+	// The epoll instance is itself pollable: the Go runtime's poller waits on it (see run).
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, fmt.Errorf("relay: epoll instance non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "relay-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		unix.Close(wfd)
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	l := &loop{r: r, epfd: epfd, wakefd: wfd, file: f, rc: rc}
 	go l.run()
 	return l, nil
 }
@@ -249,52 +269,76 @@ func (l *loop) add(a, b int, done func()) error {
 // run is the loop's goroutine.
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, maxEvent)
+	idle := false // the deadline for closing the free pipes is set
 	for {
-		timeout := -1
-		switch {
-		case len(l.pending) > 0:
-			timeout = 0
-		case len(l.pipes) > 0 && l.live.Load() == 0:
-			timeout = l.r.pipeIdle
+		// Wait in the Go runtime's poller, not in epoll_wait: a thread blocked in a system
+		// call keeps its P until sysmon takes it back, up to milliseconds later, which would
+		// hold up the supervisor's other goroutines.
+		switch want := len(l.pipes) > 0 && l.live.Load() == 0; {
+		case want && !idle:
+			l.file.SetReadDeadline(time.Now().Add(time.Duration(l.r.pipeIdle) * time.Millisecond))
+			idle = true
+		case !want && idle:
+			l.file.SetReadDeadline(time.Time{})
+			idle = false
 		}
-		n, err := unix.EpollWait(l.epfd, events, timeout)
-		if err == unix.EINTR {
+		err := l.rc.Read(func(uintptr) bool {
+			for {
+				n, err := unix.EpollWait(l.epfd, events, 0)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // EBADF, EFAULT, EINVAL: a bug
+				}
+				if n == 0 && len(l.pending) == 0 {
+					return false // nothing to do: park until the epoll instance is readable
+				}
+				l.serve(events[:n])
+				if l.live.Load() == 0 && len(l.pipes) > 0 {
+					return true // back out to set the idle deadline
+				}
+			}
+		})
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if l.live.Load() == 0 {
+				for _, p := range l.pipes {
+					l.closePipe(p)
+				}
+				l.pipes, l.buf = nil, nil
+			}
+		} else if err != nil {
+			panic(fmt.Sprintf("relay: waiting for events: %v", err))
+		}
+	}
+}
+
+// serve serves a batch of events, then the directions that had used their budget.
+func (l *loop) serve(events []unix.EpollEvent) {
+	for _, ev := range events {
+		if ev.Fd == wakeSlot {
+			l.wake()
 			continue
 		}
-		if err != nil {
-			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // EBADF, EFAULT, EINVAL: a bug
+		slot, side := ev.Fd>>1, int(ev.Fd&1)
+		l.mu.Lock()
+		var c *conn
+		if int(slot) < len(l.conns) {
+			c = l.conns[slot]
 		}
-		if n == 0 && timeout > 0 && l.live.Load() == 0 {
-			for _, p := range l.pipes {
-				l.closePipe(p)
-			}
-			l.pipes, l.buf = nil, nil
+		l.mu.Unlock()
+		if c == nil || c.gen != uint32(ev.Pad) || c.end {
+			continue // an event of a conn ended in this batch
 		}
-		for _, ev := range events[:n] {
-			if ev.Fd == wakeSlot {
-				l.wake()
-				continue
-			}
-			slot, side := ev.Fd>>1, int(ev.Fd&1)
-			l.mu.Lock()
-			var c *conn
-			if int(slot) < len(l.conns) {
-				c = l.conns[slot]
-			}
-			l.mu.Unlock()
-			if c == nil || c.gen != uint32(ev.Pad) || c.end {
-				continue // an event of a conn ended in this batch
-			}
-			l.event(c, side, ev.Events)
-		}
-		if len(l.pending) > 0 {
-			todo := l.pending
-			l.pending = nil
-			for _, d := range todo {
-				d.inQueue = false
-				if !d.c.end && d.c.gen == d.queueGen {
-					l.run1(d)
-				}
+		l.event(c, side, ev.Events)
+	}
+	if len(l.pending) > 0 {
+		todo := l.pending
+		l.pending = nil
+		for _, d := range todo {
+			d.inQueue = false
+			if !d.c.end && d.c.gen == d.queueGen {
+				l.run1(d)
 			}
 		}
 	}
