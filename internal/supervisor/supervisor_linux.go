@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -107,11 +108,12 @@ type Supervisor struct {
 
 	proxied atomic.Int64 // connections carried through Tor
 	relays  atomic.Int64 // sealed network: connections relayed now (sealed_linux.go)
-	relayWG sync.WaitGroup
 
-	innerMu sync.Mutex                        // guards inner
-	inner   map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
-	peak    atomic.Int64                      // largest registry size seen after an Add
+	innerMu    sync.Mutex                        // guards inner, innerIdle, innerTimer
+	inner      map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
+	innerIdle  list.List                         // of *innerListener: those with no use, most recent first
+	innerTimer *time.Timer                       // expireInner, while innerIdle is not empty
+	peak       atomic.Int64                      // largest registry size seen after an Add
 
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
