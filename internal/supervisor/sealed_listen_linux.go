@@ -62,8 +62,8 @@ type mirror struct {
 	// progs are the program's listening sockets this mirror serves (one, or several with
 	// SO_REUSEPORT), by SO_COOKIE, with the address each is bound to in the sandbox.
 	progs   map[uint64]progListener // guarded by mirrorSet.mu
-	closing bool                      // guarded by mirrorSet.mu: shut down, its loop ending
-	done    chan struct{}             // closed once fd is closed
+	closing bool                    // guarded by mirrorSet.mu: shut down, its loop ending
+	done    chan struct{}           // closed once fd is closed
 }
 
 // progListener is a listening socket of the program in the sandbox.
