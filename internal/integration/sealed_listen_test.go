@@ -395,3 +395,41 @@ func waitPortFree(t *testing.T, addr netip.AddrPort) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSealedScopedDestination: a link-local destination with a zone is answered exactly as with
+// SealedNetwork 0: sent to Tor (the address without its zone), whose failure the program gets with
+// the same errno and line; nothing reaches anything else.
+func TestSealedScopedDestination(t *testing.T) {
+	env(t)
+	script := `
+import errno, socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+try:
+    s.connect(("fe80::1", 80, 0, 1))
+    print("connect 0")
+except OSError as e:
+    print("connect", errno.errorcode[e.errno])
+`
+	n := len(socks.Requests())
+	var got [2]string
+	for i, mode := range []string{"0", "1"} {
+		r := torsocks(t, []string{"TORSOCKS_SEALED_NETWORK=" + mode}, "python3", "-c", script)
+		lines, other := parseLog(r.stderr)
+		if len(lines) != 1 || len(other) != 0 {
+			t.Fatalf("SealedNetwork %s: want one line, got %q", mode, r.stderr)
+		}
+		msg, _, _ := strings.Cut(lines[0].msg, " (in (") // the code location differs
+		got[i] = r.stdout + lines[0].level + " " + msg
+	}
+	if got[0] != got[1] {
+		t.Errorf("scoped destination: SealedNetwork 0 answered %q, 1 answered %q", got[0], got[1])
+	}
+	if !strings.Contains(got[1], "[fe80::1%1]:80 through Tor") {
+		t.Errorf("scoped destination: %q", got[1])
+	}
+	q := newRequests(socks, n)
+	if len(q) != 2 {
+		t.Errorf("want the two connects sent to Tor, got %+v", q)
+	}
+	noLeaks(t)
+}
