@@ -16,8 +16,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
+
+// sealedMode reports whether the tests that do not choose run torsocks with SealedNetwork 1:
+// TORSOCKS_SEALED_NETWORK when exported (make test runs the suite in both modes), the default
+// otherwise. (The sandbox can be made: the suite runs as root.)
+func sealedMode() bool {
+	switch strings.ToLower(os.Getenv("TORSOCKS_SEALED_NETWORK")) {
+	case "1", "yes", "true", "on":
+		return true
+	case "0", "no", "false", "off":
+		return false
+	}
+	return config.DefaultSealedNetwork
+}
 
 // Listeners with SealedNetwork 1: the program's listener lives in the sandbox and the supervisor
 // mirrors it on this machine with the same address and port (internal/supervisor,
