@@ -391,12 +391,20 @@ func (s *Supervisor) dumpListeners() map[uint64]struct{} {
 	ms := &s.mirrors
 	ms.diagMu.Lock()
 	defer ms.diagMu.Unlock()
-	if ms.diag <= 0 {
-		fd, err := s.opts.Sandbox.SocketUnpooled(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-		if err != nil {
+	warn := func(err error) {
+		ms.mu.Lock()
+		stopped := ms.stopped // the run is ending: the sandbox may be closed already
+		ms.mu.Unlock()
+		if !stopped {
 			ms.warnOnce.Do(func() {
 				s.log.Warn(fmt.Sprintf("cannot watch the program's listeners (their mirrors stay open until it exits): %v", err))
 			})
+		}
+	}
+	if ms.diag <= 0 {
+		fd, err := s.opts.Sandbox.SocketUnpooled(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			warn(err)
 			return nil
 		}
 		ms.diag = fd
@@ -411,9 +419,7 @@ func (s *Supervisor) dumpListeners() map[uint64]struct{} {
 			return live
 		}
 	}
-	ms.warnOnce.Do(func() {
-		s.log.Warn(fmt.Sprintf("cannot watch the program's listeners (their mirrors stay open until it exits): %v", err))
-	})
+	warn(err)
 	unix.Close(ms.diag)
 	ms.diag = 0
 	return nil
