@@ -447,3 +447,46 @@ except OSError as e:
 	}
 	noLeaks(t)
 }
+
+// TestSealedFallbackNoSandbox: where no network namespace can be made (emulated by nons_wrap's
+// seccomp filter in front of torsocks, as for a normal user without unprivileged user namespaces),
+// torsocks still runs with the default SealedNetwork 1: the program's TCP socket is on the host
+// network, its connection goes through Tor, and stderr has one line saying the kernel-enforced
+// layer is off and why.
+func TestSealedFallbackNoSandbox(t *testing.T) {
+	env(t)
+	wrap := buildC(t, "nons_wrap")
+	script := `
+import socket
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s = socket.socket()
+same = s.getsockopt(socket.SOL_SOCKET, 71, 8) == u.getsockopt(socket.SOL_SOCKET, 71, 8)  # SO_NETNS_COOKIE
+s.settimeout(20)
+s.connect(("203.0.113.10", 80))
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+body = b""
+while True:
+    b = s.recv(4096)
+    if not b: break
+    body += b
+print("host-netns", same, "canary", b"canary" in body)
+s.close()
+s = socket.socket()  # a second socket: no second line
+print("second", s.fileno() >= 0)
+`
+	n := canary4.Accepted()
+	r := runCmd(t, []string{"TORSOCKS_SEALED_NETWORK=1"}, wrap, torsocksBin, "python3", "-c", script)
+	if r.code != 0 || !strings.Contains(r.stdout, "host-netns True canary True") || !strings.Contains(r.stdout, "second True") {
+		t.Fatalf("without a sandbox: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	lines, other := parseLog(r.stderr)
+	if len(lines) != 1 || len(other) != 0 || lines[0].level != "WARNING" ||
+		!strings.Contains(lines[0].msg, "the sandbox network namespace is unavailable (") ||
+		!strings.Contains(lines[0].msg, "the kernel-enforced layer (SealedNetwork) is off") {
+		t.Errorf("want one line saying the kernel-enforced layer is off and why, got %q", r.stderr)
+	}
+	if !canary4.WaitAccepted(n+1, 10*time.Second) {
+		t.Errorf("the canary saw no connection")
+	}
+	noLeaks(t)
+}
