@@ -49,6 +49,8 @@ fam = socket.AF_INET6 if ":" in host else socket.AF_INET
 def listen(p):
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if len(sys.argv) > 3 and p == 0:  # "noport": bound to the address, the port left to listen()
+        s.setsockopt(socket.IPPROTO_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT
     s.bind((host, p))
     try:
         s.listen(8)
@@ -113,10 +115,10 @@ type listenProg struct {
 }
 
 // startListen runs listenScript on host:port; want "port" unless the listen fails (first line).
-func startListen(t *testing.T, env []string, host string, port int) (*listenProg, string) {
+func startListen(t *testing.T, env []string, host string, port int, extra ...string) (*listenProg, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	cmd := exec.CommandContext(ctx, torsocksBin, "python3", "-c", listenScript, host, strconv.Itoa(port))
+	cmd := exec.CommandContext(ctx, torsocksBin, append([]string{"python3", "-c", listenScript, host, strconv.Itoa(port)}, extra...)...)
 	cmd.Env = append(append(os.Environ(), sealedEnv...), env...)
 	cmd.WaitDelay = 5 * time.Second
 	p := &listenProg{t: t, cmd: cmd, stderr: &strings.Builder{}, cancel: cancel}
@@ -225,6 +227,15 @@ func TestSealedListenLoopback(t *testing.T) {
 			t.Fatalf("want port %d: %q (stderr %s)", port, first, p.stderr)
 		}
 		p.echo(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), netip.MustParseAddr("127.0.0.9"))
+	})
+	// Bound without a port (IP_BIND_ADDRESS_NO_PORT): listen() picks it in the sandbox, the mirror
+	// follows.
+	t.Run("no-port", func(t *testing.T) {
+		p, first := startListen(t, nil, "127.0.0.1", 0, "noport")
+		if p.port == 0 {
+			t.Fatalf("no port line: %q (stderr %s)", first, p.stderr)
+		}
+		p.echo(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(p.port)), netip.Addr{})
 	})
 	// The program ends without closing: its mirror goes with it.
 	t.Run("exit", func(t *testing.T) {

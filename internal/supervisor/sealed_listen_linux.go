@@ -136,19 +136,41 @@ func (s *Supervisor) listenSealed(c *call, cp int, si sockInfo, local netip.Addr
 	if err != nil {
 		return reply{}, err
 	}
-	if local.Port() == 0 {
+	switch {
+	case local.Port() != 0:
+		if err := unix.Listen(cp, backlog); err != nil {
+			unix.Close(m.fd)
+			return reply{}, failed(err)
+		}
+	default:
 		// Unbound: the kernel would bind it to the wildcard address and an ephemeral port; it
 		// gets the one the host gave the mirror.
-		local = netip.AddrPortFrom(local.Addr(), m.host.Port())
-		sa, _ := toSockaddr(si.domain, local)
-		if err := unix.Bind(cp, sa); err != nil {
-			unix.Close(m.fd)
+		sa, _ := toSockaddr(si.domain, netip.AddrPortFrom(local.Addr(), m.host.Port()))
+		err := unix.Bind(cp, sa)
+		if err == nil {
+			local = netip.AddrPortFrom(local.Addr(), m.host.Port())
+			if err := unix.Listen(cp, backlog); err != nil {
+				unix.Close(m.fd)
+				return reply{}, failed(err)
+			}
+			break
+		}
+		unix.Close(m.fd)
+		if err != unix.EINVAL {
 			return reply{}, refused(errnoOf(err), fmt.Sprintf("listening on %s: binding the program's socket in the sandbox to the port of its mirror on this machine failed: %v", local, err))
 		}
-	}
-	if err := unix.Listen(cp, backlog); err != nil {
-		unix.Close(m.fd)
-		return reply{}, failed(err)
+		// Bound to an address without a port yet (IP_BIND_ADDRESS_NO_PORT): listen() picks
+		// it in the sandbox, and the mirror follows.
+		if err := unix.Listen(cp, backlog); err != nil {
+			return reply{}, failed(err)
+		}
+		if local, err = boundAddr(cp, si.domain); err == nil {
+			m, err = openMirror(cp, si.domain, local, backlog)
+		}
+		if err != nil {
+			unix.Shutdown(cp, unix.SHUT_RD) // a listener stops listening: the call failed
+			return reply{}, failed(err)
+		}
 	}
 	ms.gen++
 	m.progs = map[uint64]progListener{si.cookie: {addr: local, gen: ms.gen}}
