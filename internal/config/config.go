@@ -36,7 +36,7 @@ type Config struct {
 	// messages carrying sockets that could reach the network around Tor.
 	VetReceivedSockets bool
 	// SealedNetwork: the program's TCP sockets are made in the sandbox network namespace too, and
-	// the supervisor joins them to its own connections to Tor (experimental; the coming default).
+	// the supervisor joins them to its own connections to Tor (the default).
 	SealedNetwork  bool
 	LogLevel       int // LogNone..LogDebug
 	LogTime        bool

@@ -267,27 +267,24 @@ func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// sealedUnsupported fails a kind of connect the sealed network does not carry yet: closed,
-// never around Tor.
-func sealedUnsupported(what string) error {
-	return refused(unix.EPERM, what+" is not supported with SealedNetwork yet")
-}
-
 // connectSealed serves connect() on a TCP socket of the sandbox (see the top of this file). It
 // decides as connectTCP does. Its errors are the call's answer.
 func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
 	if isConnected(cp) {
 		return failed(unix.EISCONN)
 	}
+	// A scoped (link-local) destination goes to Tor as with SealedNetwork 0 (the address without
+	// its zone); its inner endpoint is the address on the sandbox's lo (joinDest).
+	joinDest := dest
 	if dest.Addr().Zone() != "" {
-		return sealedUnsupported(fmt.Sprintf("connection to %s (a scoped address)", dest))
+		joinDest = netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port())
 	}
 	if dest.Port() == 53 && s.opts.DNSTCP != nil {
 		up, err := s.ownConn(c, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect)
 		if err != nil {
 			return proxyFailed(dest.String(), fmt.Errorf("DNS over TCP to %s: %w", dest, err))
 		}
-		return s.joinRelay(c, cp, si, dest, up, nil)
+		return s.joinRelay(c, cp, si, joinDest, up, nil)
 	}
 	host := ""
 	var release func()
@@ -304,6 +301,9 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 			return refused(d.Errno, d.Reason)
 		case policy.Direct:
 			c.lease.release() // a loopback server may be slow to accept
+			if s.mirrors.covers(dest) {
+				return s.connectOwnListener(c, cp, si, dest)
+			}
 			up, err := s.ownConn(c, dest, nil)
 			if err != nil {
 				var ce *callError
@@ -312,7 +312,7 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 				}
 				return failed(err)
 			}
-			return s.joinRelay(c, cp, si, dest, up, nil)
+			return s.joinRelay(c, cp, si, joinDest, up, nil)
 		}
 	}
 	target := dest.String()
@@ -326,7 +326,7 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 		}
 		return proxyFailed(target, err)
 	}
-	if err := s.joinRelay(c, cp, si, dest, up, release); err != nil {
+	if err := s.joinRelay(c, cp, si, joinDest, up, release); err != nil {
 		return err
 	}
 	s.proxied.Add(1)

@@ -115,6 +115,8 @@ type Supervisor struct {
 	innerTimer *time.Timer                       // expireInner, while innerIdle is not empty
 	peak       atomic.Int64                      // largest registry size seen after an Add
 
+	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
+
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
 
@@ -193,6 +195,7 @@ func (s *Supervisor) ReclaimClosed() { s.sweeper.SweepNow() }
 // takes over (started if none is idle and fewer than MaxInflight run).
 func (s *Supervisor) Serve() error {
 	defer func() {
+		s.closeMirrors()
 		s.sweeper.Close()
 		if s.debug() {
 			st := s.Stats()
