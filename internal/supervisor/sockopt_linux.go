@@ -89,7 +89,7 @@ func (s *Supervisor) socketFilter(c *call, fd, name int, val, vlen uint64) (repl
 	}
 	defer unix.Close(cp)
 	if si.isInet() && si.typ == unix.SOCK_STREAM {
-		return reply{}, refused(unix.EPERM, fmt.Sprintf("setsockopt %s refused", filter.SockoptName(unix.SOL_SOCKET, name)))
+		return reply{}, refused(unix.EPERM, fmt.Sprintf("setsockopt %s refused on a TCP socket (other sockets may have one)", filter.SockoptName(unix.SOL_SOCKET, name)))
 	}
 	if name == unix.SO_ATTACH_BPF {
 		if vlen < 4 {
