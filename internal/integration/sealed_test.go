@@ -346,9 +346,11 @@ sys.stdin.readline()
 }
 
 // The supervisor killed while connections are relayed: the program's connections fail (EOF or
-// reset), its next connect fails, and nothing reaches any destination around Tor.
+// reset), its next connect fails, and nothing reaches any destination around Tor: no canary, and
+// no packet on the attack interface nor one with IP options on lo (attackSniffer).
 func TestSealedSupervisorKilled(t *testing.T) {
 	env(t)
+	sniff := sniffAttack(t, attackIface(t))
 	// A destination that keeps the connection open and says nothing.
 	ln, err := net.Listen("tcp", netip.AddrPortFrom(netnstest.DestV4, 0).String())
 	if err != nil {
@@ -389,6 +391,16 @@ for s in conns:
     except OSError as e:
         res.append("err%%d" %% (e.errno or 0))
 try:
+    # A source route via the attack interface on a relayed socket, then data on it.
+    conns[0].setsockopt(socket.IPPROTO_IP, 4, bytes([1, 0x83, 7, 4, 10, 99, 0, 254]))
+    res.append("opt-ok")
+except OSError as e:
+    res.append("opt-err%%d" %% (e.errno or 0))
+try:
+    conns[0].send(b"after")
+except OSError:
+    pass
+try:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(10)
     s.connect(("203.0.113.10", 80))
@@ -424,7 +436,7 @@ open(out, "w").write(" ".join(res) + "\n")
 	}
 	t.Logf("after the supervisor was killed: %s", res)
 	f := strings.Fields(res)
-	if len(f) != 4 {
+	if len(f) != 5 {
 		t.Fatalf("program results %q", res)
 	}
 	for _, x := range f[:3] {
@@ -432,7 +444,10 @@ open(out, "w").write(" ".join(res) + "\n")
 			t.Errorf("a relayed connection still carried data: %s", res)
 		}
 	}
-	if f[3] == "connect-ok" {
+	if f[3] == "opt-ok" {
+		t.Errorf("a source route was set with the supervisor gone: %s", res)
+	}
+	if f[4] == "connect-ok" {
 		t.Errorf("a connect succeeded with the supervisor gone: %s", res)
 	}
 	mu.Lock()
@@ -442,5 +457,8 @@ open(out, "w").write(" ".join(res) + "\n")
 		}
 	}
 	mu.Unlock()
+	if bad := sniff.stop(); len(bad) > 0 {
+		t.Errorf("LEAK: packets the sniffer flagged:\n%s", strings.Join(bad, "\n"))
+	}
 	noLeaks(t)
 }
