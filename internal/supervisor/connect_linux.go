@@ -17,6 +17,7 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/registry"
+	"github.com/gotorsocks/torsocks/internal/sockdiag"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 	"github.com/gotorsocks/torsocks/internal/standin"
 )
@@ -171,7 +172,7 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 		unix.Shutdown(cp, unix.SHUT_RDWR)
 		return err
 	}
-	conn := registry.NewConn(si.cookie, dest, host, release)
+	conn := registry.NewConnSock(sockOf(cp, si), dest, host, release)
 	release = nil // owned by conn now
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
@@ -444,7 +445,7 @@ func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPor
 	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
 		return fmt.Errorf("DNS over TCP to %s: %w", dest, err)
 	}
-	conn := registry.NewConn(si.cookie, dest, "", nil)
+	conn := registry.NewConnSock(sockOf(cp, si), dest, "", nil)
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
 	} else {
@@ -554,4 +555,15 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) (reply
 		}
 	}
 	return s.connectCopy(c, cp, si, raw)
+}
+
+// sockOf names the connected socket cp for the registry's sweeper (sockdiag.Prober): its
+// addresses, or only its cookie if they cannot be read (the connection is gone already; the
+// sweeper drops such an entry).
+func sockOf(cp int, si sockInfo) sockdiag.Socket {
+	sock, err := sockdiag.SocketOf(cp, si.cookie)
+	if err != nil {
+		return sockdiag.Socket{Cookie: si.cookie}
+	}
+	return sock
 }

@@ -100,8 +100,9 @@ type Supervisor struct {
 	log     *slog.Logger
 	reg     *registry.Registry
 	sweeper *registry.Sweeper
-	wg      sync.WaitGroup // running workers
-	role    receiver       // the receiver role (receiver_linux.go)
+	prober  *sockdiag.Prober // the sweeper's lookups
+	wg      sync.WaitGroup   // running workers
+	role    receiver         // the receiver role (receiver_linux.go)
 
 	errMu sync.Mutex // guards err
 	err   error      // why serving stopped, if it was not POLLHUP
@@ -161,7 +162,19 @@ func New(k Kernel, opts Options) *Supervisor {
 	}
 	s.role.max = opts.MaxInflight
 	s.role.spawn = s.startWorker
-	s.sweeper = registry.NewSweeper(s.reg, sockdiag.LiveTCPCookies, 1024, func(f string, a ...any) {
+	// Entries of closed sockets are found by looking each one up (sockdiag.Prober), not by
+	// listing every TCP socket of the namespace: a listing walks the whole TCP table, tens of
+	// milliseconds with the TIME_WAIT sockets a connection-heavy program leaves, twice per sweep.
+	// An entry registered without its addresses (they could not be read: the connection was
+	// already gone) is not alive.
+	s.prober = sockdiag.NewProber()
+	alive := func(c *registry.Conn) (bool, error) {
+		if c.Sock.Family == 0 {
+			return false, nil
+		}
+		return s.prober.Alive(c.Sock)
+	}
+	s.sweeper = registry.NewProbingSweeper(s.reg, alive, 1024, func(f string, a ...any) {
 		s.log.Warn(fmt.Sprintf(f, a...))
 	})
 	return s
@@ -197,6 +210,7 @@ func (s *Supervisor) Serve() error {
 	defer func() {
 		s.closeMirrors()
 		s.sweeper.Close()
+		s.prober.Close()
 		if s.debug() {
 			st := s.Stats()
 			s.log.Debug(fmt.Sprintf("%d connections carried through Tor; registry: peak %d entries, %d at exit", st.Proxied, st.RegistryPeak, st.RegistryLen))
