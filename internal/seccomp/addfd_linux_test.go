@@ -75,7 +75,6 @@ func TestAddFDUnderSignals(t *testing.T) {
 		t.Fatalf("no listener from child (%v)", err)
 	}
 	l := NewListener(fds[0])
-	defer l.Close()
 
 	var tid atomic.Int32
 	var stop atomic.Bool
@@ -102,6 +101,9 @@ func TestAddFDUnderSignals(t *testing.T) {
 		var n Notif
 		for {
 			more, err := l.Wait()
+			if err != nil {
+				failures = append(failures, err.Error())
+			}
 			if err != nil || !more {
 				return
 			}
@@ -130,6 +132,9 @@ func TestAddFDUnderSignals(t *testing.T) {
 	}()
 	stop.Store(true)
 	wg.Wait()
+	// If serving stopped early, the child's pending socket() fails (ENOSYS) once the listener
+	// is closed, and the child reports it, instead of both waiting for ever.
+	l.Close()
 	werr := cmd.Wait()
 	if len(failures) > 0 {
 		t.Errorf("%d calls served, ADDFD failed: %v", served, failures)

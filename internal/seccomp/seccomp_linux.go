@@ -174,7 +174,13 @@ func (l *Listener) Wait() (bool, error) {
 		if fds[0].Revents&unix.POLLIN != 0 {
 			return true, nil
 		}
-		if fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+		// POLLHUP: no task uses the filter any more. POLLERR is not an end: the kernel's poll
+		// returns it when it could not take the listener's lock because a signal is pending on
+		// this thread (mutex_lock_interruptible in seccomp_notify_poll), which happens when
+		// another thread answers or installs a descriptor at that moment and the Go runtime
+		// preempts this one with SIGURG. Taking it for the end stopped the serving loop with
+		// the program still running (TestAddFDUnderSignals hung so).
+		if fds[0].Revents&(unix.POLLHUP|unix.POLLNVAL) != 0 {
 			return false, nil
 		}
 	}
