@@ -398,6 +398,7 @@ func (s *session) supervisorOptions() supervisor.Options {
 			SealedTCP:              cfg.SealedNetwork && s.udp != nil,
 		},
 		SealedNetwork: cfg.SealedNetwork,
+		AsyncConnect:  cfg.AsyncConnect,
 	}
 	if cfg.SealedNetwork && s.udp == nil {
 		s.log.Warn("SealedNetwork 1, but the sandbox network namespace is unavailable: TCP sockets stay on the host network (the socket-option allowlist still applies)")

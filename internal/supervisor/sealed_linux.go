@@ -207,6 +207,11 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 	if dest.Addr().Zone() != "" {
 		return sealedUnsupported(fmt.Sprintf("connection to %s (a scoped address)", dest))
 	}
+	if s.opts.AsyncConnect {
+		if handled, err := s.connectAsync(c, cp, si, dest); handled {
+			return err
+		}
+	}
 	if dest.Port() == 53 && s.opts.DNSTCP != nil {
 		up, err := s.ownConn(c, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect)
 		if err != nil {

@@ -56,6 +56,9 @@ type Options struct {
 	// and Policy.SealedTCP they are made there; without (no sandbox could be made) they are made
 	// by the supervisor on the host network, as the kernel would have made them.
 	SealedNetwork bool
+	// AsyncConnect: a connect on a non-blocking sealed socket is answered EINPROGRESS at once and
+	// completed when Tor has answered (async_linux.go).
+	AsyncConnect bool
 	// DNSTCP, when set, receives the program's TCP connections to port 53 (DNS over TCP).
 	DNSTCP DNSTCP
 	// UDPLoopback, when set (AllowOutboundLocalhost 2), makes a loopback destination of a UDP
@@ -107,6 +110,7 @@ type Supervisor struct {
 	innerMu sync.Mutex                        // guards inner
 	inner   map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
 	peak    atomic.Int64                      // largest registry size seen after an Add
+	async   asyncState                        // asynchronous connects (async_linux.go)
 
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
