@@ -77,8 +77,8 @@ type Server struct {
 	reqs        []Request
 	inFlight    int // CONNECT requests read and not yet answered (guarded by mu)
 	maxInFlight int // the most inFlight has been (guarded by mu)
-	once sync.Once
-	err  error
+	once        sync.Once
+	err         error
 }
 
 // Start listens on every address of opts.Listen and serves until Close.
