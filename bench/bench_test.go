@@ -100,8 +100,13 @@ func runArgs(b testing.TB, args []string, env ...string) map[string]string {
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("%v: %v\n%s%s", args, err, out.String(), errb.String())
 	}
+	return parseKV(out.Bytes())
+}
+
+// parseKV returns the KEY=VALUE (or KEY: VALUE) lines of a program's output.
+func parseKV(out []byte) map[string]string {
 	res := map[string]string{}
-	sc := bufio.NewScanner(&out)
+	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
 			res[k] = v

@@ -36,7 +36,7 @@ type Config struct {
 	// messages carrying sockets that could reach the network around Tor.
 	VetReceivedSockets bool
 	// SealedNetwork: the program's TCP sockets are made in the sandbox network namespace too, and
-	// the supervisor joins them to its own connections to Tor (experimental; the coming default).
+	// the supervisor joins them to its own connections to Tor (the default).
 	SealedNetwork bool
 	// AsyncConnect: with SealedNetwork, a non-blocking connect returns EINPROGRESS at once and
 	// completes (or fails with the errno a blocking one gets) when Tor has answered.

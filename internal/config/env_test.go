@@ -270,7 +270,7 @@ func TestDescribe(t *testing.T) {
 	s := inv.Config.String()
 	for _, want := range []string{
 		"config file " + F, "TorAddress 127.0.0.2 (" + F + ":1)", "TorPort 9150 (-P)",
-		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "VetReceivedSockets 0 (default)", "SealedNetwork 0 (default)", "LogFile stderr",
+		"SOCKS5Username alice", "SOCKS5Password (hidden)", "EnableIPv6 1 (default)", "VetReceivedSockets 0 (default)", "SealedNetwork 1 (default)", "LogFile stderr",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Describe lacks %q: %s", want, s)

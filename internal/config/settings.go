@@ -90,9 +90,11 @@ const (
 	// costs programs that talk a lot over unix sockets (D-Bus, Wayland) several times their
 	// message rate (docs/benchmarks.md, "Vetting received sockets"). Flip it here.
 	DefaultVetReceivedSockets = false
-	// DefaultSealedNetwork: off while the sealed network (issue 10) is experimental; it is the
-	// coming default.
-	DefaultSealedNetwork = false
+	// DefaultSealedNetwork: on. The program's TCP sockets live in the sandbox network namespace
+	// (issue 10, docs/sealed-network.md); 0 keeps them on the host network, where only the
+	// socket-option allowlist stands between them and the network (the mode torsocks falls back
+	// to when no sandbox can be made).
+	DefaultSealedNetwork = true
 	// DefaultAsyncConnect: a non-blocking connect on a sealed socket returns EINPROGRESS at once
 	// (issue 11); 0 blocks in connect until Tor answered, as the C torsocks does.
 	DefaultAsyncConnect = true

@@ -256,21 +256,18 @@ func (s *Server) tables() []*standin.Table {
 	return []*standin.Table{s.onion, s.map4, s.map6}
 }
 
-// StandIn is the connect path's lookup. isStandIn reports whether a is inside
-// one of the stand-in ranges in use (Onion, Map4 in map mode, Map6); ok whether
-// it is allocated, in which case name is the name to send to Tor and a reference
-// is held on the entry until release is called (exactly once; later calls do
-// nothing), so the address is not reused while the connection lives. An
-// unallocated stand-in (isStandIn true, ok false) must be refused, never
-// connected. release is never nil.
-func (s *Server) StandIn(a netip.Addr) (name string, release func(), isStandIn, ok bool) {
+// StandIn is the connect path's lookup over the stand-in ranges in use (Onion, Map4 in map mode,
+// Map6): see standin.Lookup. For an allocated address a reference is held on its entry until
+// Release, so the address is not reused while the connection lives. An unallocated stand-in
+// (InRange, no Name) must be refused, never connected.
+func (s *Server) StandIn(a netip.Addr) standin.Lookup {
 	for _, t := range s.tables() {
 		if t.Contains(a) {
-			name, release, ok = t.Acquire(a)
-			return name, release, true, ok
+			name, release, _ := t.Acquire(a)
+			return standin.Lookup{InRange: true, Name: name, Release: release}
 		}
 	}
-	return "", func() {}, false, false
+	return standin.Lookup{Release: func() {}}
 }
 
 // record is one answer: an address (A/AAAA) or a name (PTR).

@@ -415,7 +415,7 @@ func TestResolveMode(t *testing.T) {
 	if n := f.calls.Load(); n != 5 {
 		t.Fatalf("%d resolver calls, want 5", n)
 	}
-	if name, _, isS, okS := s.StandIn(netip.MustParseAddr("127.192.0.1")); isS || okS || name != "" {
+	if l := s.StandIn(netip.MustParseAddr("127.192.0.1")); l.InRange || l.Name != "" {
 		t.Fatal("map range used in resolve mode")
 	}
 }
@@ -573,26 +573,26 @@ func TestStandIn(t *testing.T) {
 	s := newServer(t, Options{})
 	m := ask(t, s, "example.com.", A, qopt{})
 	a := netip.MustParseAddr(answerOf(t, m))
-	name, release, isS, okS := s.StandIn(a)
-	if !isS || !okS || name != "example.com" {
-		t.Fatalf("StandIn(%v) = %q %v %v", a, name, isS, okS)
+	l := s.StandIn(a)
+	if !l.InRange || l.Name != "example.com" {
+		t.Fatalf("StandIn(%v) = %+v", a, l)
 	}
-	release()
-	release()
-	if _, rel, isS, okS := s.StandIn(netip.MustParseAddr("127.192.77.1")); !isS || okS || rel == nil {
+	l.Release()
+	l.Release()
+	if l := s.StandIn(netip.MustParseAddr("127.192.77.1")); !l.InRange || l.Name != "" || l.Release == nil {
 		t.Fatal("unallocated stand-in")
 	}
-	if _, _, isS, _ := s.StandIn(netip.MustParseAddr("127.42.42.0")); !isS {
+	if l := s.StandIn(netip.MustParseAddr("127.42.42.0")); !l.InRange {
 		t.Fatal("onion network address is not in the onion range")
 	}
-	if _, _, isS, okS := s.StandIn(netip.MustParseAddr("203.0.113.10")); isS || okS {
+	if l := s.StandIn(netip.MustParseAddr("203.0.113.10")); l.InRange || l.Name != "" || l.Release == nil {
 		t.Fatal("real address is a stand-in")
 	}
 	m = ask(t, s, "abc.onion.", AAAA, qopt{})
-	if name, rel, _, okS := s.StandIn(netip.MustParseAddr(answerOf(t, m))); !okS || name != "abc.onion" {
-		t.Fatalf("onion AAAA stand-in: %q", name)
+	if l := s.StandIn(netip.MustParseAddr(answerOf(t, m))); l.Name != "abc.onion" {
+		t.Fatalf("onion AAAA stand-in: %q", l.Name)
 	} else {
-		rel()
+		l.Release()
 	}
 }
 
@@ -605,11 +605,11 @@ func TestFullTableIsServfail(t *testing.T) {
 	var rels []func()
 	for _, n := range []string{"a.onion.", "b.onion."} {
 		m := ask(t, s, n, A, qopt{})
-		_, rel, _, okS := s.StandIn(netip.MustParseAddr(answerOf(t, m)))
-		if !okS {
+		l := s.StandIn(netip.MustParseAddr(answerOf(t, m)))
+		if l.Name == "" {
 			t.Fatal("StandIn failed")
 		}
-		rels = append(rels, rel)
+		rels = append(rels, l.Release)
 	}
 	if m := ask(t, s, "c.onion.", A, qopt{}); m.RCode != sf {
 		t.Fatalf("full onion range: %v", m.RCode)
@@ -667,8 +667,8 @@ func TestStorm(t *testing.T) {
 				}
 				if len(m.Answers) == 1 && typ == A {
 					a := netip.AddrFrom4(m.Answers[0].Body.(*dnsmessage.AResource).A)
-					if _, rel, _, ok := s.StandIn(a); ok {
-						rel()
+					if l := s.StandIn(a); l.Name != "" {
+						l.Release()
 					}
 				}
 			}

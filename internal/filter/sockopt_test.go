@@ -43,6 +43,29 @@ func TestSetsockoptDecisions(t *testing.T) {
 		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, true},
 		{"TCP_FASTOPEN_CONNECT", unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, true},
 		{"TCP_REPAIR", unix.IPPROTO_TCP, unix.TCP_REPAIR, false},
+		// A dropped SYN-ACK would hold a blocking connect for minutes; a non-local source address
+		// would have the replies routed out of the machine.
+		{"TCP_MD5SIG", unix.IPPROTO_TCP, unix.TCP_MD5SIG, false},
+		{"TCP_MD5SIG_EXT", unix.IPPROTO_TCP, unix.TCP_MD5SIG_EXT, false},
+		{"TCP_AO_ADD_KEY", unix.IPPROTO_TCP, tcpAOaddkey, false},
+		{"TCP_AO_INFO", unix.IPPROTO_TCP, tcpAOinfo, false},
+		{"TCP_THIN_LINEAR_TIMEOUTS", unix.IPPROTO_TCP, unix.TCP_THIN_LINEAR_TIMEOUTS, true},
+		{"TCP_FASTOPEN_KEY", unix.IPPROTO_TCP, unix.TCP_FASTOPEN_KEY, true},
+		{"TCP_TX_DELAY", unix.IPPROTO_TCP, unix.TCP_TX_DELAY, true},
+		{"IP_MINTTL", unix.IPPROTO_IP, unix.IP_MINTTL, false},
+		{"IP_FREEBIND", unix.IPPROTO_IP, unix.IP_FREEBIND, false},
+		{"IP_RECVTOS", unix.IPPROTO_IP, unix.IP_RECVTOS, true},
+		{"IP_PASSSEC", unix.IPPROTO_IP, unix.IP_PASSSEC, true},
+		{"IP_RECVORIGDSTADDR", unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR, true},
+		{"IPV6_MINHOPCOUNT", unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT, false},
+		{"IPV6_FREEBIND", unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, false},
+		{"IPV6_ADDR_PREFERENCES", unix.IPPROTO_IPV6, unix.IPV6_ADDR_PREFERENCES, true},
+		{"IPV6_RECVORIGDSTADDR", unix.IPPROTO_IPV6, unix.IPV6_RECVORIGDSTADDR, true},
+		{"SO_ATTACH_FILTER", unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, false},
+		{"SO_ATTACH_BPF", unix.SOL_SOCKET, unix.SO_ATTACH_BPF, false},
+		{"SO_DETACH_FILTER", unix.SOL_SOCKET, unix.SO_DETACH_FILTER, true},
+		{"SO_INCOMING_CPU", unix.SOL_SOCKET, unix.SO_INCOMING_CPU, true},
+		{"SO_ATTACH_REUSEPORT_CBPF", unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, true},
 		{"UDP_SEGMENT", unix.SOL_UDP, unix.UDP_SEGMENT, true},
 		{"SOL_PACKET", unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, false},
 		{"SOL_RAW", unix.SOL_RAW, 1, false},
@@ -80,6 +103,14 @@ func TestSetsockoptDecisions(t *testing.T) {
 	}
 	if got := run(t, prog, I386.Arch, uint32(I386.Socketcall), SysSetsockopt); got != actNotify {
 		t.Errorf("i386 socketcall SYS_SETSOCKOPT: got %#x, want notify", got)
+	}
+	if !SockoptNotTCP(unix.SOL_SOCKET, unix.SO_ATTACH_FILTER) || !SockoptNotTCP(unix.SOL_SOCKET, unix.SO_ATTACH_BPF) || SockoptNotTCP(unix.SOL_SOCKET, unix.SO_KEEPALIVE) {
+		t.Error("SockoptNotTCP")
+	}
+	for k := range sockoptNames {
+		if SockoptAllowed(k[0], k[1]) {
+			t.Errorf("%s is named as refused but allowed", SockoptName(k[0], k[1]))
+		}
 	}
 	if SockoptName(unix.IPPROTO_IP, unix.IP_OPTIONS) == "level 0 option 4" || SockoptName(99, 7) != "level 99 option 7" {
 		t.Error("SockoptName")

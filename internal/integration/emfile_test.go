@@ -6,8 +6,9 @@ import (
 )
 
 // Descriptor exhaustion: with RLIMIT_NOFILE at 48 for torsocks and the program, three processes of
-// the program hold 40 DNS-over-TCP connections each, more than the
-// supervisor's DNS responder can accept. Accept then fails with EMFILE; the responder must back
+// the program try to hold 40 DNS-over-TCP connections each, more than the
+// supervisor's DNS responder can accept (with SealedNetwork 1 the supervisor holds several
+// descriptors per connection and runs out first: socket() and connect() fail then). Accept then fails with EMFILE; the responder must back
 // off and keep serving, so once the program has let them go a DNS-over-TCP query is answered.
 func TestDNSTCPSurvivesEMFILE(t *testing.T) {
 	env(t)
@@ -23,7 +24,11 @@ for k in range(3):
         os.close(release_w)
         held, failed = [], 0
         for i in range(40):
-            s = socket.socket()
+            try:
+                s = socket.socket()  # with SealedNetwork 1 the supervisor makes it: its limit counts
+            except OSError:
+                failed += 1
+                continue
             s.settimeout(10)
             try:
                 s.connect(("192.0.2.53", 53))

@@ -19,6 +19,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/gotorsocks/torsocks/internal/sockdiag"
 )
 
 // ErrExists is returned by Add for a cookie that is already registered: a live
@@ -40,6 +42,9 @@ type Conn struct {
 	// Host is the name sent to Tor in CONNECT when Dest is a stand-in, ""
 	// for a plain IP destination.
 	Host string
+	// Sock is the socket as the kernel knows it (family, local and peer addresses, cookie): what
+	// the sweeper looks it up by (sockdiag.Prober). Zero if the caller did not give it.
+	Sock sockdiag.Socket
 
 	refs    atomic.Int32 // references held: the registry's (while registered) plus one per Lookup not yet Put
 	release func()       // runs once, when refs drops to 0: the design's "free"
@@ -51,7 +56,13 @@ type Conn struct {
 // exactly once, when the last reference is dropped, and outside the registry
 // lock.
 func NewConn(cookie uint64, dest netip.AddrPort, host string, release func()) *Conn {
-	c := &Conn{Cookie: cookie, Dest: dest, Host: host, release: release}
+	return NewConnSock(sockdiag.Socket{Cookie: cookie}, dest, host, release)
+}
+
+// NewConnSock is NewConn for a socket whose addresses are known (sockdiag.SocketOf): a
+// probing sweeper (NewProbingSweeper) looks it up by them. Its Cookie is sock.Cookie.
+func NewConnSock(sock sockdiag.Socket, dest netip.AddrPort, host string, release func()) *Conn {
+	c := &Conn{Cookie: sock.Cookie, Dest: dest, Host: host, Sock: sock, release: release}
 	c.refs.Store(1) // add 2) new_conn refcount = 1
 	return c
 }
@@ -196,6 +207,12 @@ func (r *Registry) Reclaim(live func(cookie uint64) bool) int {
 // same cookie may have happened in between). The registry's references are
 // then dropped outside the lock, like Destroy's.
 func (r *Registry) ReclaimUpTo(gen uint64, live func(cookie uint64) bool) int {
+	return r.ReclaimConnsUpTo(gen, func(c *Conn) bool { return live(c.Cookie) })
+}
+
+// ReclaimConnsUpTo is ReclaimUpTo with live asked about each connection object (whose Sock a
+// probe looks up) rather than its cookie.
+func (r *Registry) ReclaimConnsUpTo(gen uint64, live func(c *Conn) bool) int {
 	type cand struct {
 		cookie uint64
 		conn   *Conn
@@ -211,7 +228,7 @@ func (r *Registry) ReclaimUpTo(gen uint64, live func(cookie uint64) bool) int {
 
 	dead := cands[:0]
 	for _, c := range cands { // pass 2, unlocked: ask live
-		if !live(c.cookie) {
+		if !live(c.conn) {
 			dead = append(dead, c)
 		}
 	}

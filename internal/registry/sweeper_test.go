@@ -324,3 +324,105 @@ func TestSweeperWithSockDiag(t *testing.T) {
 		}
 	}
 }
+
+// Probing mode: each entry is asked about; an entry is dropped only when two lookups in a row
+// find it dead; one whose lookup fails is kept; the threshold follows the live count.
+func TestProbingSweeper(t *testing.T) {
+	r := New()
+	var mu sync.Mutex
+	asked := map[uint64]int{}
+	alive := func(c *Conn) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked[c.Cookie]++
+		switch c.Cookie % 4 {
+		case 0:
+			return true, nil
+		case 1:
+			return false, nil
+		case 2:
+			return asked[c.Cookie] > 1, nil // dead at the first look only: kept
+		}
+		return false, errors.New("lookup failed") // kept
+	}
+	s := NewProbingSweeper(r, alive, 8, t.Logf)
+	defer s.Close()
+	addN(t, r, s, 1, 8) // Len 8 = min: one sweep
+	settle(s)
+	for c := uint64(1); c <= 8; c++ {
+		got := r.Lookup(c)
+		if want := c%4 != 1; (got != nil) != want {
+			t.Errorf("cookie %d: registered %v, want %v", c, got != nil, want)
+		}
+		if got != nil {
+			got.Put()
+		}
+		if want := map[uint64]int{0: 1, 1: 2, 2: 2, 3: 1}[c%4]; asked[c] != want {
+			t.Errorf("cookie %d asked %d times, want %d", c, asked[c], want)
+		}
+	}
+	if got := s.next.Load(); got != 12 { // max(min, 2*6 live)
+		t.Fatalf("next threshold %d, want 12", got)
+	}
+}
+
+// With the real lookups (sockdiag.Prober): entries of closed sockets are reclaimed, entries of
+// open ones, and of a closed descriptor whose socket lives on in a duplicate, are kept.
+func TestProbingSweeperWithSockDiag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer socks5test.Serve(ln, nil).Close() // accepts and holds every connection
+	r := New()
+	p := sockdiag.NewProber()
+	defer p.Close()
+	s := NewProbingSweeper(r, func(c *Conn) (bool, error) { return p.Alive(c.Sock) }, 1<<30, t.Logf)
+	defer s.Close()
+	var conns []*net.TCPConn
+	var cookies []uint64
+	for i := range 6 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := c.(*net.TCPConn)
+		conns = append(conns, tc)
+		cookies = append(cookies, cookieOf(t, tc))
+		rc, _ := tc.SyscallConn()
+		var sock sockdiag.Socket
+		var serr error
+		rc.Control(func(fd uintptr) { sock, serr = sockdiag.SocketOf(int(fd), cookies[i]) })
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if err := r.Add(NewConnSock(sock, netip.AddrPortFrom(testAddr, uint16(i)), "", nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dup, err := conns[0].File() // socket 0 lives on in a duplicate descriptor
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dup.Close()
+	for _, c := range conns[:3] {
+		c.Close()
+	}
+	defer func() {
+		for _, c := range conns[3:] {
+			c.Close()
+		}
+	}()
+	if live, err := s.sweep(); err != nil || live != 4 {
+		t.Fatalf("sweep: %d live, %v; want 4", live, err)
+	}
+	for i, cookie := range cookies {
+		got := r.Lookup(cookie)
+		if want := i == 0 || i >= 3; (got != nil) != want {
+			t.Errorf("socket %d: registered %v, want %v", i, got != nil, want)
+		}
+		if got != nil {
+			got.Put()
+		}
+	}
+}

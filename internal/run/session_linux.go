@@ -67,6 +67,7 @@ type udpDNS struct {
 	answerer *dns.Server      // holds the stand-in tables (.onion, map mode)
 	dropped  dnsserver.Dropped
 	relay    bool // AllowOutboundLocalhost 2: make the loopback relay
+	sealed   bool // SealedNetwork 1: TCP sockets are made in the sandbox too (ensure's lines say so)
 
 	state atomic.Int32 // udpNotYet, udpReady or udpFailed; set under mu
 
@@ -102,6 +103,9 @@ func (u *udpDNS) ensure() bool {
 	}
 	u.opened.add(func() { u.sandbox.Close() })
 	if err := u.s.steps.sandbox(u.sandbox); err != nil {
+		if u.sealed {
+			return fail(fmt.Sprintf("the sandbox network namespace is unavailable (%v; user namespaces disabled? see the README): the kernel-enforced layer (SealedNetwork) is off, TCP sockets stay on the host network with only the socket-option allowlist between them and the network; UDP sockets will be refused, so name lookups will fail", err))
+		}
 		return fail(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
 	}
 	if u.relay {
@@ -110,6 +114,9 @@ func (u *udpDNS) ensure() bool {
 	}
 	server, err := u.s.steps.dnsServer(u.sandbox, u.answerer, u.s.log, u.dropped)
 	if err != nil {
+		if u.sealed {
+			return fail(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused, and the kernel-enforced layer (SealedNetwork) is off: TCP sockets stay on the host network with only the socket-option allowlist between them and the network", err))
+		}
 		return fail(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
 	}
 	u.server = server
@@ -270,7 +277,7 @@ func (s *session) openUDP() {
 		s.log.Error(fmt.Sprintf("DNS: %v", err))
 		return
 	}
-	u := &udpDNS{s: s, sandbox: s.steps.prepare(), answerer: answerer}
+	u := &udpDNS{s: s, sandbox: s.steps.prepare(), answerer: answerer, sealed: s.cfg.SealedNetwork}
 	if s.cfg.AllowOutboundLocalhost == 2 {
 		// UDP to loopback goes to this machine's services (torsocks' AllowOutboundLocalhost 2).
 		u.relay = true
@@ -401,7 +408,7 @@ func (s *session) supervisorOptions() supervisor.Options {
 		AsyncConnect:  cfg.AsyncConnect,
 	}
 	if cfg.SealedNetwork && s.udp == nil {
-		s.log.Warn("SealedNetwork 1, but the sandbox network namespace is unavailable: TCP sockets stay on the host network (the socket-option allowlist still applies)")
+		s.log.Warn("the sandbox network namespace is not used (see the error above): the kernel-enforced layer (SealedNetwork) is off, TCP sockets stay on the host network with only the socket-option allowlist between them and the network")
 	}
 	if s.udp != nil {
 		opts.Policy.UDPReady = s.udp.ensure
@@ -416,7 +423,7 @@ func (s *session) supervisorOptions() supervisor.Options {
 	if u := s.udp; u != nil {
 		opts.Sandbox = u.sandbox
 		opts.DNSTCP = dnsTCP{u}
-		opts.StandIn = u.answerer.StandIn
+		opts.StandIns = u.answerer
 		if u.relay {
 			opts.UDPLoopback = udpLoopback{u}
 		}

@@ -183,8 +183,11 @@ func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 		cfg  func(*config.Config)
 		line string
 	}{
-		{name: "sandbox", fail: "sandbox", line: "WARNING torsocks[%d]: UDP and DNS unavailable (injected failure): UDP sockets will be refused"},
-		{name: "dnsServer", fail: "dnsServer", line: "WARNING torsocks[%d]: DNS responder unavailable (injected failure): UDP sockets will be refused"},
+		{name: "sandbox", fail: "sandbox", cfg: func(c *config.Config) { c.SealedNetwork = false }, line: "WARNING torsocks[%d]: UDP and DNS unavailable (injected failure): UDP sockets will be refused"},
+		{name: "dnsServer", fail: "dnsServer", cfg: func(c *config.Config) { c.SealedNetwork = false }, line: "WARNING torsocks[%d]: DNS responder unavailable (injected failure): UDP sockets will be refused"},
+		// SealedNetwork 1: the same single line also says that TCP sockets stay on the host.
+		{name: "sandbox-sealed", fail: "sandbox", cfg: func(c *config.Config) { c.SealedNetwork = true }, line: "WARNING torsocks[%d]: the sandbox network namespace is unavailable (injected failure; user namespaces disabled? see the README): the kernel-enforced layer (SealedNetwork) is off, TCP sockets stay on the host network"},
+		{name: "dnsServer-sealed", fail: "dnsServer", cfg: func(c *config.Config) { c.SealedNetwork = true }, line: "WARNING torsocks[%d]: DNS responder unavailable (injected failure): UDP sockets will be refused, and the kernel-enforced layer (SealedNetwork) is off"},
 		{name: "onion range", cfg: func(c *config.Config) { c.OnionAddrRange = netip.MustParsePrefix("127.42.42.0/31") }, line: "ERROR torsocks[%d]: OnionAddrRange 127.42.42.0/31: "},
 		{name: "answerer", cfg: func(c *config.Config) { c.DNSMode = "bogus" }, line: "ERROR torsocks[%d]: DNS: "},
 	} {
@@ -221,7 +224,7 @@ func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 				if s.udp != nil {
 					t.Fatal("UDP sandbox in use after its failure")
 				}
-				if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIn != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
+				if opts := s.supervisorOptions(); opts.Sandbox != nil || opts.DNSTCP != nil || opts.StandIns != nil || opts.UDPLoopback != nil || opts.Policy.UDPSandbox {
 					t.Errorf("the supervisor would be given UDP: %+v", opts)
 				}
 			}
@@ -272,7 +275,7 @@ func TestSessionWiresSupervisor(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := s.supervisorOptions()
-	if opts.Sandbox != m.prepared || opts.DNSTCP == nil || opts.StandIn == nil || opts.UDPLoopback == nil ||
+	if opts.Sandbox != m.prepared || opts.DNSTCP == nil || opts.StandIns == nil || opts.UDPLoopback == nil ||
 		opts.SocksRelay == nil || !opts.Policy.UDPSandbox || opts.Policy.UDPReady == nil {
 		t.Fatalf("supervisor options miss a resource: %+v", opts)
 	}

@@ -63,24 +63,36 @@ type Sandbox struct {
 	poolShut  bool
 }
 
-// The pool: datagram sockets made ahead, per kind, so that a program's UDP socket (one per name
-// lookup) costs no round trip to the factory. A pooled socket is what the factory would make on
-// demand (same family, type, protocol and O_NONBLOCK; unbound, no option set: nothing in the
-// namespace can reach an unbound socket), made a little earlier. A kind is pooled once it has
-// been asked for; the pool is refilled in the background, poolBatch at a time, when fewer than
-// poolLow are left.
-type poolKey struct{ domain, typ, proto int } // typ without SOCK_CLOEXEC (a descriptor flag)
+// The pool: sockets made ahead, per kind, so that a program's UDP socket (one per name lookup)
+// or sealed TCP socket (one per connection) costs no round trip to the factory. A pooled socket
+// is what the factory would make on demand, made a little earlier: same family, type and
+// protocol, unbound, no option set (nothing in the namespace can reach an unbound socket, and
+// nothing else holds it). Sockets are pooled blocking; O_NONBLOCK is set when one is taken, by
+// fcntl(F_SETFL), which is all SOCK_NONBLOCK does at socket() (it sets that status flag on the
+// new file); SOCK_CLOEXEC is a descriptor flag, set by whoever installs the socket. A protocol of
+// 0 is the family's default (SO_PROTOCOL then reads IPPROTO_UDP or IPPROTO_TCP alike), so both
+// share a kind. A kind is pooled once it has been asked for; the pool is refilled in the
+// background, poolBatch at a time, when fewer than poolLow are left.
+type poolKey struct{ domain, typ, proto int } // typ without SOCK_NONBLOCK and SOCK_CLOEXEC
 
 const (
 	poolBatch = 16
 	poolLow   = 4
 )
 
-// pooled tells whether sockets of this kind are pooled: UDP sockets, what programs make.
-func pooled(domain, typ, proto int) bool {
-	return (domain == unix.AF_INET || domain == unix.AF_INET6) &&
-		typ&^(unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) == unix.SOCK_DGRAM &&
-		(proto == 0 || proto == unix.IPPROTO_UDP)
+// poolKind tells whether sockets of this kind are pooled (UDP and TCP sockets, what programs
+// make), and under which key.
+func poolKind(domain, typ, proto int) (poolKey, bool) {
+	if domain != unix.AF_INET && domain != unix.AF_INET6 {
+		return poolKey{}, false
+	}
+	switch t := typ &^ (unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC); {
+	case t == unix.SOCK_DGRAM && (proto == 0 || proto == unix.IPPROTO_UDP):
+		return poolKey{domain, t, unix.IPPROTO_UDP}, true
+	case t == unix.SOCK_STREAM && (proto == 0 || proto == unix.IPPROTO_TCP):
+		return poolKey{domain, t, unix.IPPROTO_TCP}, true
+	}
+	return poolKey{}, false
 }
 
 // New starts the socket factory in a new network namespace (and, when not root, a new user
@@ -201,14 +213,20 @@ func (s *Sandbox) Close() error {
 	return nil
 }
 
-// Socket creates a socket inside the sandbox, which must have been started: a UDP socket comes
-// from the pool when there is one (see poolKey), anything else from the factory.
+// Socket creates a socket inside the sandbox, which must have been started: a UDP or TCP socket
+// comes from the pool when there is one (see poolKey), anything else from the factory.
 func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
 	if !s.ready.Load() {
 		return -1, errors.New("the UDP sandbox is not started")
 	}
-	if pooled(domain, typ, proto) {
-		if fd := s.fromPool(poolKey{domain, typ &^ unix.SOCK_CLOEXEC, proto}); fd >= 0 {
+	if k, ok := poolKind(domain, typ, proto); ok {
+		if fd := s.fromPool(k); fd >= 0 {
+			if typ&unix.SOCK_NONBLOCK != 0 {
+				if err := unix.SetNonblock(fd, true); err != nil {
+					unix.Close(fd)
+					return -1, fmt.Errorf("fcntl(O_NONBLOCK) on a pooled socket: %w", err)
+				}
+			}
 			return fd, nil
 		}
 	}

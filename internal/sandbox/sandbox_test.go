@@ -122,9 +122,10 @@ func TestClosed(t *testing.T) {
 	}
 }
 
-// UDP sockets come from a pool refilled in the background; each is what the factory makes on
-// demand: its kind (family, type, protocol, O_NONBLOCK or not), unbound, in the sandbox, with the
-// default buffer sizes; none is handed out twice, and Close closes those left in the pool.
+// UDP and TCP sockets come from a pool refilled in the background; each is what the factory
+// makes on demand: its kind (family, type, protocol, O_NONBLOCK or not), unbound, in the sandbox,
+// with the default buffer sizes and no option set; none is handed out twice, and Close closes
+// those left in the pool.
 func TestPooledSocketsAreFresh(t *testing.T) {
 	s, err := New(os.Args[0])
 	if err != nil {
@@ -136,14 +137,24 @@ func TestPooledSocketsAreFresh(t *testing.T) {
 	}
 	rcvbuf, _ := unix.GetsockoptInt(ref, unix.SOL_SOCKET, unix.SO_RCVBUF)
 	unix.Close(ref)
+	ref, err = s.SocketUnpooled(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpRcvbuf, _ := unix.GetsockoptInt(ref, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	unix.Close(ref)
 	seen := map[uint64]bool{}
 	for i := 0; i < 5*poolBatch; i++ {
-		for _, k := range []struct{ domain, typ int }{
-			{unix.AF_INET, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC},
-			{unix.AF_INET, unix.SOCK_DGRAM},
-			{unix.AF_INET6, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK},
+		for _, k := range []struct{ domain, typ, proto int }{
+			{unix.AF_INET, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC, unix.IPPROTO_UDP},
+			{unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP},
+			{unix.AF_INET6, unix.SOCK_DGRAM | unix.SOCK_NONBLOCK, unix.IPPROTO_UDP},
+			{unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC, 0},
+			{unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_TCP},
+			{unix.AF_INET6, unix.SOCK_STREAM | unix.SOCK_NONBLOCK, 0},
+			{unix.AF_INET6, unix.SOCK_STREAM, 0},
 		} {
-			fd, err := s.Socket(k.domain, k.typ, unix.IPPROTO_UDP)
+			fd, err := s.Socket(k.domain, k.typ, k.proto)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,15 +172,28 @@ func TestPooledSocketsAreFresh(t *testing.T) {
 			case *unix.SockaddrInet6:
 				port = a.Port
 			}
+			wantType, wantProto, wantBuf := unix.SOCK_DGRAM, unix.IPPROTO_UDP, rcvbuf
+			nodelay, v6only := 0, 0
+			if k.typ&unix.SOCK_STREAM != 0 {
+				wantType, wantProto, wantBuf = unix.SOCK_STREAM, unix.IPPROTO_TCP, tcpRcvbuf
+				nodelay, _ = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			}
+			if k.domain == unix.AF_INET6 {
+				v6only, _ = unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+			}
 			switch {
 			case (fl&unix.O_NONBLOCK != 0) != (k.typ&unix.SOCK_NONBLOCK != 0):
 				t.Errorf("kind %+v: O_NONBLOCK %v", k, fl&unix.O_NONBLOCK != 0)
-			case dom != k.domain || typ != unix.SOCK_DGRAM || proto != unix.IPPROTO_UDP:
+			case fl&^unix.O_NONBLOCK != unix.O_RDWR:
+				t.Errorf("kind %+v: status flags %#x", k, fl)
+			case dom != k.domain || typ != wantType || proto != wantProto:
 				t.Errorf("kind %+v: got family %d type %d protocol %d", k, dom, typ, proto)
+			case nodelay != 0 || v6only != 0:
+				t.Errorf("kind %+v: TCP_NODELAY %d, IPV6_V6ONLY %d: an option is set", k, nodelay, v6only)
 			case port != 0:
 				t.Errorf("kind %+v: bound to port %d", k, port)
-			case buf != rcvbuf:
-				t.Errorf("kind %+v: SO_RCVBUF %d, want %d", k, buf, rcvbuf)
+			case buf != wantBuf:
+				t.Errorf("kind %+v: SO_RCVBUF %d, want %d", k, buf, wantBuf)
 			case !s.Contains(fd):
 				t.Errorf("kind %+v: not in the sandbox", k)
 			case seen[cookie]:

@@ -34,6 +34,19 @@ import (
 	"sync/atomic"
 )
 
+// Lookup is what the connect path learns about one destination address (Server.StandIn in
+// internal/dns, over every Table in use).
+type Lookup struct {
+	// InRange: the address is inside a stand-in range in use. Such an address is never connected
+	// as it is: with Name set it is carried to Tor by name, without it is refused.
+	InRange bool
+	// Name is the name the address stands for, "" when it is not allocated (or no longer is).
+	Name string
+	// Release drops the reference that keeps Name bound to the address while the connection
+	// lives: call it exactly once, when the connection is gone (later calls do nothing). Never nil.
+	Release func()
+}
+
 // ErrFull is returned by Assign when every allocated entry is referenced by a
 // live connection and no address is left: no entry can be reused.
 var ErrFull = errors.New("standin: every stand-in address is in use by a live connection")

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/relay"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 )
 
@@ -143,14 +144,11 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 	}
 	host := ""
 	var release func()
-	if s.opts.StandIn != nil {
-		name, rel, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap())
-		if isStandIn {
-			if !ok {
-				return true, refused(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
-			}
-			host, release = name, rel
+	if l := s.standIn(dest); l.InRange {
+		if l.Name == "" {
+			return true, unallocatedStandIn(dest)
 		}
+		host, release = l.Name, l.Release
 	}
 	if host == "" {
 		d := s.pol.Connect(dest)
@@ -178,6 +176,10 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		return serveSync(err)
 	}
 	h, err := s.acquireHold(dest)
+	if errors.Is(err, unix.EADDRINUSE) && s.dropIdleInner(dest) {
+		// An inner listener kept idle after a blocking connect (sealed_linux.go) held dest.
+		h, err = s.acquireHold(dest)
+	}
 	if errors.Is(err, unix.EADDRINUSE) {
 		// The synchronous path holds an inner listener for dest: served synchronously.
 		if release != nil {
@@ -252,7 +254,6 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		delete(s.async.early, p.tuple)
 	}
 	s.async.mu.Unlock()
-	s.relayWG.Add(1)
 	go s.completeAsync(p)
 	return true, failed(unix.EINPROGRESS)
 }
@@ -267,7 +268,6 @@ func connecting(fd int) (bool, int) {
 
 // completeAsync asks Tor for p's destination and completes or fails p's connect accordingly.
 func (s *Supervisor) completeAsync(p *pendingConnect) {
-	defer s.relayWG.Done()
 	up, err := s.asyncTor(p)
 	if err == nil {
 		err = s.asyncJoin(p, up)
@@ -366,7 +366,9 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up *net.TCPConn) error {
 		up.Close()
 		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
 	}
-	s.relayJoined(in, up, p.release)
+	if err := s.relayJoined(in, up, p.release); err != nil {
+		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
+	}
 	s.proxied.Add(1)
 	if s.debug() {
 		s.logPid(p.pid, slog.LevelDebug, fmt.Sprintf("connection to %s carried through Tor (sealed network, asynchronous connect)", p.target), caller())
@@ -375,20 +377,50 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up *net.TCPConn) error {
 }
 
 // relayJoined relays between the supervisor's end of a joined connection (in) and its
-// connection through Tor (up); done runs when the relay ends.
-func (s *Supervisor) relayJoined(in, up *net.TCPConn, done func()) {
-	up.SetNoDelay(true)
+// connection through Tor (up), both owned from now on; done runs when the relay ends.
+func (s *Supervisor) relayJoined(in int, up *net.TCPConn, done func()) error {
+	upfd, err := detachFD(up)
+	if err != nil {
+		unix.Close(in)
+		return err
+	}
+	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	unix.SetsockoptInt(upfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
-	s.relayWG.Add(1)
-	go s.relay(in, up, func() {
+	err = relay.Start(in, upfd, func() {
+		s.relays.Add(-1)
 		if done != nil {
 			done()
 		}
 	})
+	if err != nil {
+		s.relays.Add(-1) // in and upfd are reset and closed
+		return fmt.Errorf("relay: %w", err)
+	}
+	return nil
+}
+
+// detachFD takes c's descriptor out of the Go runtime's poller (a duplicate, close-on-exec; c is
+// closed) for internal/relay.
+func detachFD(c *net.TCPConn) (int, error) {
+	defer c.Close()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("relay: %w", err)
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("relay: %w", err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("relay: dup: %w", derr)
+	}
+	return fd, nil
 }
 
 // simultaneousOpen connects a new sandbox socket bound to p's destination to p's socket.
-func (s *Supervisor) simultaneousOpen(p *pendingConnect) (*net.TCPConn, error) {
+func (s *Supervisor) simultaneousOpen(p *pendingConnect) (int, error) {
 	dest, local := p.tuple.remote, p.tuple.local
 	domain := unix.AF_INET
 	if !dest.Addr().Is4() {
@@ -396,7 +428,7 @@ func (s *Supervisor) simultaneousOpen(p *pendingConnect) (*net.TCPConn, error) {
 	}
 	fd, err := s.opts.Sandbox.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	ok := false
 	defer func() {
@@ -405,24 +437,24 @@ func (s *Supervisor) simultaneousOpen(p *pendingConnect) (*net.TCPConn, error) {
 		}
 	}()
 	if err := bindShared(fd, domain, dest); err != nil {
-		return nil, err
+		return -1, err
 	}
 	sa, _ := toSockaddr(domain, local)
 	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
-		return nil, fmt.Errorf("connect %s -> %s: %w", dest, local, err)
+		return -1, fmt.Errorf("connect %s -> %s: %w", dest, local, err)
 	}
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, fmt.Errorf("connect %s -> %s: %w", dest, local, unix.ETIMEDOUT)
+			return -1, fmt.Errorf("connect %s -> %s: %w", dest, local, unix.ETIMEDOUT)
 		}
 		n, err := unix.Poll(pfd, int(left/time.Millisecond)+1)
 		if err == unix.EINTR || (err == nil && n == 0) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return -1, err
 		}
 		break
 	}
@@ -430,10 +462,10 @@ func (s *Supervisor) simultaneousOpen(p *pendingConnect) (*net.TCPConn, error) {
 		if err == nil {
 			err = unix.Errno(soerr)
 		}
-		return nil, fmt.Errorf("connect %s -> %s: %w", dest, local, err)
+		return -1, fmt.Errorf("connect %s -> %s: %w", dest, local, err)
 	}
 	ok = true
-	return fileTCPConn(fd)
+	return fd, nil
 }
 
 // bindShared binds fd to dest alongside the hold listener (and the sockets of earlier joins).

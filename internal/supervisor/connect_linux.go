@@ -17,7 +17,9 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/registry"
+	"github.com/gotorsocks/torsocks/internal/sockdiag"
 	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/standin"
 )
 
 // The data path of a connect, top to bottom (worker and answer: supervisor_linux.go and
@@ -114,16 +116,14 @@ func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPor
 		}
 		return nil
 	}
-	if s.opts.StandIn != nil {
-		if name, release, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap()); isStandIn {
-			if !ok {
-				return refused(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
-			}
-			if err := s.proxy(c, cp, si, dest, name, release); err != nil {
-				return proxyFailed(fmt.Sprintf("%s:%d (stand-in %s)", name, dest.Port(), dest.Addr()), err)
-			}
-			return nil
+	if l := s.standIn(dest); l.InRange {
+		if l.Name == "" {
+			return unallocatedStandIn(dest)
 		}
+		if err := s.proxy(c, cp, si, dest, l.Name, l.Release); err != nil {
+			return proxyFailed(fmt.Sprintf("%s:%d (stand-in %s)", l.Name, dest.Port(), dest.Addr()), err)
+		}
+		return nil
 	}
 	d := s.pol.Connect(dest)
 	switch d.Action {
@@ -136,6 +136,19 @@ func (s *Supervisor) connectTCP(c *call, cp int, si sockInfo, dest netip.AddrPor
 		return proxyFailed(dest.String(), err)
 	}
 	return nil
+}
+
+// standIn looks dest's address up among the stand-ins (nothing in range without StandIns).
+func (s *Supervisor) standIn(dest netip.AddrPort) standin.Lookup {
+	if s.opts.StandIns == nil {
+		return standin.Lookup{Release: func() {}}
+	}
+	return s.opts.StandIns.StandIn(dest.Addr().Unmap())
+}
+
+// unallocatedStandIn refuses a connect to a stand-in address no name is bound to.
+func unallocatedStandIn(dest netip.AddrPort) error {
+	return refused(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
 }
 
 // proxy carries the program's socket (copy cp) through Tor to dest (or to host, when set, by
@@ -159,7 +172,7 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 		unix.Shutdown(cp, unix.SHUT_RDWR)
 		return err
 	}
-	conn := registry.NewConn(si.cookie, dest, host, release)
+	conn := registry.NewConnSock(sockOf(cp, si), dest, host, release)
 	release = nil // owned by conn now
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
@@ -432,7 +445,7 @@ func (s *Supervisor) connectDNS(c *call, cp int, si sockInfo, dest netip.AddrPor
 	if err := connectGated(rc, si, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect); err != nil {
 		return fmt.Errorf("DNS over TCP to %s: %w", dest, err)
 	}
-	conn := registry.NewConn(si.cookie, dest, "", nil)
+	conn := registry.NewConnSock(sockOf(cp, si), dest, "", nil)
 	if err := s.reg.Add(conn); err != nil {
 		conn.Put()
 	} else {
@@ -542,4 +555,15 @@ func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) (reply
 		}
 	}
 	return s.connectCopy(c, cp, si, raw)
+}
+
+// sockOf names the connected socket cp for the registry's sweeper (sockdiag.Prober): its
+// addresses, or only its cookie if they cannot be read (the connection is gone already; the
+// sweeper drops such an entry).
+func sockOf(cp int, si sockInfo) sockdiag.Socket {
+	sock, err := sockdiag.SocketOf(cp, si.cookie)
+	if err != nil {
+		return sockdiag.Socket{Cookie: si.cookie}
+	}
+	return sock
 }

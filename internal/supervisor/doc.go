@@ -19,5 +19,5 @@
 // watchdog after a millisecond). Shared state: the connection registry (its own lock, see
 // internal/registry), the isolation credentials (isoMu), the sealed network's inner listeners
 // (innerMu; each serialises its own connect-then-accept), and the policy and options, immutable
-// after New. Sealed relays run in goroutines of their own (relayWG), outside the workers.
+// after New. Sealed relays run in internal/relay's event loops, outside the workers.
 package supervisor

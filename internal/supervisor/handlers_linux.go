@@ -137,7 +137,8 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 
 // listen refuses listening on a non-loopback address unless AllowInbound (an unbound socket counts
 // as the wildcard address). An allowed listen is made here on the copy, not by the kernel, which
-// would look the descriptor number up again (see copy_linux.go).
+// would look the descriptor number up again (see copy_linux.go); on a socket of the sealed network
+// it is mirrored on the host first (sealed_listen_linux.go).
 func (s *Supervisor) listen(c *call, fd, backlog int) (reply, error) {
 	cp, si, err := c.sock(fd)
 	if err != nil {
@@ -153,7 +154,7 @@ func (s *Supervisor) listen(c *call, fd, backlog int) (reply, error) {
 			return reply{}, refused(d.Errno, d.Reason)
 		}
 		if si.isTCP() && s.sealed(cp) {
-			return reply{}, sealedUnsupported(fmt.Sprintf("listening on %s (a listener reachable from this machine)", local))
+			return s.listenSealed(c, cp, si, local, backlog)
 		}
 	}
 	if err := unix.Listen(cp, backlog); err != nil {

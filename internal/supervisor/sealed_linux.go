@@ -1,11 +1,10 @@
 package supervisor
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/relay"
 )
 
 // The sealed network (SealedNetwork 1, issue 10). The program's TCP sockets are made in the
@@ -25,7 +25,7 @@ import (
 //	program ── its sandbox socket ──► inner listener (sandbox, bound to dest) ─ accepted ─┐
 //	                                                                                       │ relay
 //	Tor's SocksPort ◄── the supervisor's own socket (host network, SOCKS5 done on it) ◄────┘
-//	                   (io.Copy both ways: splice(2) between the two *net.TCPConn)
+//	                   (internal/relay: an epoll loop, splice(2) between the two sockets)
 //
 //  1. upstream: the supervisor connects a fresh socket of its own (no option the program set) to
 //     Tor's SocksPort on the host network and does the SOCKS5 handshake there (the same
@@ -38,22 +38,40 @@ import (
 //  2. join: the program's socket (its pidfd_getfd copy) is connected, inside the sandbox, to an
 //     inner listener the supervisor holds bound to the destination address and port, so
 //     getpeername shows the destination and getsockname a sandbox-local address with no help.
-//     There is one inner listener per destination, shared by the connects to it and kept while
-//     any of them is in progress or relayed (innerListener); connect-then-accept is serialised
-//     per destination, so the connection accepted is the one just made (checked: its peer is
-//     the copy's getsockname).
-//  3. relay: two goroutines io.Copy between the accepted connection and the upstream; EOF on one
-//     side is passed on as a half-close (CloseWrite), an error (RST, EPIPE) resets both (linger 0)
-//     and closes them. The program's exit closes its socket, which ends the relay the same way.
+//     There is one inner listener per destination, shared by the connects to it, kept while any
+//     of them is in progress or relayed and for a few seconds after (innerListener), made from
+//     the sandbox's socket pool; connect-then-accept is serialised per destination, so the
+//     connection accepted is the one just made (checked: its peer is the copy's getsockname;
+//     a stale one of a join that gave up is reset and skipped).
+//  3. relay: the accepted connection and the upstream are handed to internal/relay (raw
+//     descriptors: no net.Conn, no goroutine per connection); EOF on one side is passed on as a
+//     half-close, an error (RST, EPIPE) resets both (linger 0) and closes them. The program's exit
+//     closes its socket, which ends the relay the same way; the supervisor's death closes all.
+//
+// Descriptors: each relayed connection holds two in the supervisor (the Go runtime raises the
+// soft RLIMIT_NOFILE to the hard limit at start and gives the program back its own: see
+// run.descriptorLimit). When they run out (EMFILE, ENFILE) at any step, the connect fails with
+// ENOBUFS and one line saying so (outOfDescriptors).
 
-// innerListener is the supervisor's listening socket in the sandbox for one destination.
+// innerListener is the supervisor's listening socket in the sandbox for one destination. It is
+// kept while any connect to dest is in progress or relayed (refs), and then for innerIdle more
+// (idle), so that sequential connects to one destination (a crawler, a test suite, an HTTP
+// client without keep-alive) do not make a listener each: at most maxIdleInner are kept idle,
+// the least recently used going first.
 type innerListener struct {
-	dest netip.AddrPort
-	refs int // guarded by Supervisor.innerMu
+	dest      netip.AddrPort
+	refs      int           // guarded by Supervisor.innerMu
+	idle      *list.Element // guarded by innerMu: its place in Supervisor.innerIdle while refs == 0
+	idleSince time.Time     // guarded by innerMu
 
-	mu sync.Mutex // serialises connect-then-accept on fd
+	mu sync.Mutex // serialises connect-then-accept on fd, and guards fd
 	fd int        // -1 until the first connect makes it
 }
+
+const (
+	innerIdle    = 5 * time.Second
+	maxIdleInner = 64
+)
 
 // acquireInner returns the inner listener for dest, counted as used until releaseInner.
 func (s *Supervisor) acquireInner(dest netip.AddrPort) *innerListener {
@@ -67,11 +85,16 @@ func (s *Supervisor) acquireInner(dest netip.AddrPort) *innerListener {
 		l = &innerListener{dest: dest, fd: -1}
 		s.inner[dest] = l
 	}
+	if l.idle != nil {
+		s.innerIdle.Remove(l.idle)
+		l.idle = nil
+	}
 	l.refs++
 	return l
 }
 
-// releaseInner drops one use of l; the last closes its socket.
+// releaseInner drops one use of l; after the last, l stays idle for innerIdle (if it has a
+// socket and fewer than maxIdleInner others are idle).
 func (s *Supervisor) releaseInner(l *innerListener) {
 	s.innerMu.Lock()
 	defer s.innerMu.Unlock()
@@ -79,7 +102,33 @@ func (s *Supervisor) releaseInner(l *innerListener) {
 	if l.refs > 0 {
 		return
 	}
-	delete(s.inner, l.dest)
+	l.mu.Lock()
+	made := l.fd >= 0
+	l.mu.Unlock()
+	if !made {
+		s.dropInner(l)
+		return
+	}
+	l.idleSince = time.Now()
+	l.idle = s.innerIdle.PushFront(l)
+	for s.innerIdle.Len() > maxIdleInner {
+		s.dropInner(s.innerIdle.Back().Value.(*innerListener))
+	}
+	if s.innerTimer == nil {
+		s.innerTimer = time.AfterFunc(innerIdle, s.expireInner)
+	}
+}
+
+// dropInner forgets l (refs == 0) and closes its socket; innerMu is held. Connections accepted
+// from it are not affected.
+func (s *Supervisor) dropInner(l *innerListener) {
+	if l.idle != nil {
+		s.innerIdle.Remove(l.idle)
+		l.idle = nil
+	}
+	if s.inner[l.dest] == l {
+		delete(s.inner, l.dest)
+	}
 	l.mu.Lock()
 	if l.fd >= 0 {
 		unix.Close(l.fd)
@@ -88,7 +137,38 @@ func (s *Supervisor) releaseInner(l *innerListener) {
 	l.mu.Unlock()
 }
 
-// open makes l's listening socket in the sandbox (l.mu held).
+// dropIdleInner closes the inner listener for dest (as given, or IPv4-mapped) if it is kept
+// idle, so that an asynchronous connect's hold listener can take its place. It reports whether
+// one was closed.
+func (s *Supervisor) dropIdleInner(dest netip.AddrPort) bool {
+	s.innerMu.Lock()
+	defer s.innerMu.Unlock()
+	dropped := false
+	for _, d := range []netip.AddrPort{dest, unmap(dest), netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())} {
+		if l := s.inner[d]; l != nil && l.refs == 0 {
+			s.dropInner(l)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// expireInner closes the listeners idle for innerIdle, and comes back for the others.
+func (s *Supervisor) expireInner() {
+	s.innerMu.Lock()
+	defer s.innerMu.Unlock()
+	for e := s.innerIdle.Back(); e != nil; e = s.innerIdle.Back() {
+		l := e.Value.(*innerListener)
+		if left := innerIdle - time.Since(l.idleSince); left > 0 {
+			s.innerTimer = time.AfterFunc(left, s.expireInner)
+			return
+		}
+		s.dropInner(l)
+	}
+	s.innerTimer = nil
+}
+
+// openInner makes l's listening socket in the sandbox (l.mu held).
 func (s *Supervisor) openInner(l *innerListener) error {
 	domain := unix.AF_INET
 	if !l.dest.Addr().Is4() {
@@ -96,7 +176,7 @@ func (s *Supervisor) openInner(l *innerListener) error {
 	}
 	fd, err := s.opts.Sandbox.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("inner endpoint %s in the sandbox: %w", l.dest, err)
 	}
 	// SO_REUSEADDR: connections of an earlier listener of this destination may linger
 	// (TIME_WAIT, or still relayed after it closed).
@@ -123,63 +203,74 @@ func (s *Supervisor) openInner(l *innerListener) error {
 }
 
 // join connects the program's socket (copy cp) to dest inside the sandbox and returns the
-// supervisor's end of that connection.
-func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (*net.TCPConn, error) {
+// supervisor's end of that connection (non-blocking, close-on-exec).
+func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.fd < 0 {
 		if err := s.openInner(l); err != nil {
-			return nil, err
+			return -1, err
 		}
 	}
 	sa, err := toSockaddr(si.domain, l.dest)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	// On loopback the handshake completes within connect (or at once after EINPROGRESS).
 	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(5 * time.Second)}
 	if err := connectWait(rc, sa); err != nil {
-		return nil, fmt.Errorf("connect to the inner endpoint %s: %w", l.dest, err)
+		return -1, fmt.Errorf("connect to the inner endpoint %s: %w", l.dest, err)
 	}
 	local, err := boundAddr(cp, si.domain)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	lr := &rawConn{c: c, fd: l.fd, pidfd: -1, deadline: time.Now().Add(5 * time.Second)}
 	for {
 		fd, rsa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err == unix.EAGAIN || err == unix.EINTR || err == unix.ECONNABORTED {
 			if err := lr.wait(unix.POLLIN); err != nil {
-				return nil, fmt.Errorf("accept on the inner endpoint %s: %w", l.dest, err)
+				return -1, fmt.Errorf("accept on the inner endpoint %s: %w", l.dest, err)
 			}
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("accept on the inner endpoint %s: %w", l.dest, err)
+			return -1, fmt.Errorf("accept on the inner endpoint %s: %w", l.dest, err)
 		}
 		if peer := sockaddrAddrPort(rsa); peer.Addr().Unmap() != local.Addr().Unmap() || peer.Port() != local.Port() {
-			// Only the supervisor connects to its inner listeners, under l.mu: not reached.
-			unix.Close(fd)
-			return nil, fmt.Errorf("inner endpoint %s: accepted %s, expected %s", l.dest, peer, local)
+			// Only the supervisor connects to its inner listeners, under l.mu: a connection
+			// of an earlier join that gave up (its connect completed after the deadline).
+			resetClose(fd)
+			continue
 		}
-		return fileTCPConn(fd)
+		return fd, nil
 	}
 }
 
-// fileTCPConn hands a connected socket of the supervisor's own to the Go runtime.
-func fileTCPConn(fd int) (*net.TCPConn, error) {
-	f := os.NewFile(uintptr(fd), "tcp")
-	conn, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		return nil, err
+// resetClose closes a socket of the supervisor's own with an RST.
+func resetClose(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	unix.Close(fd)
+}
+
+// outOfDescriptors says why a step of a sealed connect failed when the supervisor has no
+// descriptor left (EMFILE, ENFILE), "" for other errors. The connect then fails with ENOBUFS and
+// this line, never another way out.
+func outOfDescriptors(err error) string {
+	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) {
+		return ""
 	}
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		conn.Close()
-		return nil, errors.New("not a TCP connection")
+	var rl unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
+	open := -1
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		open = len(ents) - 1 // less ReadDir's own
 	}
-	return tc, nil
+	limit := fmt.Sprintf("its limit is %d (RLIMIT_NOFILE)", rl.Cur)
+	if errors.Is(err, unix.ENFILE) {
+		limit = "the system's limit (fs.file-max) is reached"
+	}
+	return fmt.Sprintf("torsocks has no descriptor left for it (%d open, %s; each relayed connection takes two)", open, limit)
 }
 
 func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
@@ -192,20 +283,17 @@ func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// sealedUnsupported fails a kind of connect the sealed network does not carry yet: closed,
-// never around Tor.
-func sealedUnsupported(what string) error {
-	return refused(unix.EPERM, what+" is not supported with SealedNetwork yet")
-}
-
 // connectSealed serves connect() on a TCP socket of the sandbox (see the top of this file). It
 // decides as connectTCP does. Its errors are the call's answer.
 func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
 	if isConnected(cp) {
 		return failed(unix.EISCONN)
 	}
+	// A scoped (link-local) destination goes to Tor as with SealedNetwork 0 (the address without
+	// its zone); its inner endpoint is the address on the sandbox's lo (joinDest).
+	joinDest := dest
 	if dest.Addr().Zone() != "" {
-		return sealedUnsupported(fmt.Sprintf("connection to %s (a scoped address)", dest))
+		joinDest = netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port())
 	}
 	if s.opts.AsyncConnect {
 		if handled, err := s.connectAsync(c, cp, si, dest); handled {
@@ -217,18 +305,15 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 		if err != nil {
 			return proxyFailed(dest.String(), fmt.Errorf("DNS over TCP to %s: %w", dest, err))
 		}
-		return s.joinRelay(c, cp, si, dest, up, nil)
+		return s.joinRelay(c, cp, si, joinDest, up, nil)
 	}
 	host := ""
 	var release func()
-	if s.opts.StandIn != nil {
-		name, rel, isStandIn, ok := s.opts.StandIn(dest.Addr().Unmap())
-		if isStandIn {
-			if !ok {
-				return refused(unix.EHOSTUNREACH, fmt.Sprintf("connection to %s refused: it is a stand-in address that no name was resolved to (or no longer is)", dest))
-			}
-			host, release = name, rel
+	if l := s.standIn(dest); l.InRange {
+		if l.Name == "" {
+			return unallocatedStandIn(dest)
 		}
+		host, release = l.Name, l.Release
 	}
 	if host == "" {
 		d := s.pol.Connect(dest)
@@ -237,6 +322,9 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 			return refused(d.Errno, d.Reason)
 		case policy.Direct:
 			c.lease.release() // a loopback server may be slow to accept
+			if s.mirrors.covers(dest) {
+				return s.connectOwnListener(c, cp, si, dest)
+			}
 			up, err := s.ownConn(c, dest, nil)
 			if err != nil {
 				var ce *callError
@@ -245,7 +333,7 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 				}
 				return failed(err)
 			}
-			return s.joinRelay(c, cp, si, dest, up, nil)
+			return s.joinRelay(c, cp, si, joinDest, up, nil)
 		}
 	}
 	target := dest.String()
@@ -259,7 +347,7 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 		}
 		return proxyFailed(target, err)
 	}
-	if err := s.joinRelay(c, cp, si, dest, up, release); err != nil {
+	if err := s.joinRelay(c, cp, si, joinDest, up, release); err != nil {
 		return err
 	}
 	s.proxied.Add(1)
@@ -280,6 +368,9 @@ func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		if why := outOfDescriptors(err); why != "" {
+			return -1, &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: why, pc: caller()}
+		}
 		return -1, err
 	}
 	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
@@ -321,76 +412,43 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 }
 
 // joinRelay joins the program's socket (copy cp) to the supervisor's connection up (which it
-// owns from now on, success or not) and relays between them. release, if set, runs when the
-// relay ends (or at once on failure).
+// owns from now on, success or not) and relays between them (internal/relay). release, if set,
+// runs when the relay ends (or at once on failure).
 func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort, up int, release func()) error {
-	upc, err := fileTCPConn(up)
-	var in *net.TCPConn
-	var l *innerListener
-	if err == nil {
-		l = s.acquireInner(dest)
-		in, err = s.join(c, cp, si, l)
-	}
-	if err != nil {
-		if upc != nil {
-			upc.Close()
-		}
-		if l != nil {
-			s.releaseInner(l)
-		}
+	l := s.acquireInner(dest)
+	fail := func(err error) error {
+		s.releaseInner(l)
 		if release != nil {
 			release()
 		}
 		if isGone(err) {
 			return err
 		}
+		if why := outOfDescriptors(err); why != "" {
+			return &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s refused: %s", dest, why), pc: caller()}
+		}
 		return &callError{errno: unix.ECONNREFUSED, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s: joining it to the program's socket in the sandbox failed: %v", dest, err), pc: caller()}
 	}
-	upc.SetNoDelay(true)
+	in, err := s.join(c, cp, si, l)
+	if err != nil {
+		unix.Close(up)
+		return fail(err)
+	}
+	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once.
+	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
-	s.relayWG.Add(1)
-	go s.relay(in, upc, func() {
+	err = relay.Start(in, up, func() {
+		s.relays.Add(-1)
 		s.releaseInner(l)
 		if release != nil {
 			release()
 		}
 	})
+	if err != nil {
+		// in and up are reset: the program's socket, just connected, reads a reset.
+		s.relays.Add(-1)
+		return fail(fmt.Errorf("relay: %w", err))
+	}
 	return nil
-}
-
-// relay copies both ways between the program's side (in) and the supervisor's upstream (up)
-// until both directions are done, then closes both and runs done. EOF is passed on as a
-// half-close; an error on either side resets both.
-func (s *Supervisor) relay(in, up *net.TCPConn, done func()) {
-	defer s.relayWG.Done()
-	defer s.relays.Add(-1)
-	var once sync.Once
-	abort := func() {
-		once.Do(func() {
-			in.SetLinger(0)
-			up.SetLinger(0)
-			in.Close()
-			up.Close()
-		})
-	}
-	var wg sync.WaitGroup
-	pipe := func(dst, src *net.TCPConn) {
-		defer wg.Done()
-		if _, err := io.Copy(dst, src); err != nil {
-			abort()
-			return
-		}
-		if err := dst.CloseWrite(); err != nil {
-			abort()
-		}
-	}
-	wg.Add(2)
-	go pipe(up, in)
-	pipe(in, up)
-	wg.Wait()
-	once.Do(func() {
-		in.Close()
-		up.Close()
-	})
-	done()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,7 +117,11 @@ func toSockaddr(domain int, ap netip.AddrPort) (unix.Sockaddr, error) {
 		}
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}, nil
 	case unix.AF_INET6:
-		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, nil
+		sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+		if z, err := strconv.ParseUint(a.Zone(), 10, 32); err == nil {
+			sa.ZoneId = uint32(z) // a numeric zone is an interface index (parseSockaddr's)
+		}
+		return sa, nil
 	}
 	return nil, unix.EAFNOSUPPORT
 }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,13 @@ import (
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 	"github.com/gotorsocks/torsocks/internal/sockdiag"
 	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/standin"
 )
+
+// StandIns is the stand-in lookup of the connect path: see standin.Lookup.
+type StandIns interface {
+	StandIn(a netip.Addr) standin.Lookup
+}
 
 // Options configure a Supervisor. They are not changed after New.
 type Options struct {
@@ -64,10 +71,9 @@ type Options struct {
 	// UDPLoopback, when set (AllowOutboundLocalhost 2), makes a loopback destination of a UDP
 	// connect reachable from the sandbox (internal/udprelay).
 	UDPLoopback interface{ Ensure(netip.AddrPort) error }
-	// StandIn, when set, maps a stand-in address (.onion, map mode) to the name Tor must connect
-	// to, holding a reference on the entry until release is called. isStandIn reports that a is in
-	// a stand-in range; ok that it is allocated.
-	StandIn func(a netip.Addr) (name string, release func(), isStandIn, ok bool)
+	// StandIns, when set, maps a stand-in address (.onion, map mode) to the name Tor must connect
+	// to (internal/dns's Server).
+	StandIns StandIns
 	// RefuseUnix, when set, vets each unix socket file the program connects or sends to (fd: an
 	// O_PATH descriptor of it): an error refuses the call with its errno (torsocks' own tor's
 	// control port).
@@ -97,20 +103,24 @@ type Supervisor struct {
 	log     *slog.Logger
 	reg     *registry.Registry
 	sweeper *registry.Sweeper
-	wg      sync.WaitGroup // running workers
-	role    receiver       // the receiver role (receiver_linux.go)
+	prober  *sockdiag.Prober // the sweeper's lookups
+	wg      sync.WaitGroup   // running workers
+	role    receiver         // the receiver role (receiver_linux.go)
 
 	errMu sync.Mutex // guards err
 	err   error      // why serving stopped, if it was not POLLHUP
 
 	proxied atomic.Int64 // connections carried through Tor
 	relays  atomic.Int64 // sealed network: connections relayed now (sealed_linux.go)
-	relayWG sync.WaitGroup
 
-	innerMu sync.Mutex                        // guards inner
-	inner   map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
-	peak    atomic.Int64                      // largest registry size seen after an Add
-	async   asyncState                        // asynchronous connects (async_linux.go)
+	innerMu    sync.Mutex                        // guards inner, innerIdle, innerTimer
+	inner      map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
+	innerIdle  list.List                         // of *innerListener: those with no use, most recent first
+	innerTimer *time.Timer                       // expireInner, while innerIdle is not empty
+	peak       atomic.Int64                      // largest registry size seen after an Add
+	async      asyncState                        // asynchronous connects (async_linux.go)
+
+	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
 
 	isoMu sync.Mutex            // guards iso
 	iso   map[int]isoCredential // tgid -> credentials, for IsolatePID
@@ -156,7 +166,19 @@ func New(k Kernel, opts Options) *Supervisor {
 	}
 	s.role.max = opts.MaxInflight
 	s.role.spawn = s.startWorker
-	s.sweeper = registry.NewSweeper(s.reg, sockdiag.LiveTCPCookies, 1024, func(f string, a ...any) {
+	// Entries of closed sockets are found by looking each one up (sockdiag.Prober), not by
+	// listing every TCP socket of the namespace: a listing walks the whole TCP table, tens of
+	// milliseconds with the TIME_WAIT sockets a connection-heavy program leaves, twice per sweep.
+	// An entry registered without its addresses (they could not be read: the connection was
+	// already gone) is not alive.
+	s.prober = sockdiag.NewProber()
+	alive := func(c *registry.Conn) (bool, error) {
+		if c.Sock.Family == 0 {
+			return false, nil
+		}
+		return s.prober.Alive(c.Sock)
+	}
+	s.sweeper = registry.NewProbingSweeper(s.reg, alive, 1024, func(f string, a ...any) {
 		s.log.Warn(fmt.Sprintf(f, a...))
 	})
 	return s
@@ -190,7 +212,9 @@ func (s *Supervisor) ReclaimClosed() { s.sweeper.SweepNow() }
 // takes over (started if none is idle and fewer than MaxInflight run).
 func (s *Supervisor) Serve() error {
 	defer func() {
+		s.closeMirrors()
 		s.sweeper.Close()
+		s.prober.Close()
 		if s.debug() {
 			st := s.Stats()
 			s.log.Debug(fmt.Sprintf("%d connections carried through Tor; registry: peak %d entries, %d at exit", st.Proxied, st.RegistryPeak, st.RegistryLen))

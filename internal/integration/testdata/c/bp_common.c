@@ -185,13 +185,15 @@ static __attribute__((unused)) void check(int ok, const char *fmt, ...)
 		failures++;
 }
 
-/* sandboxed: fd lives in another network namespace than a plain TCP socket made now (torsocks' UDP
- * sandbox, where nothing sent leaves the machine). SO_NETNS_COOKIE is 71. */
-static int sandboxed(int fd)
+/* sandboxed: fd lives in another network namespace than the program's own (torsocks' sandbox,
+ * where nothing sent leaves the machine). The program's own is a unix socket's: torsocks never
+ * moves those (with SealedNetwork 1 a TCP socket made now is in the sandbox too). SO_NETNS_COOKIE
+ * is 71. */
+static __attribute__((unused)) int sandboxed(int fd)
 {
 	unsigned long long a = 0, b = 0;
 	socklen_t l = sizeof a;
-	int t = socket(AF_INET, SOCK_STREAM, 0);
+	int t = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (t < 0 || getsockopt(fd, SOL_SOCKET, 71, &a, &l) != 0)
 		return 0;
 	l = sizeof b;

@@ -13,8 +13,9 @@
  *               allowed) and fresh TCP sockets bound to the wildcard address (refused without
  *               AllowInbound): none of the latter may end up listening
  * Built -no-pie -static (32-bit pointers to static data). Every TCP socket is kept open until the
- * end and then inspected: one connected with a non-loopback local address was connected directly
- * (a proxied one is connected to the SOCKS port on loopback). Prints the counts; exits 1 on a leak. */
+ * end and then inspected: one connected on this machine's network with a non-loopback local address
+ * was connected directly (a proxied one is connected to the SOCKS port on loopback, or, with
+ * SealedNetwork 1, lives in torsocks' sandbox). Prints the counts; exits 1 on a leak. */
 #include "bp_common.c"
 #include <pthread.h>
 #include <stdatomic.h>
@@ -169,6 +170,10 @@ int main(int argc, char **argv)
 		if (getpeername(tcp[i], (struct sockaddr *)&peer, &pl) < 0)
 			continue;
 		connected++;
+		/* In torsocks' sandbox (SealedNetwork 1) every address is local and nothing leads out:
+		 * a socket connected there is never direct, whatever its local address. */
+		if (sandboxed(tcp[i]))
+			continue;
 		if (getsockname(tcp[i], (struct sockaddr *)&local, &ll) == 0 && !is_loopback(&local)) {
 			char a[80];
 			fmt_addr((struct sockaddr *)&local, a, sizeof a);

@@ -5,6 +5,10 @@
 //                16 bytes (the one with handled_access_net) answers E2BIG, as such a kernel does
 //   nonotify     no seccomp user notification (Linux before 5.0): SECCOMP_GET_NOTIF_SIZES answers
 //                EINVAL
+//   nosandbox    no new network or user namespace (user namespaces disabled, or Ubuntu 24.04's
+//                AppArmor policy for a normal user): clone and unshare with CLONE_NEWUSER or
+//                CLONE_NEWNET answer EPERM; clone3, whose flags are in memory, answers ENOSYS
+//                (glibc and Go then use clone)
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/filter.h>
@@ -20,10 +24,14 @@
 #define NR_ADD 445
 #define NR_RESTRICT 446
 #define ARG1_LO offsetof(struct seccomp_data, args[1])
+#ifndef __NR_clone3
+#define __NR_clone3 435
+#endif
+#define NS_FLAGS 0x50000000 /* CLONE_NEWUSER | CLONE_NEWNET */
 
 int main(int argc, char **argv) {
 	if (argc < 3) {
-		fprintf(stderr, "usage: kernel_older nolandlock|landlock3|nonotify COMMAND...\n");
+		fprintf(stderr, "usage: kernel_older nolandlock|landlock3|nonotify|nosandbox COMMAND...\n");
 		return 2;
 	}
 	struct sock_filter nolandlock[] = {
@@ -49,6 +57,18 @@ int main(int argc, char **argv) {
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
+	// clone's flags are its first argument on x86_64 and i386 (not on s390x, not built here).
+	struct sock_filter nosandbox[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 1, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, NS_FLAGS, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
 	struct sock_fprog prog;
 	if (strcmp(argv[1], "nolandlock") == 0) {
 		prog.len = sizeof nolandlock / sizeof nolandlock[0];
@@ -59,6 +79,9 @@ int main(int argc, char **argv) {
 	} else if (strcmp(argv[1], "nonotify") == 0) {
 		prog.len = sizeof nonotify / sizeof nonotify[0];
 		prog.filter = nonotify;
+	} else if (strcmp(argv[1], "nosandbox") == 0) {
+		prog.len = sizeof nosandbox / sizeof nosandbox[0];
+		prog.filter = nosandbox;
 	} else {
 		fprintf(stderr, "kernel_older: unknown mode %s\n", argv[1]);
 		return 2;
