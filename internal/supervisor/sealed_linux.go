@@ -295,7 +295,7 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 	if dest.Addr().Zone() != "" {
 		joinDest = netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port())
 	}
-	if s.opts.AsyncConnect {
+	if s.opts.AsyncConnect && !c.connectFirst {
 		if handled, err := s.connectAsync(c, cp, si, dest); handled {
 			return err
 		}
