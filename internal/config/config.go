@@ -37,7 +37,10 @@ type Config struct {
 	VetReceivedSockets bool
 	// SealedNetwork: the program's TCP sockets are made in the sandbox network namespace too, and
 	// the supervisor joins them to its own connections to Tor (the default).
-	SealedNetwork  bool
+	SealedNetwork bool
+	// AsyncConnect: with SealedNetwork, a non-blocking connect returns EINPROGRESS at once and
+	// completes (or fails with the errno a blocking one gets) when Tor has answered.
+	AsyncConnect   bool
 	LogLevel       int // LogNone..LogDebug
 	LogTime        bool
 	LogFile        string        // "" = stderr
@@ -174,6 +177,7 @@ func build(s *Settings) (*Config, error) {
 		EnableIPv6:             s.EnableIPv6.Val,
 		VetReceivedSockets:     s.VetReceivedSockets.Val,
 		SealedNetwork:          s.SealedNetwork.Val,
+		AsyncConnect:           s.AsyncConnect.Val,
 		LogLevel:               s.LogLevel.Val,
 		LogTime:                s.LogTime.Val,
 		LogFile:                s.LogFile.Val,
@@ -196,6 +200,7 @@ func build(s *Settings) (*Config, error) {
 			"EnableIPv6":             s.EnableIPv6.From,
 			"VetReceivedSockets":     s.VetReceivedSockets.From,
 			"SealedNetwork":          s.SealedNetwork.From,
+			"AsyncConnect":           s.AsyncConnect.From,
 			"ConnectTimeout":         s.ConnectTimeout.From,
 			"DNSMode":                s.DNSMode.From,
 			"TorStart":               s.TorStart.From,
@@ -296,6 +301,7 @@ func (c *Config) Describe() []string {
 	add("EnableIPv6", fmt.Sprint(b2i(c.EnableIPv6)))
 	add("VetReceivedSockets", fmt.Sprint(b2i(c.VetReceivedSockets)))
 	add("SealedNetwork", fmt.Sprint(b2i(c.SealedNetwork)))
+	add("AsyncConnect", fmt.Sprint(b2i(c.AsyncConnect)))
 	add("ConnectTimeout", c.ConnectTimeout.String())
 	add("DNSMode", c.DNSMode)
 	add("KeepCapabilities", fmt.Sprint(b2i(c.KeepCapabilities)))

@@ -38,6 +38,7 @@ type Settings struct {
 	EnableIPv6             Opt[bool]
 	VetReceivedSockets     Opt[bool]
 	SealedNetwork          Opt[bool]
+	AsyncConnect           Opt[bool]
 	ConnectTimeout         Opt[time.Duration]
 	DNSMode                Opt[string]
 	TorStart               Opt[string]
@@ -68,6 +69,7 @@ func (s *Settings) mergeFrom(src *Settings) {
 	over(&s.EnableIPv6, src.EnableIPv6)
 	over(&s.VetReceivedSockets, src.VetReceivedSockets)
 	over(&s.SealedNetwork, src.SealedNetwork)
+	over(&s.AsyncConnect, src.AsyncConnect)
 	over(&s.ConnectTimeout, src.ConnectTimeout)
 	over(&s.DNSMode, src.DNSMode)
 	over(&s.TorStart, src.TorStart)
@@ -93,6 +95,9 @@ const (
 	// socket-option allowlist stands between them and the network (the mode torsocks falls back
 	// to when no sandbox can be made).
 	DefaultSealedNetwork = true
+	// DefaultAsyncConnect: a non-blocking connect on a sealed socket returns EINPROGRESS at once
+	// (issue 11); 0 blocks in connect until Tor answered, as the C torsocks does.
+	DefaultAsyncConnect = true
 	// DefaultTorBinary is looked up on PATH.
 	DefaultTorBinary           = "tor"
 	DefaultTorBootstrapTimeout = 120 * time.Second
@@ -119,6 +124,7 @@ func defaults() *Settings {
 	s.EnableIPv6.set(true, from)
 	s.VetReceivedSockets.set(DefaultVetReceivedSockets, from)
 	s.SealedNetwork.set(DefaultSealedNetwork, from)
+	s.AsyncConnect.set(DefaultAsyncConnect, from)
 	s.ConnectTimeout.set(DefaultConnectTimeout, from)
 	s.DNSMode.set(DNSMap, from)
 	s.TorStart.set(TorStartAuto, from)
@@ -162,6 +168,7 @@ var (
 	setEnableIPv6     = setWith(func(s *Settings) *Opt[bool] { return &s.EnableIPv6 }, parseBool)
 	setVetReceived    = setWith(func(s *Settings) *Opt[bool] { return &s.VetReceivedSockets }, parseBool)
 	setSealedNetwork  = setWith(func(s *Settings) *Opt[bool] { return &s.SealedNetwork }, parseBool)
+	setAsyncConnect   = setWith(func(s *Settings) *Opt[bool] { return &s.AsyncConnect }, parseBool)
 	setConnectTimeout = setWith(func(s *Settings) *Opt[time.Duration] { return &s.ConnectTimeout }, parseTimeout)
 	setDNSMode        = setWith(func(s *Settings) *Opt[string] { return &s.DNSMode }, parseDNSMode)
 	setTorStart       = setWith(func(s *Settings) *Opt[string] { return &s.TorStart }, parseTorStart)
@@ -195,6 +202,7 @@ var fileKeys = []struct {
 	{"KeepCapabilities", setKeepCaps},
 	{"VetReceivedSockets", setVetReceived},
 	{"SealedNetwork", setSealedNetwork},
+	{"AsyncConnect", setAsyncConnect},
 	{"TorStart", setTorStart},
 	{"TorConfig", setTorConfig},
 	{"TorBinary", setTorBinary},
@@ -222,6 +230,7 @@ const (
 	EnvKeepCaps        = "TORSOCKS_KEEP_CAPABILITIES"
 	EnvVetReceived     = "TORSOCKS_VET_RECEIVED_SOCKETS"
 	EnvSealedNetwork   = "TORSOCKS_SEALED_NETWORK"
+	EnvAsyncConnect    = "TORSOCKS_ASYNC_CONNECT"
 	EnvTorStart        = "TORSOCKS_TOR_START"
 	EnvTorConfig       = "TORSOCKS_TOR_CONFIG"
 	EnvTorBinary       = "TORSOCKS_TOR_BINARY"
@@ -252,6 +261,7 @@ var envVars = []struct {
 	{EnvKeepCaps, setKeepCaps},
 	{EnvVetReceived, setVetReceived},
 	{EnvSealedNetwork, setSealedNetwork},
+	{EnvAsyncConnect, setAsyncConnect},
 	{EnvTorStart, setTorStart},
 	{EnvTorConfig, setTorConfig},
 	{EnvTorBinary, setTorBinary},

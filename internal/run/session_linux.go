@@ -405,6 +405,7 @@ func (s *session) supervisorOptions() supervisor.Options {
 			SealedTCP:              cfg.SealedNetwork && s.udp != nil,
 		},
 		SealedNetwork: cfg.SealedNetwork,
+		AsyncConnect:  cfg.AsyncConnect,
 	}
 	if cfg.SealedNetwork && s.udp == nil {
 		s.log.Warn("the sandbox network namespace is not used (see the error above): the kernel-enforced layer (SealedNetwork) is off, TCP sockets stay on the host network with only the socket-option allowlist between them and the network")

@@ -50,6 +50,9 @@ type Options struct {
 	ResolveName func(host string) (netip.Addr, bool)
 	// Logf, if set, receives a line per request (t.Logf fits).
 	Logf func(format string, args ...any)
+	// ReplyDelay, if set, is how long the server waits after reading a CONNECT request before
+	// it handles it (a circuit round trip); MaxInFlight counts the requests waiting at once.
+	ReplyDelay time.Duration
 }
 
 // Request is one request the server received.
@@ -70,10 +73,12 @@ type Server struct {
 	cancel context.CancelFunc
 	out    connSet // the connections to destinations
 
-	mu   sync.Mutex
-	reqs []Request
-	once sync.Once
-	err  error
+	mu          sync.Mutex
+	reqs        []Request
+	inFlight    int // CONNECT requests read and not yet answered (guarded by mu)
+	maxInFlight int // the most inFlight has been (guarded by mu)
+	once        sync.Once
+	err         error
 }
 
 // Start listens on every address of opts.Listen and serves until Close.
@@ -129,6 +134,13 @@ func (s *Server) Requests() []Request {
 	return slices.Clone(s.reqs)
 }
 
+// MaxInFlight is the largest number of CONNECT requests that waited out ReplyDelay at once.
+func (s *Server) MaxInFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxInFlight
+}
+
 // Close stops the listeners, closes every live connection and waits for all goroutines.
 func (s *Server) Close() error {
 	s.once.Do(func() {
@@ -177,6 +189,19 @@ func (s *Server) handle(c net.Conn) error {
 	s.mu.Unlock()
 	s.logf("%s from %s", socks5.Request{Cmd: req.Cmd, Host: req.Host, Port: req.Port}, req.Remote)
 
+	if d := s.opts.ReplyDelay; d > 0 && req.Cmd == socks5.CmdConnect {
+		s.mu.Lock()
+		s.inFlight++
+		s.maxInFlight = max(s.maxInFlight, s.inFlight)
+		s.mu.Unlock()
+		select {
+		case <-time.After(d):
+		case <-s.ctx.Done():
+		}
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}
 	if s.opts.ReplyFor != nil {
 		if code := s.opts.ReplyFor(req.Host, req.Port); code != 0 {
 			return writeReply(c, code, netip.Addr{}, 0)

@@ -36,6 +36,8 @@ type call struct {
 	pidfd    int    // -1 until opened
 	tgid     int
 	answered bool
+
+	connectFirst bool // a connect folded into a send (MSG_FASTOPEN): never asynchronous
 }
 
 // newCall makes the call for notification n; abi is nil for an unknown architecture.

@@ -137,6 +137,22 @@ func (s *Supervisor) dropInner(l *innerListener) {
 	l.mu.Unlock()
 }
 
+// dropIdleInner closes the inner listener for dest (as given, or IPv4-mapped) if it is kept
+// idle, so that an asynchronous connect's hold listener can take its place. It reports whether
+// one was closed.
+func (s *Supervisor) dropIdleInner(dest netip.AddrPort) bool {
+	s.innerMu.Lock()
+	defer s.innerMu.Unlock()
+	dropped := false
+	for _, d := range []netip.AddrPort{dest, unmap(dest), netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())} {
+		if l := s.inner[d]; l != nil && l.refs == 0 {
+			s.dropInner(l)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
 // expireInner closes the listeners idle for innerIdle, and comes back for the others.
 func (s *Supervisor) expireInner() {
 	s.innerMu.Lock()
@@ -278,6 +294,11 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 	joinDest := dest
 	if dest.Addr().Zone() != "" {
 		joinDest = netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port())
+	}
+	if s.opts.AsyncConnect && !c.connectFirst {
+		if handled, err := s.connectAsync(c, cp, si, dest); handled {
+			return err
+		}
 	}
 	if dest.Port() == 53 && s.opts.DNSTCP != nil {
 		up, err := s.ownConn(c, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect)

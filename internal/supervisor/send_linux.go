@@ -81,6 +81,10 @@ func (s *Supervisor) send(c *call, a sendArgs) (reply, error) {
 		case err != nil:
 			return reply{}, failed(err)
 		}
+		// The data follows the connect in this call: the connect completes first, even on a
+		// non-blocking socket (no asynchronous connect: the kernel would queue the data in the
+		// SYN, which Tor would never see).
+		c.connectFirst = true
 		if err := s.connectInet(c, cp, si, dest); err != nil {
 			return reply{}, err
 		}

@@ -63,6 +63,9 @@ type Options struct {
 	// and Policy.SealedTCP they are made there; without (no sandbox could be made) they are made
 	// by the supervisor on the host network, as the kernel would have made them.
 	SealedNetwork bool
+	// AsyncConnect: a connect on a non-blocking sealed socket is answered EINPROGRESS at once and
+	// completed when Tor has answered (async_linux.go).
+	AsyncConnect bool
 	// DNSTCP, when set, receives the program's TCP connections to port 53 (DNS over TCP).
 	DNSTCP DNSTCP
 	// UDPLoopback, when set (AllowOutboundLocalhost 2), makes a loopback destination of a UDP
@@ -115,6 +118,7 @@ type Supervisor struct {
 	innerIdle  list.List                         // of *innerListener: those with no use, most recent first
 	innerTimer *time.Timer                       // expireInner, while innerIdle is not empty
 	peak       atomic.Int64                      // largest registry size seen after an Add
+	async      asyncState                        // asynchronous connects (async_linux.go)
 
 	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
 

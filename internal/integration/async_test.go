@@ -1,0 +1,178 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
+)
+
+// Asynchronous connects (issue 11, AsyncConnect 1 on the sealed network): a non-blocking connect
+// returns EINPROGRESS at once and the kernel keeps the socket in progress until Tor answered.
+
+// delayedSocks starts a SOCKS server on 127.0.0.1:port that waits delay after reading each
+// CONNECT request (a circuit round trip) and counts the requests waiting at once.
+func delayedSocks(t *testing.T, port string, delay time.Duration, replyFor func(string, uint16) byte) *socks5test.Server {
+	t.Helper()
+	s, err := socks5test.Start(socks5test.Options{
+		Listen:     []string{"127.0.0.1:" + port},
+		SourceV4:   netnstest.SocksSrcV4,
+		SourceV6:   netnstest.SocksSrcV6,
+		ReplyDelay: delay,
+		ReplyFor:   replyFor,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func asyncEnv(port string, extra ...string) []string {
+	return append([]string{"TORSOCKS_SEALED_NETWORK=1", "TORSOCKS_TOR_PORT=" + port}, extra...)
+}
+
+// One thread, 32 non-blocking connects: all are in flight at the SOCKS server at once (the C
+// torsocks and AsyncConnect 0 have one at a time), each completes with a connection to the
+// canary: EINPROGRESS, EALREADY, ENOTCONN while in progress, no readiness before Tor answered,
+// epoll registered before (even sockets) or after (odd) the connect, SO_ERROR 0, getpeername,
+// EISCONN, an HTTP exchange. IPv4 and IPv6.
+func TestAsyncManyInFlight(t *testing.T) {
+	env(t)
+	bin := buildC(t, "as_connect")
+	const k = 32
+	for i, dest := range []string{netnstest.DestV4.String(), netnstest.DestV6.String()} {
+		port := fmt.Sprint(9071 + i)
+		s := delayedSocks(t, port, time.Second, nil)
+		r := torsocks(t, asyncEnv(port), bin, "many", fmt.Sprint(k), dest, "80", "strict")
+		if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("many ok %d", k)) {
+			t.Fatalf("%s: exit %d\n%s\n%s", dest, r.code, r.stdout, r.stderr)
+		}
+		if got := s.MaxInFlight(); got != k {
+			t.Errorf("%s: the SOCKS server saw at most %d requests at once, want %d", dest, got, k)
+		}
+	}
+	noLeaks(t)
+}
+
+// AsyncConnect 0 serves non-blocking connects as before: one request at a time, connect
+// answered 0 once Tor answered.
+func TestAsyncOff(t *testing.T) {
+	env(t)
+	bin := buildC(t, "as_connect")
+	s := delayedSocks(t, "9073", 50*time.Millisecond, nil)
+	r := torsocks(t, asyncEnv("9073", "TORSOCKS_ASYNC_CONNECT=0"), bin, "many", "4", netnstest.DestV4.String(), "80")
+	if r.code != 0 || !strings.Contains(r.stdout, "many ok 4") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := s.MaxInFlight(); got != 1 {
+		t.Errorf("AsyncConnect 0: the SOCKS server saw %d requests at once, want 1", got)
+	}
+	noLeaks(t)
+}
+
+// Every Tor refusal reaches the program as SO_ERROR after writability, with the errno a blocking
+// connect gets (socks5.ReplyError.Errno); Tor's own codes, which the kernel cannot express, as
+// ECONNABORTED. A connect() after that reports nothing more (the kernel's ECONNABORTED once the
+// error was read). All in flight at once; IPv4 and IPv6.
+func TestAsyncRefusals(t *testing.T) {
+	env(t)
+	bin := buildC(t, "as_connect")
+	codes := map[uint16]byte{
+		1001: socks5.ReplyConnectionRefused,
+		1002: socks5.ReplyNetworkUnreachable,
+		1003: socks5.ReplyHostUnreachable,
+		1004: socks5.ReplyTTLExpired,
+		1005: 0xf0, // onion service descriptor not found
+		1006: socks5.ReplyNotAllowed,
+		1007: socks5.ReplyGeneralFailure,
+	}
+	want := map[uint16]string{1001: "ECONNREFUSED", 1002: "ENETUNREACH", 1003: "EHOSTUNREACH", 1004: "ETIMEDOUT",
+		1005: "ECONNABORTED", 1006: "ECONNREFUSED", 1007: "ECONNREFUSED"}
+	for i, dest := range []string{netnstest.DestV4.String(), netnstest.DestV6.String()} {
+		port := fmt.Sprint(9074 + i)
+		delayedSocks(t, port, 100*time.Millisecond, func(_ string, p uint16) byte { return codes[p] })
+		args := []string{bin, "refuse", dest}
+		for p := uint16(1001); p <= 1007; p++ {
+			args = append(args, fmt.Sprint(p))
+		}
+		r := torsocks(t, asyncEnv(port), args...)
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d\n%s\n%s", dest, r.code, r.stdout, r.stderr)
+		}
+		for p := uint16(1001); p <= 1007; p++ {
+			line := fmt.Sprintf("%d %s then-connect ECONNABORTED", p, want[p])
+			if !strings.Contains(r.stdout, line+"\n") {
+				t.Errorf("%s: want %q in\n%s", dest, line, r.stdout)
+			}
+			// The usual line, once per refusal.
+			if n := strings.Count(r.stderr, fmt.Sprintf(":%d through Tor failed", p)); n != 1 {
+				t.Errorf("%s port %d: %d log lines, want 1:\n%s", dest, p, n, r.stderr)
+			}
+		}
+	}
+	noLeaks(t)
+}
+
+// A program that reads and writes before it polls gets EAGAIN (nothing to read, not writable
+// yet), never a SOCKS byte, then its exchange.
+func TestAsyncEarlyIO(t *testing.T) {
+	env(t)
+	bin := buildC(t, "as_connect")
+	delayedSocks(t, "9076", 200*time.Millisecond, nil)
+	r := torsocks(t, asyncEnv("9076"), bin, "early", netnstest.DestV4.String(), "80")
+	if r.code != 0 || !strings.Contains(r.stdout, "read-before EAGAIN\nwrite-before EAGAIN\nearly ok") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	noLeaks(t)
+}
+
+// python3 asyncio opens 20 connections at once: all 20 requests in flight together.
+func TestAsyncPythonAsyncio(t *testing.T) {
+	env(t)
+	s := delayedSocks(t, "9077", time.Second, nil)
+	script := fmt.Sprintf(`
+import asyncio
+async def one(i):
+    r, w = await asyncio.open_connection(%q, 80)
+    w.write(b"GET / HTTP/1.0\r\n\r\n")
+    await w.drain()
+    body = await r.read()
+    w.close()
+    assert b"says hello" in body, body
+async def main():
+    await asyncio.gather(*(one(i) for i in range(20)))
+    print("asyncio ok")
+asyncio.run(main())
+`, netnstest.DestV4.String())
+	r := torsocks(t, asyncEnv("9077"), "python3", "-c", script)
+	if r.code != 0 || !strings.Contains(r.stdout, "asyncio ok") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := s.MaxInFlight(); got != 20 {
+		t.Errorf("the SOCKS server saw at most %d requests at once, want 20", got)
+	}
+	noLeaks(t)
+}
+
+// curl --parallel with 20 URLs: all 20 requests in flight together.
+func TestAsyncCurlParallel(t *testing.T) {
+	env(t)
+	s := delayedSocks(t, "9078", time.Second, nil)
+	args := []string{"curl", "-sS", "--parallel", "--parallel-max", "20", "--parallel-immediate"}
+	for i := 0; i < 20; i++ {
+		args = append(args, fmt.Sprintf("http://%s/%d", netnstest.DestV4, i), "-o", "/dev/null", "-w", "%{http_code}\\n")
+	}
+	r := torsocks(t, asyncEnv("9078"), args...)
+	if r.code != 0 || strings.Count(r.stdout, "200\n") != 20 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if got := s.MaxInFlight(); got != 20 {
+		t.Errorf("the SOCKS server saw at most %d requests at once, want 20", got)
+	}
+	noLeaks(t)
+}

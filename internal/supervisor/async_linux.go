@@ -1,0 +1,884 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/relay"
+	"github.com/gotorsocks/torsocks/internal/socks5"
+)
+
+// Asynchronous connects (AsyncConnect 1, issue 11), on the sealed network (sealed_linux.go).
+//
+// A connect on a non-blocking sealed socket P to a destination D that goes through Tor is
+// answered EINPROGRESS at once, and the kernel itself keeps P "in progress" until Tor has
+// answered, so that P becomes writable only with a connection to D and SO_ERROR carries the
+// errno a blocking connect gets:
+//
+//  1. hold: the supervisor holds a listener of its own in the sandbox bound to D (holdListener)
+//     with a socket filter that drops every packet. It connects P itself (its pidfd_getfd copy;
+//     never CONTINUE): P's SYN reaches the hold listener and is dropped, so P sits in SYN_SENT,
+//     as against a slow server: no POLLOUT, a second connect() gets EALREADY from the kernel,
+//     getpeername ENOTCONN. A raw TCP socket in the sandbox (sniffer) notes P's SYN, whose
+//     sequence number (the ISN) step 3 needs.
+//  2. Tor says yes: the supervisor binds a new sandbox socket S to D (SO_REUSEPORT, alongside the
+//     hold listener) and connects it to P's local address. S's SYN meets P in SYN_SENT: TCP
+//     simultaneous open, both become ESTABLISHED, P is writable with SO_ERROR 0 and peer D.
+//     S is relayed to the supervisor's own connection through Tor (relayJoined), as a
+//     blocking connect's endpoint is.
+//  3. Tor says no: the connect of P is failed with the errno of proxyFailed: ECONNREFUSED,
+//     ENETUNREACH and EHOSTUNREACH by an ICMP (ICMPv6) destination unreachable quoting P's SYN,
+//     sent from a raw socket in the sandbox (in SYN_SENT the kernel aborts the connect with the
+//     error's errno); ETIMEDOUT by TCP_USER_TIMEOUT, which fails P at its next SYN retransmission
+//     (within 1 s in the first 5 s, then within the SYN backoff: 2, 4 ... 64 s); any other errno
+//     (Tor's onion-service codes, EIO, EINVAL) as ECONNABORTED by SOCK_DESTROY (sock_diag), the
+//     only abort errno the kernel offers for it.
+//
+// No byte of the SOCKS exchange can reach P: the supervisor speaks SOCKS on a socket of its own.
+// The kernel, not the supervisor, keeps the program's view exact (poll, epoll registered before
+// or after, EALREADY, EISCONN, SO_ERROR, getpeername), so nothing in the program has to be
+// emulated. The program's own limits still apply to P as to a direct connection (its SYN
+// retries, TCP_SYNCNT, TCP_USER_TIMEOUT: 131 s by default); ConnectTimeout bounds the Tor side.
+//
+// If the supervisor dies, the hold listeners go with it: a pending P's next SYN retransmission
+// meets no listener and fails ECONNREFUSED; relayed connections end as blocking ones do.
+//
+// Limits: blocking connects keep the synchronous path (sealed_linux.go), as do DNS over TCP and
+// Direct destinations (local, fast). A hold listener and an inner listener of the synchronous
+// path cannot share a destination (both listen on it): a non-blocking connect to a destination
+// that has an inner listener is served synchronously (answered 0 or the errno once Tor has
+// answered, as before), and a blocking connect to a destination with a hold listener fails to
+// make its inner listener (EADDRINUSE; ECONNREFUSED and a line).
+
+// asyncState is the state of the asynchronous connects (Supervisor.async).
+type asyncState struct {
+	initOnce sync.Once
+	initErr  error
+	sniff    [2]int // raw IPPROTO_TCP sockets in the sandbox (IPv4, IPv6), SYNs only
+	icmp     [2]int // raw ICMP and ICMPv6 sockets in the sandbox, send only
+	diag     int    // NETLINK_SOCK_DIAG socket in the sandbox (SOCK_DESTROY)
+
+	diagMu sync.Mutex // one request at a time on diag
+
+	mu      sync.Mutex // guards holds, pending, early, warned
+	holds   map[netip.AddrPort]*holdListener
+	pending map[connTuple]*pendingConnect
+	early   map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
+	warned  bool                 // the "served synchronously" warning was logged
+}
+
+// connTuple names a connection attempt by P's local address and the destination, both unmapped.
+type connTuple struct{ local, remote netip.AddrPort }
+
+// holdListener is a listening socket in the sandbox bound to dest that drops every packet.
+type holdListener struct {
+	dest netip.AddrPort
+	fd   int
+	refs int // guarded by asyncState.mu
+}
+
+// pendingConnect is one asynchronous connect waiting for Tor.
+type pendingConnect struct {
+	tuple    connTuple
+	dest     netip.AddrPort // as the program gave it
+	domain   int            // P's family
+	cookie   uint64
+	keep     int // P's copy, held while pending (closed when done)
+	hold     *holdListener
+	host     string // stand-in name, or ""
+	target   string // for log lines
+	release  func() // the stand-in's reference, or nil
+	auth     *socks5.Auth
+	pid      int
+	deadline time.Time
+
+	isn     uint32 // guarded by asyncState.mu
+	haveISN bool   // guarded by asyncState.mu
+}
+
+// connectAsync serves, when it can, a connect on a sealed TCP socket asynchronously (see the top
+// of this file). handled false: the caller serves it synchronously.
+func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrPort) (handled bool, err error) {
+	fl, ferr := unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
+	if ferr != nil {
+		return true, failed(ferr)
+	}
+	nonblock := fl&unix.O_NONBLOCK != 0
+	if inProgress, _ := connecting(cp); inProgress {
+		// An asynchronous connect of this socket is in progress: the kernel's answer, EALREADY,
+		// or for a blocking socket the outcome once there is one.
+		if nonblock {
+			return true, failed(unix.EALREADY)
+		}
+		c.lease.release()
+		rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout + 10*time.Second)}
+		if err := rc.wait(unix.POLLOUT); err != nil {
+			return true, failed(err)
+		}
+		soerr, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr != 0 {
+			err = unix.Errno(soerr)
+		}
+		if err != nil {
+			return true, failed(err)
+		}
+		return true, nil
+	}
+	if !nonblock {
+		return false, nil
+	}
+	if dest.Port() == 53 && s.opts.DNSTCP != nil {
+		return false, nil
+	}
+	host := ""
+	var release func()
+	if l := s.standIn(dest); l.InRange {
+		if l.Name == "" {
+			return true, unallocatedStandIn(dest)
+		}
+		host, release = l.Name, l.Release
+	}
+	if host == "" {
+		d := s.pol.Connect(dest)
+		switch d.Action {
+		case policy.Refuse:
+			return true, refused(d.Errno, d.Reason)
+		case policy.Direct:
+			return false, nil
+		}
+	}
+	serveSync := func(why error) (bool, error) {
+		if release != nil {
+			release()
+		}
+		s.async.mu.Lock()
+		first := !s.async.warned
+		s.async.warned = true
+		s.async.mu.Unlock()
+		if first {
+			c.logf(slog.LevelWarn, "asynchronous connects unavailable, non-blocking connects wait for Tor (AsyncConnect): %v", why)
+		}
+		return false, nil
+	}
+	if err := s.asyncInit(); err != nil {
+		return serveSync(err)
+	}
+	h, err := s.acquireHold(dest)
+	if errors.Is(err, unix.EADDRINUSE) && s.dropIdleInner(dest) {
+		// An inner listener kept idle after a blocking connect (sealed_linux.go) held dest.
+		h, err = s.acquireHold(dest)
+	}
+	if errors.Is(err, unix.EADDRINUSE) {
+		// The synchronous path holds an inner listener for dest: served synchronously.
+		if release != nil {
+			release()
+		}
+		return false, nil
+	}
+	if err != nil {
+		return serveSync(err)
+	}
+	sa, err := toSockaddr(si.domain, dest)
+	if err != nil {
+		s.releaseHold(h)
+		if release != nil {
+			release()
+		}
+		return true, failed(err)
+	}
+	cerr := unix.Connect(cp, sa)
+	if cerr != unix.EINPROGRESS {
+		// The kernel's own answer: the failure of an earlier asynchronous attempt, reported
+		// once (and the socket reset), or an error of the socket's.
+		s.releaseHold(h)
+		if release != nil {
+			release()
+		}
+		if cerr == nil {
+			// Only the hold listener is at dest and it answers nothing: not reached.
+			unix.Shutdown(cp, unix.SHUT_RDWR)
+			return true, &callError{errno: unix.ECONNREFUSED, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s: the held connect completed by itself", dest), pc: caller()}
+		}
+		return true, failed(cerr)
+	}
+	local, err := boundAddr(cp, si.domain)
+	var keep int
+	if err == nil {
+		keep, err = unix.FcntlInt(uintptr(cp), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	if err != nil {
+		// P is in SYN_SENT with nobody to complete it: fail it now.
+		unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 1)
+		unix.Shutdown(cp, unix.SHUT_RDWR)
+		s.releaseHold(h)
+		if release != nil {
+			release()
+		}
+		return true, failed(err)
+	}
+	target := dest.String()
+	if host != "" {
+		target = fmt.Sprintf("%s:%d (stand-in %s)", host, dest.Port(), dest.Addr())
+	}
+	p := &pendingConnect{
+		tuple:  connTuple{unmap(local), unmap(dest)},
+		dest:   dest,
+		domain: si.domain, cookie: si.cookie, keep: keep, hold: h,
+		host: host, target: target, release: release,
+		auth: s.credentials(c), pid: c.pid(),
+		deadline: time.Now().Add(s.opts.ConnectTimeout),
+	}
+	s.async.mu.Lock()
+	if s.async.pending == nil {
+		s.async.pending = map[connTuple]*pendingConnect{}
+	}
+	if old := s.async.pending[p.tuple]; old != nil {
+		// The kernel gave this tuple to a new socket: the old one is closed.
+		delete(s.async.pending, old.tuple)
+	}
+	s.async.pending[p.tuple] = p
+	if isn, ok := s.async.early[p.tuple]; ok {
+		p.isn, p.haveISN = isn, true
+		delete(s.async.early, p.tuple)
+	}
+	s.async.mu.Unlock()
+	go s.completeAsync(p)
+	return true, failed(unix.EINPROGRESS)
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) }
+
+// connecting reports whether TCP socket fd is in SYN_SENT or SYN_RECV (tcpState: its state).
+func connecting(fd int) (bool, int) {
+	st, err := tcpState(fd)
+	return err == nil && (st == unix.BPF_TCP_SYN_SENT || st == unix.BPF_TCP_SYN_RECV), st
+}
+
+// completeAsync asks Tor for p's destination and completes or fails p's connect accordingly.
+func (s *Supervisor) completeAsync(p *pendingConnect) {
+	up, err := s.asyncTor(p)
+	if err == nil {
+		err = s.asyncJoin(p, up)
+		if err == nil {
+			p.release = nil // the relay owns it
+		}
+	}
+	if err != nil {
+		s.asyncFail(p, err)
+	}
+	s.async.mu.Lock()
+	if s.async.pending[p.tuple] == p {
+		delete(s.async.pending, p.tuple)
+	}
+	s.async.mu.Unlock()
+	s.releaseHold(p.hold)
+	unix.Close(p.keep)
+	if p.release != nil {
+		p.release()
+	}
+}
+
+// asyncTor is the supervisor's own connection through Tor to p's destination: connected to the
+// SocksPort (through its gate when it is a unix socket) and past the SOCKS5 handshake.
+func (s *Supervisor) asyncTor(p *pendingConnect) (*net.TCPConn, error) {
+	target := s.opts.Socks
+	var expect func(uint16)
+	if s.opts.SocksRelay != nil {
+		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
+	}
+	target = unmap(target)
+	ctx, cancel := context.WithDeadline(context.Background(), p.deadline)
+	defer cancel()
+	d := net.Dialer{}
+	if expect != nil {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var berr error
+			err := rc.Control(func(fd uintptr) {
+				if berr = unix.Bind(int(fd), &unix.SockaddrInet4{}); berr != nil {
+					return
+				}
+				var bound netip.AddrPort
+				if bound, berr = boundAddr(int(fd), unix.AF_INET); berr == nil {
+					expect(bound.Port())
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return berr
+		}
+	}
+	conn, err := d.DialContext(ctx, "tcp", target.String())
+	if err != nil {
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			errno = unix.ECONNREFUSED
+			if errors.Is(err, context.DeadlineExceeded) {
+				errno = unix.ETIMEDOUT
+			}
+		}
+		return nil, s.torUnreachable(errno, target)
+	}
+	tc := conn.(*net.TCPConn)
+	tc.SetDeadline(p.deadline)
+	req := socks5.Request{Cmd: socks5.CmdConnect, Host: p.host, Port: p.dest.Port()}
+	if req.Host == "" {
+		req.Host = p.dest.Addr().WithZone("").String()
+	}
+	if s.opts.StepByStep {
+		_, err = socks5.Handshake(tc, req, p.auth)
+	} else {
+		_, err = socks5.HandshakePipelined(tc, req, p.auth)
+	}
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// asyncJoin completes p's connect with the simultaneous open of step 2 and relays it to up
+// (which it owns from now on).
+func (s *Supervisor) asyncJoin(p *pendingConnect, up *net.TCPConn) error {
+	if inProgress, st := connecting(p.keep); !inProgress {
+		// The program's socket failed or was closed meanwhile (its own timeout): nothing to do.
+		up.Close()
+		if s.debug() {
+			s.logPid(p.pid, slog.LevelDebug, fmt.Sprintf("connection to %s: the program's socket was gone (state %d) when Tor answered", p.target, st), caller())
+		}
+		return nil
+	}
+	in, err := s.simultaneousOpen(p)
+	if err != nil {
+		up.Close()
+		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
+	}
+	if err := s.relayJoined(in, up, p.release); err != nil {
+		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
+	}
+	s.proxied.Add(1)
+	if s.debug() {
+		s.logPid(p.pid, slog.LevelDebug, fmt.Sprintf("connection to %s carried through Tor (sealed network, asynchronous connect)", p.target), caller())
+	}
+	return nil
+}
+
+// relayJoined relays between the supervisor's end of a joined connection (in) and its
+// connection through Tor (up), both owned from now on; done runs when the relay ends.
+func (s *Supervisor) relayJoined(in int, up *net.TCPConn, done func()) error {
+	upfd, err := detachFD(up)
+	if err != nil {
+		unix.Close(in)
+		return err
+	}
+	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	unix.SetsockoptInt(upfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	s.relays.Add(1)
+	err = relay.Start(in, upfd, func() {
+		s.relays.Add(-1)
+		if done != nil {
+			done()
+		}
+	})
+	if err != nil {
+		s.relays.Add(-1) // in and upfd are reset and closed
+		return fmt.Errorf("relay: %w", err)
+	}
+	return nil
+}
+
+// detachFD takes c's descriptor out of the Go runtime's poller (a duplicate, close-on-exec; c is
+// closed) for internal/relay.
+func detachFD(c *net.TCPConn) (int, error) {
+	defer c.Close()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("relay: %w", err)
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("relay: %w", err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("relay: dup: %w", derr)
+	}
+	return fd, nil
+}
+
+// simultaneousOpen connects a new sandbox socket bound to p's destination to p's socket.
+func (s *Supervisor) simultaneousOpen(p *pendingConnect) (int, error) {
+	dest, local := p.tuple.remote, p.tuple.local
+	domain := unix.AF_INET
+	if !dest.Addr().Is4() {
+		domain = unix.AF_INET6
+	}
+	fd, err := s.opts.Sandbox.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := bindShared(fd, domain, dest); err != nil {
+		return -1, err
+	}
+	sa, _ := toSockaddr(domain, local)
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		return -1, fmt.Errorf("connect %s -> %s: %w", dest, local, err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return -1, fmt.Errorf("connect %s -> %s: %w", dest, local, unix.ETIMEDOUT)
+		}
+		n, err := unix.Poll(pfd, int(left/time.Millisecond)+1)
+		if err == unix.EINTR || (err == nil && n == 0) {
+			continue
+		}
+		if err != nil {
+			return -1, err
+		}
+		break
+	}
+	if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
+		if err == nil {
+			err = unix.Errno(soerr)
+		}
+		return -1, fmt.Errorf("connect %s -> %s: %w", dest, local, err)
+	}
+	ok = true
+	return fd, nil
+}
+
+// bindShared binds fd to dest alongside the hold listener (and the sockets of earlier joins).
+func bindShared(fd, domain int, dest netip.AddrPort) error {
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return fmt.Errorf("SO_REUSEPORT: %w", err)
+	}
+	if domain == unix.AF_INET6 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		// As openInner: an IPv6 address must be on an interface to be bound.
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	}
+	sa, err := toSockaddr(domain, dest)
+	if err == nil {
+		err = unix.Bind(fd, sa)
+	}
+	if err != nil {
+		return fmt.Errorf("bind %s in the sandbox: %w", dest, err)
+	}
+	return nil
+}
+
+// asyncFail fails p's connect with the errno a blocking connect gets for err (step 3), and logs
+// the line a blocking connect logs.
+func (s *Supervisor) asyncFail(p *pendingConnect, err error) {
+	var ce *callError
+	if !errors.As(proxyFailed(p.target, err), &ce) {
+		ce = &callError{errno: errnoOf(err)}
+	}
+	if ce.msg != "" {
+		s.logPid(p.pid, ce.level, ce.msg, ce.pc)
+	}
+	if inProgress, _ := connecting(p.keep); !inProgress {
+		return // already failed or closed
+	}
+	how := "SOCK_DESTROY"
+	var ferr error
+	switch ce.errno {
+	case unix.ETIMEDOUT:
+		// Fails P at its next SYN retransmission (the timer clamps to the user timeout). The
+		// hold listener must stay until then: without it the retransmitted SYN would be
+		// answered with a reset (ECONNREFUSED).
+		ferr = unix.SetsockoptInt(p.keep, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 1)
+		how = "TCP_USER_TIMEOUT"
+		if ferr == nil && waitFailed(p.keep, maxSynBackoff) {
+			return
+		}
+	case unix.ECONNREFUSED, unix.ENETUNREACH, unix.EHOSTUNREACH:
+		how = "ICMP"
+		ferr = s.sendUnreachable(p, ce.errno)
+		if ferr == nil && waitFailed(p.keep, time.Second) {
+			return
+		}
+	}
+	if ferr2 := s.destroy(p); ferr2 != nil {
+		// Last resort: P fails ETIMEDOUT at its next retransmission.
+		unix.SetsockoptInt(p.keep, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 1)
+		s.logPid(p.pid, slog.LevelWarn, fmt.Sprintf("connection to %s: failing the program's connect (%s: %v; SOCK_DESTROY: %v): it fails at its next SYN retransmission", p.target, how, ferr, ferr2), caller())
+	}
+}
+
+// maxSynBackoff bounds the time to a SYN retransmission (TCP_RTO_MAX is 120 s).
+const maxSynBackoff = 125 * time.Second
+
+// waitFailed waits until socket fd is no longer connecting (true), or timeout (false).
+func waitFailed(fd int, timeout time.Duration) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		n, err := unix.Poll(pfd, int(time.Until(deadline)/time.Millisecond)+1)
+		if err == nil && n > 0 {
+			inProgress, _ := connecting(fd)
+			return !inProgress
+		}
+		if err != nil && err != unix.EINTR {
+			return false
+		}
+	}
+	return false
+}
+
+// logPid logs msg on behalf of the program's process pid, attributed to pc.
+func (s *Supervisor) logPid(pid int, level slog.Level, msg string, pc uintptr) {
+	ctx := context.Background()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, pc)
+	r.AddAttrs(slog.Int("pid", pid))
+	s.log.Handler().Handle(ctx, r)
+}
+
+// The hold listeners.
+
+// acquireHold returns the hold listener for dest (unmapped), made if needed, counted as used
+// until releaseHold.
+func (s *Supervisor) acquireHold(dest netip.AddrPort) (*holdListener, error) {
+	dest = unmap(dest)
+	s.async.mu.Lock()
+	defer s.async.mu.Unlock()
+	if h := s.async.holds[dest]; h != nil {
+		h.refs++
+		return h, nil
+	}
+	domain := unix.AF_INET
+	if !dest.Addr().Is4() {
+		domain = unix.AF_INET6
+	}
+	fd, err := s.opts.Sandbox.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := attachFilter(fd, dropAll); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("hold listener %s: %w", dest, err)
+	}
+	err = bindShared(fd, domain, dest)
+	if err == nil {
+		err = unix.Listen(fd, 1)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if s.async.holds == nil {
+		s.async.holds = map[netip.AddrPort]*holdListener{}
+	}
+	h := &holdListener{dest: dest, fd: fd, refs: 1}
+	s.async.holds[dest] = h
+	return h, nil
+}
+
+// releaseHold drops one use of h; the last closes it.
+func (s *Supervisor) releaseHold(h *holdListener) {
+	s.async.mu.Lock()
+	defer s.async.mu.Unlock()
+	h.refs--
+	if h.refs > 0 {
+		return
+	}
+	delete(s.async.holds, h.dest)
+	unix.Close(h.fd)
+}
+
+// Socket filters (classic BPF).
+var (
+	dropAll = []bpf.Instruction{bpf.RetConstant{Val: 0}}
+	// synOnly4 keeps the TCP segments with SYN and without ACK; a raw IPv4 socket's filter sees
+	// the IP header first.
+	synOnly4 = []bpf.Instruction{
+		bpf.LoadMemShift{Off: 0},           // X = IP header length
+		bpf.LoadIndirect{Off: 13, Size: 1}, // TCP flags
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x12},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x02, SkipFalse: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	}
+	// synOnly6: a raw IPv6 socket's filter sees the TCP header first.
+	synOnly6 = []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 13, Size: 1},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x12},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x02, SkipFalse: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	}
+)
+
+func attachFilter(fd int, prog []bpf.Instruction) error {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	f := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		f[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	fp := unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+		return fmt.Errorf("SO_ATTACH_FILTER: %w", err)
+	}
+	return nil
+}
+
+// asyncInit makes, once, the raw and netlink sockets of the sandbox that steps 1 and 3 use, and
+// starts the sniffers.
+func (s *Supervisor) asyncInit() error {
+	s.async.initOnce.Do(func() { s.async.initErr = s.asyncOpen() })
+	return s.async.initErr
+}
+
+func (s *Supervisor) asyncOpen() error {
+	a := &s.async
+	a.sniff, a.icmp, a.diag = [2]int{-1, -1}, [2]int{-1, -1}, -1
+	if s.opts.Sandbox == nil {
+		return errors.New("no sandbox")
+	}
+	mk := func(domain, typ, proto int) (int, error) {
+		fd, err := s.opts.Sandbox.SocketUnpooled(domain, typ|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return -1, fmt.Errorf("socket(%d, %d, %d) in the sandbox: %w", domain, typ, proto, err)
+		}
+		return fd, nil
+	}
+	var err error
+	for i, domain := range []int{unix.AF_INET, unix.AF_INET6} {
+		if a.sniff[i], err = mk(domain, unix.SOCK_RAW, unix.IPPROTO_TCP); err != nil {
+			return err
+		}
+		prog := synOnly4
+		if domain == unix.AF_INET6 {
+			prog = synOnly6
+			if err := unix.SetsockoptInt(a.sniff[i], unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+				return fmt.Errorf("IPV6_RECVPKTINFO: %w", err)
+			}
+		}
+		if err := attachFilter(a.sniff[i], prog); err != nil {
+			return err
+		}
+		unix.SetsockoptInt(a.sniff[i], unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+		proto := unix.IPPROTO_ICMP
+		if domain == unix.AF_INET6 {
+			proto = unix.IPPROTO_ICMPV6
+		}
+		if a.icmp[i], err = mk(domain, unix.SOCK_RAW, proto); err != nil {
+			return err
+		}
+		if err := attachFilter(a.icmp[i], dropAll); err != nil {
+			return err
+		}
+	}
+	if a.diag, err = mk(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG); err != nil {
+		return err
+	}
+	go s.sniff(a.sniff[0], unix.AF_INET)
+	go s.sniff(a.sniff[1], unix.AF_INET6)
+	return nil
+}
+
+// sniff reads the SYNs of the sandbox from raw socket fd and records the ISNs of pending
+// connects (P's SYN and its retransmissions carry the same one).
+func (s *Supervisor) sniff(fd, domain int) {
+	buf := make([]byte, 256)
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, from, err := unix.Recvmsg(fd, buf, oob, 0)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		var src, dst netip.Addr
+		tcp := buf[:n]
+		if domain == unix.AF_INET {
+			if n < 20 {
+				continue
+			}
+			ihl := int(buf[0]&0x0f) * 4
+			if n < ihl+8 {
+				continue
+			}
+			src, _ = netip.AddrFromSlice(buf[12:16])
+			dst, _ = netip.AddrFromSlice(buf[16:20])
+			tcp = buf[ihl:n]
+		} else {
+			sa, ok := from.(*unix.SockaddrInet6)
+			if !ok || n < 8 {
+				continue
+			}
+			src = netip.AddrFrom16(sa.Addr)
+			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				continue
+			}
+			for _, m := range msgs {
+				if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16 {
+					dst = netip.AddrFrom16([16]byte(m.Data[:16]))
+				}
+			}
+			if !dst.IsValid() {
+				continue
+			}
+		}
+		t := connTuple{
+			local:  netip.AddrPortFrom(src.Unmap(), binary.BigEndian.Uint16(tcp[0:])),
+			remote: netip.AddrPortFrom(dst.Unmap(), binary.BigEndian.Uint16(tcp[2:])),
+		}
+		isn := binary.BigEndian.Uint32(tcp[4:])
+		s.async.mu.Lock()
+		if p := s.async.pending[t]; p != nil {
+			p.isn, p.haveISN = isn, true
+		} else if len(s.async.holds) > 0 {
+			// Perhaps the SYN of a connect about to be recorded.
+			if s.async.early == nil || len(s.async.early) >= 4096 {
+				s.async.early = map[connTuple]uint32{}
+			}
+			s.async.early[t] = isn
+		}
+		s.async.mu.Unlock()
+	}
+}
+
+// sendUnreachable fails p's connect with errno by an ICMP (ICMPv6) destination unreachable that
+// quotes p's SYN.
+func (s *Supervisor) sendUnreachable(p *pendingConnect, errno unix.Errno) error {
+	s.async.mu.Lock()
+	isn, ok := p.isn, p.haveISN
+	s.async.mu.Unlock()
+	if !ok {
+		return errors.New("the program's SYN was not seen")
+	}
+	local, dest := p.tuple.local, p.tuple.remote
+	tcp := make([]byte, 8)
+	binary.BigEndian.PutUint16(tcp[0:], local.Port())
+	binary.BigEndian.PutUint16(tcp[2:], dest.Port())
+	binary.BigEndian.PutUint32(tcp[4:], isn)
+	if local.Addr().Is4() {
+		code := map[unix.Errno]byte{unix.ENETUNREACH: 0, unix.EHOSTUNREACH: 1, unix.ECONNREFUSED: 3}[errno]
+		msg := make([]byte, 8+20+8)
+		msg[0], msg[1] = 3, code // destination unreachable
+		ip := msg[8:28]
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], 60)
+		ip[8], ip[9] = 64, unix.IPPROTO_TCP
+		l4, d4 := local.Addr().As4(), dest.Addr().As4()
+		copy(ip[12:16], l4[:])
+		copy(ip[16:20], d4[:])
+		binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip))
+		copy(msg[28:], tcp)
+		binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
+		return unix.Sendto(s.async.icmp[0], msg, 0, &unix.SockaddrInet4{Addr: l4})
+	}
+	code := map[unix.Errno]byte{unix.ENETUNREACH: 0, unix.EHOSTUNREACH: 3, unix.ECONNREFUSED: 4}[errno]
+	msg := make([]byte, 8+40+8)
+	msg[0], msg[1] = 1, code // destination unreachable; the kernel fills the checksum
+	ip := msg[8:48]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], 32)
+	ip[6], ip[7] = unix.IPPROTO_TCP, 64
+	l16, d16 := local.Addr().As16(), dest.Addr().As16()
+	copy(ip[8:24], l16[:])
+	copy(ip[24:40], d16[:])
+	copy(msg[48:], tcp)
+	return unix.Sendto(s.async.icmp[1], msg, 0, &unix.SockaddrInet6{Addr: l16})
+}
+
+func inetChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// destroy aborts p's socket with ECONNABORTED (SOCK_DESTROY, by its addresses and cookie).
+func (s *Supervisor) destroy(p *pendingConnect) error {
+	local, err := boundAddr(p.keep, p.domain)
+	if err != nil {
+		return err
+	}
+	peer, err := unix.Getpeername(p.keep)
+	_ = peer
+	dest := p.dest
+	if err == nil {
+		dest = sockaddrAddrPort(peer)
+	}
+	if p.domain == unix.AF_INET6 {
+		local = netip.AddrPortFrom(netip.AddrFrom16(local.Addr().As16()), local.Port())
+		dest = netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())
+	}
+	const hdr = unix.SizeofNlMsghdr
+	msg := make([]byte, hdr+56)
+	binary.LittleEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.LittleEndian.PutUint16(msg[4:], unix.SOCK_DESTROY)
+	binary.LittleEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	r := msg[hdr:]
+	r[0], r[1] = byte(p.domain), unix.IPPROTO_TCP
+	binary.LittleEndian.PutUint32(r[4:], ^uint32(0)) // all states
+	id := r[8:]
+	binary.BigEndian.PutUint16(id[0:], local.Port())
+	binary.BigEndian.PutUint16(id[2:], dest.Port())
+	if p.domain == unix.AF_INET {
+		l4, d4 := local.Addr().As4(), dest.Addr().As4()
+		copy(id[4:], l4[:])
+		copy(id[20:], d4[:])
+	} else {
+		l16, d16 := local.Addr().As16(), dest.Addr().As16()
+		copy(id[4:], l16[:])
+		copy(id[20:], d16[:])
+	}
+	binary.LittleEndian.PutUint32(id[40:], uint32(p.cookie))
+	binary.LittleEndian.PutUint32(id[44:], uint32(p.cookie>>32))
+	s.async.diagMu.Lock()
+	defer s.async.diagMu.Unlock()
+	if err := unix.Sendto(s.async.diag, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("SOCK_DESTROY: %w", err)
+	}
+	buf := make([]byte, 512)
+	n, _, err := unix.Recvfrom(s.async.diag, buf, 0)
+	if err != nil {
+		return fmt.Errorf("SOCK_DESTROY ack: %w", err)
+	}
+	if n >= hdr+4 && binary.LittleEndian.Uint16(buf[4:]) == unix.NLMSG_ERROR {
+		if code := int32(binary.LittleEndian.Uint32(buf[hdr:])); code != 0 {
+			return fmt.Errorf("SOCK_DESTROY: %w", unix.Errno(-code))
+		}
+		return nil
+	}
+	return errors.New("SOCK_DESTROY: unexpected answer")
+}
