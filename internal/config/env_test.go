@@ -37,6 +37,8 @@ func TestEnvVars(t *testing.T) {
 		{"TORSOCKS_VET_RECEIVED_SOCKETS=off", func(c *Config) bool { return !c.VetReceivedSockets }},
 		{"TORSOCKS_SEALED_NETWORK=1", func(c *Config) bool { return c.SealedNetwork }},
 		{"TORSOCKS_SEALED_NETWORK=no", func(c *Config) bool { return !c.SealedNetwork }},
+		{"TORSOCKS_ASYNC_CONNECT=0", func(c *Config) bool { return !c.AsyncConnect }},
+		{"TORSOCKS_ASYNC_CONNECT=1", func(c *Config) bool { return c.AsyncConnect }},
 		{"TORSOCKS_TOR_START=never", func(c *Config) bool { return c.TorStart == TorStartNever }},
 		{"TORSOCKS_TOR_START=always", func(c *Config) bool { return c.TorStart == TorStartAlways && !c.SocksExplicit }},
 		{"TORSOCKS_TOR_CONFIG=/etc/x.torrc", func(c *Config) bool { return c.TorConfig == "/etc/x.torrc" }},
