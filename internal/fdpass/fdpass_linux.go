@@ -100,7 +100,9 @@ func receive(conn int, maxText, maxFDs int) (msg []byte, fds []int, err error) {
 	case n == 0 && len(fds) == 0:
 		return nil, nil, io.EOF
 	case flags&unix.MSG_CTRUNC != 0:
-		return fail(errors.New("the descriptor sent did not arrive (MSG_CTRUNC)"))
+		// The kernel drops a descriptor it cannot install in this process: its table is full
+		// (the buffer is sized for what may come).
+		return fail(fmt.Errorf("the descriptor sent did not arrive (MSG_CTRUNC): %w", unix.EMFILE))
 	case flags&unix.MSG_TRUNC != 0:
 		return fail(fmt.Errorf("message longer than %d bytes", maxText))
 	case len(fds) > maxFDs && maxFDs == 1:

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -14,7 +15,7 @@ func TestDNSTCPSurvivesEMFILE(t *testing.T) {
 	env(t)
 	startDNSFixtures(t)
 	storm := `
-import os, socket
+import errno, os, socket
 ready_r, ready_w = os.pipe()
 release_r, release_w = os.pipe()
 kids = []
@@ -22,12 +23,14 @@ for k in range(3):
     pid = os.fork()
     if pid == 0:
         os.close(release_w)
-        held, failed = [], 0
+        held, failed, bad = [], 0, set()
         for i in range(40):
             try:
                 s = socket.socket()  # with SealedNetwork 1 the supervisor makes it: its limit counts
-            except OSError:
+            except OSError as e:
                 failed += 1
+                if e.errno not in (errno.EMFILE, errno.ENOBUFS):
+                    bad.add(e.errno)
                 continue
             s.settimeout(10)
             try:
@@ -36,7 +39,7 @@ for k in range(3):
             except OSError:
                 failed += 1
                 s.close()
-        os.write(ready_w, b"%d %d\n" % (len(held), failed))
+        os.write(ready_w, b"%d %d bad=%s\n" % (len(held), failed, ",".join(map(str, sorted(bad))).encode()))
         os.read(release_r, 1)  # EOF when the parent lets go
         os._exit(0)
     kids.append(pid)
@@ -57,6 +60,11 @@ for pid in kids:
 		t.Fatalf("the storm did not run:\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	}
 	t.Logf("%s", strings.TrimSpace(r.stdout))
+	// A socket() the supervisor could not make for want of descriptors fails ENOBUFS with a line
+	// (or EMFILE, the program's own limit), never EPERM or another errno.
+	if m := regexp.MustCompile(`bad=[0-9]`).FindString(r.stdout); m != "" {
+		t.Errorf("socket() failed with another errno than EMFILE or ENOBUFS (errno numbers after bad=):\n%s\n%s", r.stdout, r.stderr)
+	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	last := lines[len(lines)-1]
 	if r.code != 0 || strings.HasPrefix(last, "storm") || strings.Contains(last, "timed out") {

@@ -324,6 +324,9 @@ func (s *Sandbox) request(domain, typ, proto int) (int, error) {
 	case errors.As(err, new(*fdpass.Error)):
 		// The factory's errno (EMFILE, EAFNOSUPPORT...) is kept: it is what the program gets.
 		return -1, fmt.Errorf("socket(%d, %d, %d) in the UDP sandbox: %w", domain, typ, proto, err)
+	case errors.Is(err, unix.EMFILE):
+		// The factory made it, but this process had no descriptor left to receive it in.
+		return -1, fmt.Errorf("socket(%d, %d, %d) from the UDP sandbox: %w", domain, typ, proto, err)
 	case err != nil:
 		return -1, fmt.Errorf("the UDP sandbox did not answer: %v", err)
 	case fd < 0:

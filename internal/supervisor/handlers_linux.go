@@ -130,6 +130,11 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 		return reply{}, refused(unix.EPERM, fmt.Sprintf("socket(%d, %d, %d) refused: internal policy mismatch", domain, typ, proto))
 	}
 	if err != nil {
+		// The supervisor's own table full is not the program's: ENOBUFS (socket(2): "the socket
+		// cannot be created until sufficient resources are freed") and a line, never EPERM.
+		if why := outOfDescriptors(err); why != "" {
+			return reply{}, refused(unix.ENOBUFS, fmt.Sprintf("socket(%d, %d, %d) refused: %s", domain, typ, proto, why))
+		}
 		return reply{}, failed(err)
 	}
 	return install(fd, typ&unix.SOCK_CLOEXEC != 0), nil
