@@ -18,6 +18,7 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // sealedMode reports whether the tests that do not choose run torsocks with SealedNetwork 1:
@@ -498,6 +499,112 @@ print("second", s.fileno() >= 0)
 	}
 	if !canary4.WaitAccepted(n+1, 10*time.Second) {
 		t.Errorf("the canary saw no connection")
+	}
+	noLeaks(t)
+}
+
+// samePortScript listens on argv[1]:argv[2] (AllowInbound), then connects to argv[3]:argv[2]
+// through Tor and exchanges a line, then accepts one connection from outside and prints its line.
+const samePortScript = `
+import socket, sys
+host, port, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+l = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((host, port))
+l.listen(8)
+print("listening", flush=True)
+c = socket.create_connection((dest, port), timeout=20)
+c.sendall(b"ping\n")
+print("out", c.makefile().readline().strip(), flush=True)
+c.close()
+a, _ = l.accept()
+print("in", a.makefile().readline().strip(), flush=True)
+`
+
+// TestSealedListenSamePort: a program listening on the wildcard address with port P (a
+// peer-to-peer node on its usual port, AllowInbound 1) connects through Tor to a destination
+// with the same port P: the connect is joined in the sandbox beside the program's listener (the
+// inner listener, bound to the destination's exact address, takes it), and the listener still
+// takes a connection from outside. Before, the inner listener could not be bound (EADDRINUSE)
+// and the connect failed ECONNREFUSED. IPv4 and dual-stack IPv6 wildcard listeners.
+func TestSealedListenSamePort(t *testing.T) {
+	env(t)
+	// The destination, "far away": its real port (Q) differs from P, which must be free on
+	// this machine for the program's mirror; the SOCKS server sends connects to P there.
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(netnstest.DestV4, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				l, _ := bufio.NewReader(c).ReadString('\n')
+				fmt.Fprintf(c, "echo %s", l)
+			}()
+		}
+	}()
+	q := ln.Addr().(*net.TCPAddr).AddrPort()
+	for _, host := range []string{"0.0.0.0", "::"} {
+		t.Run(host, func(t *testing.T) {
+			p := freePort(t, host)
+			socksPort := freePort(t, "127.0.0.1")
+			s, err := socks5test.Start(socks5test.Options{
+				Listen:   []string{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(socksPort)).String()},
+				SourceV4: netnstest.SocksSrcV4,
+				Redirect: func(d netip.AddrPort) (netip.AddrPort, bool) { return q, d.Port() == uint16(p) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, torsocksBin, "python3", "-c", samePortScript, host, strconv.Itoa(p), netnstest.DestV4.String())
+			cmd.Env = append(append(os.Environ(), sealedEnv...), "TORSOCKS_ALLOW_INBOUND=1", "TORSOCKS_TOR_PORT="+strconv.Itoa(socksPort))
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := bufio.NewScanner(out)
+			next := func() string {
+				if lines.Scan() {
+					return lines.Text()
+				}
+				return ""
+			}
+			if l := next(); l != "listening" {
+				cmd.Wait()
+				t.Fatalf("want listening, got %q\nstderr:\n%s", l, stderr.String())
+			}
+			if l := next(); l != "out echo ping" {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("the connect to port %d beside the listener: %q, want %q\nstderr:\n%s", p, l, "out echo ping", stderr.String())
+			}
+			c, err := net.Dial("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(p)).String())
+			if err != nil {
+				t.Fatalf("the program's listener from outside: %v\nstderr:\n%s", err, stderr.String())
+			}
+			fmt.Fprintf(c, "hi\n")
+			if l := next(); l != "in hi" {
+				t.Errorf("inbound: %q, want %q\nstderr:\n%s", l, "in hi", stderr.String())
+			}
+			c.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("exit: %v\nstderr:\n%s", err, stderr.String())
+			}
+		})
 	}
 	noLeaks(t)
 }

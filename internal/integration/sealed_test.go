@@ -319,7 +319,10 @@ sys.stdin.readline()
 	expect := func(want string) {
 		t.Helper()
 		if !lines.Scan() || lines.Text() != want {
-			t.Fatalf("want %q, got %q\n%s", want, lines.Text(), stderr.String())
+			got := lines.Text()
+			cmd.Process.Kill()
+			err := cmd.Wait() // stderr complete, and how the program ended
+			t.Fatalf("want %q, got %q (program: %v)\n%s", want, got, err, stderr.String())
 		}
 	}
 	fds := func() int {

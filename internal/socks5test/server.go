@@ -53,6 +53,9 @@ type Options struct {
 	// ReplyDelay, if set, is how long the server waits after reading a CONNECT request before
 	// it handles it (a circuit round trip); MaxInFlight counts the requests waiting at once.
 	ReplyDelay time.Duration
+	// Redirect, if set, may send a CONNECT to another address than the one asked for (a
+	// destination "far away" whose port is in use on this test machine): ok false keeps it.
+	Redirect func(dest netip.AddrPort) (to netip.AddrPort, ok bool)
 }
 
 // Request is one request the server received.
@@ -444,7 +447,13 @@ func (s *Server) connect(c net.Conn, req Request) error {
 	if src := s.opts.SourceV6; ip.Is6() && src.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
-	dst := netip.AddrPortFrom(ip, req.Port).String()
+	target := netip.AddrPortFrom(ip, req.Port)
+	if s.opts.Redirect != nil {
+		if to, ok := s.opts.Redirect(target); ok {
+			target = to
+		}
+	}
+	dst := target.String()
 	out, err := d.DialContext(s.ctx, "tcp", dst)
 	if err != nil {
 		writeReply(c, dialReplyCode(err), netip.Addr{}, 0)

@@ -38,8 +38,8 @@ import (
 //  2. join: the program's socket (its pidfd_getfd copy) is connected, inside the sandbox, to an
 //     inner listener the supervisor holds bound to the destination address and port, so
 //     getpeername shows the destination and getsockname a sandbox-local address with no help.
-//     There is one inner listener per destination, shared by the connects to it, kept while any
-//     of them is in progress or relayed and for a few seconds after (innerListener), made from
+//     There is one inner listener per destination, shared by the connects to it, kept while one
+//     of them is being joined and for a few seconds after (innerListener), made from
 //     the sandbox's socket pool; connect-then-accept is serialised per destination, so the
 //     connection accepted is the one just made (checked: its peer is the copy's getsockname;
 //     a stale one of a join that gave up is reset and skipped).
@@ -54,7 +54,7 @@ import (
 // ENOBUFS and one line saying so (outOfDescriptors).
 
 // innerListener is the supervisor's listening socket in the sandbox for one destination. It is
-// kept while any connect to dest is in progress or relayed (refs), and then for innerIdle more
+// kept while a connect to dest is being joined (refs), and then for innerIdle more
 // (idle), so that sequential connects to one destination (a crawler, a test suite, an HTTP
 // client without keep-alive) do not make a listener each: at most maxIdleInner are kept idle,
 // the least recently used going first.
@@ -179,8 +179,12 @@ func (s *Supervisor) openInner(l *innerListener) error {
 		return fmt.Errorf("inner endpoint %s in the sandbox: %w", l.dest, err)
 	}
 	// SO_REUSEADDR: connections of an earlier listener of this destination may linger
-	// (TIME_WAIT, or still relayed after it closed).
+	// (TIME_WAIT, or still relayed after it closed). SO_REUSEPORT: the program may listen on
+	// the wildcard address with dest's port (a peer-to-peer node on its usual port, with
+	// AllowInbound); listenSealed gives that listener SO_REUSEPORT too, so that both can be
+	// bound, and the kernel prefers the listener bound to the exact address for dest.
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	if domain == unix.AF_INET6 {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
 		// An IPv6 address must be on an interface to be bound, the sandbox's local ::/0 route
@@ -415,9 +419,7 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 // owns from now on, success or not) and relays between them (internal/relay). release, if set,
 // runs when the relay ends (or at once on failure).
 func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort, up int, release func()) error {
-	l := s.acquireInner(dest)
 	fail := func(err error) error {
-		s.releaseInner(l)
 		if release != nil {
 			release()
 		}
@@ -429,7 +431,11 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 		}
 		return &callError{errno: unix.ECONNREFUSED, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s: joining it to the program's socket in the sandbox failed: %v", dest, err), pc: caller()}
 	}
+	// The inner listener is in use for the join only: the accepted connection does not need
+	// it, and a listener kept for the relay's lifetime would hold dest's port in the sandbox.
+	l := s.acquireInner(dest)
 	in, err := s.join(c, cp, si, l)
+	s.releaseInner(l)
 	if err != nil {
 		unix.Close(up)
 		return fail(err)
@@ -440,7 +446,6 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 	s.relays.Add(1)
 	err = relay.Start(in, up, func() {
 		s.relays.Add(-1)
-		s.releaseInner(l)
 		if release != nil {
 			release()
 		}

@@ -137,6 +137,7 @@ func (s *Supervisor) listenSealed(c *call, cp int, si sockInfo, local netip.Addr
 	if err != nil {
 		return reply{}, err
 	}
+	shareWildcard(cp, local)
 	switch {
 	case local.Port() != 0:
 		if err := unix.Listen(cp, backlog); err != nil {
@@ -190,6 +191,19 @@ func (s *Supervisor) listenSealed(c *call, cp int, si sockInfo, local netip.Addr
 		c.logf(slog.LevelDebug, "listener on %s (sandbox) mirrored on this machine's %s", local, m.host)
 	}
 	return value(0), nil
+}
+
+// shareWildcard gives a program's listener on the wildcard address SO_REUSEPORT (set by the
+// supervisor on the copy, before it listens), so that the inner listener of a connect to a
+// destination with the same port can still be bound in the sandbox (openInner; the
+// asynchronous path's hold listener too). The kernel delivers a connection to the listener
+// bound to its exact address first, so the program's listener never gets its own outgoing
+// connections. The program sees the option set, and a second socket of its own with
+// SO_REUSEPORT may then bind the same port, where without torsocks it would get EADDRINUSE.
+func shareWildcard(cp int, local netip.AddrPort) {
+	if local.Addr().IsUnspecified() {
+		unix.SetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}
 }
 
 // listenMirrored serves listen() on a socket bound to local when a mirror serves it already
