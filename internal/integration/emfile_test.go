@@ -2,6 +2,7 @@ package integration
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -71,4 +72,29 @@ for pid in kids:
 		t.Fatalf("DNS over TCP not answered after the descriptor storm: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	addrIn(t, last, mapV4Range)
+}
+
+// TestDescriptorLimitRaised: the supervisor holds two descriptors per relayed connection, so it
+// runs with its soft RLIMIT_NOFILE raised to the hard limit (the Go runtime does it at start);
+// the program gets its own soft limit back (select() users expect at most 1024).
+func TestDescriptorLimitRaised(t *testing.T) {
+	env(t)
+	script := `import os, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+sup = [l for l in open("/proc/%d/limits" % os.getppid()) if l.startswith("Max open files")][0].split()
+print("program", soft, hard, "supervisor", sup[3], sup[4])`
+	r := runCmd(t, nil, "prlimit", "--nofile=1024:8192", torsocksBin, "python3", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	f := strings.Fields(r.stdout)
+	if len(f) != 6 || f[0] != "program" || f[3] != "supervisor" {
+		t.Fatalf("output %q\n%s", r.stdout, r.stderr)
+	}
+	if f[1] != "1024" || f[2] != "8192" {
+		t.Errorf("the program's limit is %s:%s, want its own 1024:8192", f[1], f[2])
+	}
+	if soft, _ := strconv.Atoi(f[4]); soft < 8191 || f[5] != "8192" {
+		t.Errorf("the supervisor's limit is %s:%s, want the soft limit raised to the hard limit 8192", f[4], f[5])
+	}
 }
