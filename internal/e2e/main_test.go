@@ -521,11 +521,12 @@ func TestE2E(t *testing.T) {
 	}
 	began := time.Now()
 	e := setup(t)
-	concurrently(t, []string{"Programs", "Errors", "Isolation", "CanarySelfTest"}, []func(*testing.T){
+	concurrently(t, []string{"Programs", "Errors", "Isolation", "CanarySelfTest", "Async"}, []func(*testing.T){
 		func(t *testing.T) { testPrograms(t, e) },
 		func(t *testing.T) { testErrors(t, e) },
 		func(t *testing.T) { testIsolation(t, e) },
 		func(t *testing.T) { testCanarySelfTest(t, e) },
+		func(t *testing.T) { testAsync(t, e) },
 	})
 	e.checkUnattributedLeaks(t)
 	e.timings.total = time.Since(began)

@@ -203,6 +203,21 @@ func (w *webServer) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		http.NotFound(rw, r)
+	case "page":
+		// /page/ID/?ids=A,B,...: a page with 20 scripts, the k-th from the k-th name of ids
+		// (round robin), each adding "<p>async ID k</p>" (async_test.go).
+		ids := strings.Split(r.URL.Query().Get("ids"), ",")
+		rw.Header().Set("Content-Type", "text/html")
+		io.WriteString(rw, "<html><body>\n")
+		for k := range 20 {
+			h := ids[k%len(ids)]
+			fmt.Fprintf(rw, "<script src=\"http://%s.%s/js/%s/?k=%d\"></script>\n", h, nameDomain, h, k)
+		}
+		io.WriteString(rw, "</body></html>\n")
+	case "js":
+		k, _ := strconv.Atoi(r.URL.Query().Get("k"))
+		rw.Header().Set("Content-Type", "application/javascript")
+		fmt.Fprintf(rw, "var p = document.createElement('p'); p.textContent = 'async %s %d'; document.body.appendChild(p);\n", id, k)
 	case "hold":
 		ch := w.hold(id)
 		select {
