@@ -1,11 +1,20 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/socks5"
@@ -224,6 +233,163 @@ func TestAsyncSignals(t *testing.T) {
 			}
 			t.Logf("%s, %s: %s", sig, how, strings.Join(strings.Fields(r.stdout), " "))
 		}
+	}
+	noLeaks(t)
+}
+
+// The supervisor killed while asynchronous connects are in flight and others are relayed (issue
+// 11): the pending connects fail (their next SYN finds no hold listener: ECONNREFUSED), never
+// complete to anything; the relayed ones end (EOF or reset) and carry nothing more; a new connect
+// fails. No canary hears from the program (the pending ones are to the canary's address), nothing
+// leaves on the attack interface, and the destination sees only the SOCKS server.
+func TestAsyncSupervisorKilled(t *testing.T) {
+	env(t)
+	sniff := sniffAttack(t, attackIface(t))
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(netnstest.DestV4, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var sources []netip.Addr
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			sources = append(sources, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
+			mu.Unlock()
+			defer c.Close()
+		}
+	}()
+	// CONNECTs to port 80 (the canary's) wait until the test ends: they are the pending ones.
+	const pending = 2
+	waiting := make(chan struct{}, pending)
+	release := make(chan struct{})
+	const port = "9085"
+	delayedSocks(t, port, 0, func(_ string, p uint16) byte {
+		if p == 80 {
+			waiting <- struct{}{}
+			<-release
+		}
+		return 0
+	})
+	t.Cleanup(func() { close(release) }) // before the server's Close, which waits for its handlers
+	out := filepath.Join(t.TempDir(), "out")
+	script := fmt.Sprintf(`
+import errno, select, socket, sys
+port, out, pending = %d, %q, %d
+def start(p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    e = s.connect_ex(("203.0.113.10", p))
+    if e != errno.EINPROGRESS:
+        sys.exit("connect_ex: %%d" %% e)
+    return s
+relayed = [start(port) for _ in range(3)]
+for s in relayed:
+    select.select([], [s], [], 30)
+    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+        sys.exit("relayed connect failed")
+waiting = [start(80) for _ in range(pending)]
+print("ready", flush=True)
+sys.stdin.readline()
+res = []
+for s in waiting:
+    _, w, _ = select.select([], [s], [], 60)
+    if not w:
+        res.append("pend-timeout")
+        continue
+    try:
+        e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        res.append("pend-err%%d" %% e if e else "pend-ok")
+    except OSError as e:
+        res.append("pend-getsockopt-err%%d" %% (e.errno or 0))
+for s in relayed:
+    s.setblocking(True)
+    s.settimeout(10)
+    try:
+        r = s.recv(10)
+        res.append("eof" if r == b"" else "data")
+    except OSError as e:
+        res.append("err%%d" %% (e.errno or 0))
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    e = s.connect_ex(("203.0.113.10", 80))
+    res.append("connect-err%%d" %% e if e not in (0, errno.EINPROGRESS) else "connect-started")
+except OSError as e:
+    res.append("socket-err%%d" %% (e.errno or 0))
+open(out, "w").write(" ".join(res) + "\n")
+`, ln.Addr().(*net.TCPAddr).Port, out, pending)
+	cmd := exec.Command(torsocksBin, "python3", "-c", script)
+	cmd.Env = append(os.Environ(), asyncEnv(port)...)
+	// A file, not a pipe: the program outlives the killed supervisor and keeps its stderr.
+	stderr, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	pr, pw, _ := os.Pipe()
+	cmd.Stdin = pr
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		b, _ := os.ReadFile(stderr.Name())
+		t.Fatalf("program did not get its connects in flight: %q\n%s", lines.Text(), b)
+	}
+	// The event that proves both pending connects reached the supervisor's SOCKS side.
+	for i := 0; i < pending; i++ {
+		<-waiting
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	pw.Write([]byte("\n"))
+	pw.Close()
+	var res string
+	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if b, err := os.ReadFile(out); err == nil && strings.HasSuffix(string(b), "\n") {
+			res = strings.TrimSpace(string(b))
+			break
+		}
+	}
+	t.Logf("after the supervisor was killed: %s", res)
+	f := strings.Fields(res)
+	if len(f) != pending+3+1 {
+		b, _ := os.ReadFile(stderr.Name())
+		t.Fatalf("program results %q\n%s", res, b)
+	}
+	for _, x := range f[:pending] {
+		if x != fmt.Sprintf("pend-err%d", unix.ECONNREFUSED) {
+			t.Errorf("a pending connect ended %s, want ECONNREFUSED: %s", x, res)
+		}
+	}
+	for _, x := range f[pending : pending+3] {
+		if x == "data" {
+			t.Errorf("a relayed connection still carried data: %s", res)
+		}
+	}
+	if f[len(f)-1] == "connect-started" {
+		t.Errorf("a connect was started with the supervisor gone: %s", res)
+	}
+	mu.Lock()
+	for _, s := range sources {
+		if s != netnstest.SocksSrcV4 {
+			t.Errorf("LEAK: destination saw a connection from %v", s)
+		}
+	}
+	mu.Unlock()
+	if bad := sniff.stop(); len(bad) > 0 {
+		t.Errorf("LEAK: packets the sniffer flagged:\n%s", strings.Join(bad, "\n"))
 	}
 	noLeaks(t)
 }
