@@ -30,6 +30,10 @@ var update = flag.Bool("update", false, "rewrite docs/compatibility.md from this
 var (
 	testHost   = netnstest.DestV4     // 203.0.113.10: web server, banner service, onion target
 	exitSource = netnstest.SocksSrcV4 // 198.51.100.1: the exits' OutboundBindAddressExit
+	// onionSource is the onion service's OutboundBindAddressExit: its connections to the onion
+	// target come from it. (Finding the owner of the connecting socket after accept is racy: the
+	// onion service may have closed it by then, as when a browser abandons a request.)
+	onionSource = netip.MustParseAddr("127.0.0.3")
 )
 
 const (
@@ -126,8 +130,7 @@ func setup(t *testing.T) *env {
 	}()
 
 	// Destinations.
-	var onionPID atomic.Int64
-	e.rec = newRecorder(func() int { return int(onionPID.Load()) })
+	e.rec = newRecorder()
 	e.web = newWebServer(e.rec, filepath.Join(e.dir, "repo.git"))
 	t.Cleanup(e.web.close)
 	for _, l := range []struct {
@@ -163,6 +166,7 @@ func setup(t *testing.T) *env {
 		SocksPort:   9050,
 		ExitSource:  exitSource,
 		OnionTarget: net.JoinHostPort(testHost.String(), fmt.Sprint(onionPort)),
+		OnionSource: onionSource,
 		RejectPorts: []uint16{rejectPort},
 		Resolver:    exitResolver,
 		Logf:        t.Logf,
@@ -177,11 +181,6 @@ func setup(t *testing.T) *env {
 		}
 	})
 	e.net = n
-	for _, nd := range n.Nodes {
-		if nd.Role == testnet.RoleOnion {
-			onionPID.Store(int64(nd.PID()))
-		}
-	}
 	t.Logf("Tor network up in %v: keys %v, consensus %v, client bootstrapped %v, onion descriptor %v after launch",
 		e.timings.network.Round(time.Millisecond), n.Timings.Keys.Round(time.Millisecond), n.Timings.Consensus.Round(time.Millisecond),
 		n.Timings.Bootstrap.Round(time.Millisecond), n.Timings.Onion.Round(time.Millisecond))

@@ -2,15 +2,11 @@ package e2e
 
 import (
 	"bufio"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,15 +34,13 @@ type conn struct {
 // recorder is shared by all servers: accepted connections and the run IDs
 // each connection carried (from the request path or the first line).
 type recorder struct {
-	onionPID func() int // the onion service's tor, 0 while unknown
-
 	mu    sync.Mutex
 	conns []conn
 	tags  map[netip.AddrPort]string // remote -> run ID
 }
 
-func newRecorder(onionPID func() int) *recorder {
-	return &recorder{onionPID: onionPID, tags: map[netip.AddrPort]string{}}
+func newRecorder() *recorder {
+	return &recorder{tags: map[netip.AddrPort]string{}}
 }
 
 // accepted records c, accepted on the listener at laddr, and classifies its
@@ -58,7 +52,7 @@ func (r *recorder) accepted(c net.Conn, onionTarget bool) {
 	switch {
 	case remote.Addr() == exitSource:
 		rec.allowed, rec.via = true, "exit"
-	case onionTarget && r.onionPID != nil && ownedBy(r.onionPID(), remote, local):
+	case onionTarget && remote.Addr() == onionSource:
 		rec.allowed, rec.via = true, "onion service"
 	}
 	r.mu.Lock()
@@ -293,56 +287,4 @@ func startBanner(rec *recorder, addr string) (*socks5test.Sink, error) {
 			io.WriteString(c, line)
 		}
 	}), nil
-}
-
-// ownedBy reports whether the socket connecting from local to remote (the
-// peer's view: its local address is our remote) belongs to process pid.
-func ownedBy(pid int, peer, us netip.AddrPort) bool {
-	if pid <= 0 {
-		return false
-	}
-	inode, err := socketInode(peer, us)
-	if err != nil {
-		return false
-	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return false
-	}
-	want := fmt.Sprintf("socket:[%d]", inode)
-	for _, fd := range fds {
-		if l, err := os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), fd.Name())); err == nil && l == want {
-			return true
-		}
-	}
-	return false
-}
-
-// socketInode finds the inode of the IPv4 TCP socket with local address
-// local and remote address remote in /proc/net/tcp.
-func socketInode(local, remote netip.AddrPort) (uint64, error) {
-	if !local.Addr().Is4() || !remote.Addr().Is4() {
-		return 0, errors.New("IPv4 only")
-	}
-	data, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		return 0, err
-	}
-	wantL, wantR := procNetAddr(local), procNetAddr(remote)
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 10 || !strings.EqualFold(f[1], wantL) || !strings.EqualFold(f[2], wantR) {
-			continue
-		}
-		return strconv.ParseUint(f[9], 10, 64)
-	}
-	return 0, fmt.Errorf("no socket %v -> %v", local, remote)
-}
-
-// procNetAddr formats an IPv4 address and port as /proc/net/tcp does: the
-// address as a native-endian (little-endian here) 32-bit hex number.
-func procNetAddr(ap netip.AddrPort) string {
-	a := ap.Addr().As4()
-	le := []byte{a[3], a[2], a[1], a[0]}
-	return strings.ToUpper(hex.EncodeToString(le)) + fmt.Sprintf(":%04X", ap.Port())
 }

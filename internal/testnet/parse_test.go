@@ -88,7 +88,7 @@ func TestExcerpt(t *testing.T) {
 
 func TestTorrc(t *testing.T) {
 	n := &Network{opts: Options{Dir: t.TempDir(), BasePort: 15000, Exits: 2, ExitSource: netip.MustParseAddr("198.51.100.1"),
-		OnionTarget: "203.0.113.10:8080", Resolver: "127.0.0.1:5353", RejectPorts: []uint16{25}, NoIPv6: true}}
+		OnionTarget: "203.0.113.10:8080", OnionSource: netip.MustParseAddr("127.0.0.3"), Resolver: "127.0.0.1:5353", RejectPorts: []uint16{25}, NoIPv6: true}}
 	if err := n.layout(); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestTorrc(t *testing.T) {
 	if !strings.Contains(rc, "SocksPort 127.0.0.1:15011 ExtendedErrors\n") || !strings.Contains(rc, "ControlPort 127.0.0.1:15010\n") {
 		t.Errorf("client torrc:\n%s", rc)
 	}
-	if rc := n.torrc(n.node(RoleOnion)); !strings.Contains(rc, "HiddenServicePort 80 203.0.113.10:8080\n") {
+	if rc := n.torrc(n.node(RoleOnion)); !strings.Contains(rc, "HiddenServicePort 80 203.0.113.10:8080\nOutboundBindAddressExit 127.0.0.3\n") {
 		t.Errorf("onion torrc:\n%s", rc)
 	}
 }

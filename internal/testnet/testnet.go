@@ -69,6 +69,11 @@ type Options struct {
 	// OnionTarget, if set, is the "host:port" a v3 onion service forwards its
 	// port 80 to. Without it no onion service is started.
 	OnionTarget string
+	// OnionSource, if valid, is the address the onion service connects to
+	// OnionTarget from (its OutboundBindAddressExit), so a destination can
+	// tell the onion service's connections from any other by address alone.
+	// It must be local (any 127.0.0.0/8 address is).
+	OnionSource netip.Addr
 	// Resolver, if set, is the "127.0.0.1:PORT" of the DNS server the exits
 	// use. Without it they are given 127.0.0.1:53 (nothing listens there
 	// unless the caller runs a server).

@@ -168,6 +168,9 @@ func (n *Network) torrc(nd *Node) string {
 		set("SocksPort", 0)
 		set("HiddenServiceDir", filepath.Join(nd.Dir, "hs"))
 		set("HiddenServicePort", 80, o.OnionTarget)
+		if o.OnionSource.IsValid() {
+			set("OutboundBindAddressExit", o.OnionSource.Unmap())
+		}
 	}
 	return b.String()
 }
