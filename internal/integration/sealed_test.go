@@ -325,18 +325,19 @@ sys.stdin.readline()
 			t.Fatalf("want %q, got %q (program: %v)\n%s", want, got, err, stderr.String())
 		}
 	}
-	fds := func() int {
-		// The relay of the last connection may still be closing.
-		time.Sleep(200 * time.Millisecond)
-		// TCP connections only: the pool of sandbox sockets and the inner listeners kept for
-		// a while vary with the load, not with leaks.
-		return connectedSockets(t, cmd.Process.Pid)
-	}
+	// TCP connections only: the pool of sandbox sockets and the inner listeners kept for a while
+	// vary with the load, not with leaks.
+	fds := func() int { return connectedSockets(t, cmd.Process.Pid) }
 	expect("ready")
 	before := fds()
 	io.WriteString(stdin, "\n")
 	expect("done")
+	// The relays of the last connections may still be closing: wait for the count to come back
+	// down (a leak keeps it up, and fails after the bound).
 	after := fds()
+	for deadline := time.Now().Add(10 * time.Second); after > before && time.Now().Before(deadline); after = fds() {
+		time.Sleep(20 * time.Millisecond)
+	}
 	io.WriteString(stdin, "\n")
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("program: %v\n%s", err, stderr.String())
