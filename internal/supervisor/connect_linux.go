@@ -17,22 +17,34 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/registry"
+	"github.com/gotorsocks/torsocks/internal/relay"
 	"github.com/gotorsocks/torsocks/internal/sockdiag"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 	"github.com/gotorsocks/torsocks/internal/standin"
 )
 
-// The data path of a connect, top to bottom (worker and answer: supervisor_linux.go and
-// call_linux.go; the rest of a proxied connect is in this file, in the order it runs):
+// The data path of a connect, top to bottom. The worker and the answer are in
+// supervisor_linux.go and call_linux.go; everything between them is in this file, in the order
+// it runs, with hops only for the mechanisms named after them (the inner endpoint: sealed_linux.go;
+// asynchronous connects: async_linux.go; the SOCKS5 protocol: internal/socks5; the relay:
+// internal/relay):
 //
-//	worker      receives the notification, lends it the receiver role, starts the watchdog
-//	serve       runs dispatch, which picks connect
-//	connect     copies the program's socket (pidfd_getfd), asks the copy what it is, reads the
-//	            address once; unix, netlink and UDP sockets go to connectCopy / connectUDP
-//	connectTCP  decides by the policy: DNS responder, stand-in by name, direct, or Tor
-//	proxy       connectTor (the copy to Tor's SocksPort, connectWait), the SOCKS5 handshake
-//	            (internal/socks5, over rawConn), then the registry entry getpeername answers from
-//	answer      answers the kernel: 0, or the errno with one line (proxyFailed, refused)
+//	worker         receives the notification, lends it the receiver role, starts the watchdog
+//	serve          runs dispatch, which picks connect
+//	connect        copies the program's socket (pidfd_getfd), asks the copy what it is, reads the
+//	               address once; unix, netlink and UDP sockets go to connectCopy / connectUDP
+//	connectInet    the program's TCP socket lives in the sandbox (SealedNetwork 1): connectSealed;
+//	               on the host network (SealedNetwork 0, or no sandbox): connectTCP
+//	connectSealed  decides by the policy (DNS responder, stand-in by name, direct, or Tor); a
+//	               non-blocking socket goes asynchronous (connectAsync) and returns EINPROGRESS
+//	torConn        the supervisor's own socket to Tor's SocksPort (ownConn, connectWait), the
+//	               SOCKS5 handshake on it (handshake, over rawConn)
+//	joinRelay      joins the program's socket to it through the inner endpoint (join) and hands
+//	               both to internal/relay
+//	connectTCP     the host-network path: the same decisions; proxy connects the program's socket
+//	               itself to Tor (connectTor, connectWait), handshake, then the registry entry
+//	               getpeername answers from
+//	answer         answers the kernel: 0, or the errno with one line (proxyFailed, refused)
 //
 // rawConn's waits poll the listener too while the call holds the receiver role, and hand the role
 // over when another notification comes, so a connect waiting for Tor holds nobody up.
@@ -103,6 +115,177 @@ func (s *Supervisor) connectInet(c *call, cp int, si sockInfo, dest netip.AddrPo
 // sealed reports whether the TCP socket cp lives in the sandbox (SealedNetwork).
 func (s *Supervisor) sealed(cp int) bool {
 	return s.opts.SealedNetwork && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp)
+}
+
+// connectSealed serves connect() on a TCP socket of the sandbox (the sealed network: drawn at
+// the top of sealed_linux.go). It decides as connectTCP does. Its errors are the call's answer.
+func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
+	if isConnected(cp) {
+		return failed(unix.EISCONN)
+	}
+	// A scoped (link-local) destination goes to Tor as with SealedNetwork 0 (the address without
+	// its zone); its inner endpoint is the address on the sandbox's lo (joinDest).
+	joinDest := dest
+	if dest.Addr().Zone() != "" {
+		joinDest = netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port())
+	}
+	if s.opts.AsyncConnect && !c.connectFirst {
+		if handled, err := s.connectAsync(c, cp, si, dest); handled {
+			return err
+		}
+	}
+	if dest.Port() == 53 && s.opts.DNSTCP != nil {
+		up, err := s.ownConn(c, s.opts.DNSTCP.TCPAddr(), s.opts.DNSTCP.Expect)
+		if err != nil {
+			return proxyFailed(dest.String(), fmt.Errorf("DNS over TCP to %s: %w", dest, err))
+		}
+		return s.joinRelay(c, cp, si, joinDest, up, nil)
+	}
+	host := ""
+	var release func()
+	if l := s.standIn(dest); l.InRange {
+		if l.Name == "" {
+			return unallocatedStandIn(dest)
+		}
+		host, release = l.Name, l.Release
+	}
+	if host == "" {
+		d := s.pol.Connect(dest)
+		switch d.Action {
+		case policy.Refuse:
+			return refused(d.Errno, d.Reason)
+		case policy.Direct:
+			c.lease.release() // a loopback server may be slow to accept
+			if s.mirrors.covers(dest) {
+				return s.connectOwnListener(c, cp, si, dest)
+			}
+			up, err := s.ownConn(c, dest, nil)
+			if err != nil {
+				var ce *callError
+				if errors.As(err, &ce) || isGone(err) {
+					return err
+				}
+				return failed(err)
+			}
+			return s.joinRelay(c, cp, si, joinDest, up, nil)
+		}
+	}
+	target := dest.String()
+	if host != "" {
+		target = fmt.Sprintf("%s:%d (stand-in %s)", host, dest.Port(), dest.Addr())
+	}
+	up, err := s.torConn(c, dest, host)
+	if err != nil {
+		if release != nil {
+			release()
+		}
+		return proxyFailed(target, err)
+	}
+	if err := s.joinRelay(c, cp, si, joinDest, up, release); err != nil {
+		return err
+	}
+	s.proxied.Add(1)
+	if s.debug() {
+		c.logf(slog.LevelDebug, "connection to %s carried through Tor (sealed network)", target)
+	}
+	return nil
+}
+
+// torConn is the supervisor's own connection through Tor to dest (or host, by name): connected to
+// the SocksPort and past the SOCKS5 handshake.
+func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, error) {
+	target := s.opts.Socks
+	var expect func(uint16)
+	if s.opts.SocksRelay != nil {
+		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
+	}
+	fd, err := s.ownConn(c, target, expect)
+	if err != nil {
+		return -1, s.torUnreachable(err, target)
+	}
+	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+	err = s.handshake(c, rc, dest, host)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// ownConn connects a new socket of the supervisor's own, on the host network, to target (through
+// expect's gate when set), waiting as a proxied connect waits: within ConnectTimeout, giving up
+// when the calling thread exits, watching the listener while it holds the receiver role.
+func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)) (int, error) {
+	domain := unix.AF_INET
+	if !target.Addr().Unmap().Is4() {
+		domain = unix.AF_INET6
+	}
+	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
+	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		if why := outOfDescriptors(err); why != "" {
+			return -1, &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: why, pc: caller()}
+		}
+		return -1, err
+	}
+	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+	if expect != nil {
+		err = connectGated(rc, sockInfo{domain: domain}, target, expect)
+	} else {
+		sa, _ := toSockaddr(domain, target)
+		err = connectWait(rc, sa)
+	}
+	if err != nil {
+		unix.Close(fd)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = unix.ETIMEDOUT
+		}
+		return -1, err
+	}
+	return fd, nil
+}
+
+// joinRelay joins the program's socket (copy cp) to the supervisor's connection up (which it
+// owns from now on, success or not) and relays between them (internal/relay). release, if set,
+// runs when the relay ends (or at once on failure).
+func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort, up int, release func()) error {
+	fail := func(err error) error {
+		if release != nil {
+			release()
+		}
+		if isGone(err) {
+			return err
+		}
+		if why := outOfDescriptors(err); why != "" {
+			return &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s refused: %s", dest, why), pc: caller()}
+		}
+		return &callError{errno: unix.ECONNREFUSED, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s: joining it to the program's socket in the sandbox failed: %v", dest, err), pc: caller()}
+	}
+	// The inner listener is in use for the join only: the accepted connection does not need
+	// it, and a listener kept for the relay's lifetime would hold dest's port in the sandbox.
+	l := s.acquireInner(dest)
+	in, err := s.join(c, cp, si, l)
+	s.releaseInner(l)
+	if err != nil {
+		unix.Close(up)
+		return fail(err)
+	}
+	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once.
+	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	s.relays.Add(1)
+	err = relay.Start(in, up, func() {
+		s.relays.Add(-1)
+		if release != nil {
+			release()
+		}
+	})
+	if err != nil {
+		// in and up are reset: the program's socket, just connected, reads a reset.
+		s.relays.Add(-1)
+		return fail(fmt.Errorf("relay: %w", err))
+	}
+	return nil
 }
 
 // connectTCP connects the copy cp of the program's TCP socket the way the policy says, and

@@ -8,9 +8,12 @@
 // receiver_linux.go (the receiver role), call_linux.go (a call's lifecycle: the reply and
 // callError a handler returns, answer, the only function that answers the kernel),
 // handlers_linux.go (dispatch and the calls answered at once), connect_linux.go (a connect, top
-// to bottom), sealed_linux.go (a connect with SealedNetwork: the program's sandbox socket joined
-// to the supervisor's own Tor connection and relayed), send_linux.go, recv_linux.go, copy_linux.go and creds_linux.go (calls carried out on
-// the program's behalf), seam_linux.go (the Kernel and Tracee interfaces under all of it).
+// to bottom, in both modes: the program's sandbox socket joined to the supervisor's own Tor
+// connection and relayed, or its host socket connected to Tor), sealed_linux.go (the sealed
+// network and its inner endpoint), async_linux.go (non-blocking connects held in progress until
+// Tor answers), sealed_listen_linux.go (listeners of the sandbox mirrored on the host),
+// send_linux.go, recv_linux.go, copy_linux.go and creds_linux.go (calls carried out on the
+// program's behalf), seam_linux.go (the Kernel and Tracee interfaces under all of it).
 //
 // Concurrency: leader/follower workers (at most Options.MaxInflight). The worker holding the
 // receiver role receives one notification and serves it itself, SOCKS handshake included; it
@@ -18,6 +21,7 @@
 // first (before blocking work, when its wait sees another notification pending, or by the
 // watchdog after a millisecond). Shared state: the connection registry (its own lock, see
 // internal/registry), the isolation credentials (isoMu), the sealed network's inner listeners
-// (innerMu; each serialises its own connect-then-accept), and the policy and options, immutable
+// (innerMu; each serialises its own connect-then-accept), the asynchronous connects' hold
+// listeners and pending table (async.mu), and the policy and options, immutable
 // after New. Sealed relays run in internal/relay's event loops, outside the workers.
 package supervisor
