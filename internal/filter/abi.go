@@ -10,6 +10,7 @@ type ABI struct {
 	PtrSize int    // size of a pointer and of a long, in bytes
 
 	Socket, Connect, Getpeername, Listen      int32
+	Bind                                      int32 // notified with SealedTCP only
 	Sendto, Sendmsg, Sendmmsg                 int32
 	Recvmsg, Recvmmsg                         int32
 	RecvmmsgTime64                            int32 // i386: recvmmsg with a 64-bit timespec
@@ -26,6 +27,7 @@ type ABI struct {
 // Socketcall sub-call numbers (linux/net.h).
 const (
 	SysSocket      = 1
+	SysBind        = 2
 	SysConnect     = 3
 	SysListen      = 4
 	SysGetpeername = 7
@@ -40,20 +42,20 @@ const (
 var (
 	// X86_64 is the native amd64 ABI.
 	X86_64 = &ABI{Name: "x86_64", Arch: unix.AUDIT_ARCH_X86_64, PtrSize: 8,
-		Socket: 41, Connect: 42, Getpeername: 52, Listen: 50,
+		Socket: 41, Connect: 42, Getpeername: 52, Listen: 50, Bind: 49,
 		Sendto: 44, Sendmsg: 46, Sendmmsg: 307, Socketcall: -1,
 		Recvmsg: 47, Recvmmsg: 299, RecvmmsgTime64: -1,
 		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 16, Setsockopt: 54,
 		X32Bit: 0x40000000}
 	// I386 is the 32-bit ABI reachable from amd64 (int 0x80, 32-bit binaries).
 	I386 = &ABI{Name: "i386", Arch: unix.AUDIT_ARCH_I386, PtrSize: 4,
-		Socket: 359, Connect: 362, Getpeername: 368, Listen: 363,
+		Socket: 359, Connect: 362, Getpeername: 368, Listen: 363, Bind: 361,
 		Sendto: 369, Sendmsg: 370, Sendmmsg: 345, Socketcall: 102,
 		Recvmsg: 372, Recvmmsg: 337, RecvmmsgTime64: 417,
 		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 54, Setsockopt: 366}
 	// AArch64 is the native arm64 ABI.
 	AArch64 = &ABI{Name: "aarch64", Arch: unix.AUDIT_ARCH_AARCH64, PtrSize: 8,
-		Socket: 198, Connect: 203, Getpeername: 205, Listen: 201,
+		Socket: 198, Connect: 203, Getpeername: 205, Listen: 201, Bind: 200,
 		Sendto: 206, Sendmsg: 211, Sendmmsg: 269, Socketcall: -1,
 		Recvmsg: 212, Recvmmsg: 243, RecvmmsgTime64: -1,
 		IOUringSetup: 425, IOUringEnter: 426, IOUringRegist: 427, PidfdGetfd: 438, Ioctl: 29, Setsockopt: 208}

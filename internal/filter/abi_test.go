@@ -18,6 +18,7 @@ func TestNativeNumbers(t *testing.T) {
 		{"connect", abi.Connect, unix.SYS_CONNECT},
 		{"getpeername", abi.Getpeername, unix.SYS_GETPEERNAME},
 		{"listen", abi.Listen, unix.SYS_LISTEN},
+		{"bind", abi.Bind, unix.SYS_BIND},
 		{"sendto", abi.Sendto, unix.SYS_SENDTO},
 		{"sendmsg", abi.Sendmsg, unix.SYS_SENDMSG},
 		{"sendmmsg", abi.Sendmmsg, unix.SYS_SENDMMSG},

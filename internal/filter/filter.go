@@ -42,6 +42,8 @@ func actErrno(e unix.Errno) uint32 { return unix.SECCOMP_RET_ERRNO | uint32(e) }
 //
 // Per ABI:
 //   - connect, getpeername, listen: notified (their decisions need the socket and memory).
+//     bind: notified with SealedTCP (a TCP socket of the sandbox bound to port 0 gets a port that
+//     is free on the host too, where its listener will be mirrored), else allowed.
 //   - socket: allowed for unix, netlink and inet/inet6 TCP stream (with SealedTCP the TCP ones are
 //     notified too, for the supervisor to make them in the sandbox); anything else notified, so
 //     the supervisor can log why and refuse it (the supervisor never lets it run).
@@ -49,7 +51,7 @@ func actErrno(e unix.Errno) uint32 { return unix.SECCOMP_RET_ERRNO | uint32(e) }
 //     Ordinary sends need no mediation: UDP and raw sockets cannot be created, and a TCP socket
 //     can only send on a connection the supervisor made.
 //   - socketcall (i386): its arguments are in memory, so every sub-call that socket, connect,
-//     listen, getpeername or the send family reach is notified.
+//     listen, getpeername, the send family (and with SealedTCP, bind) reach is notified.
 //   - setsockopt: allowed for the options on the allowlist (sockopt.go), checked on level and
 //     name; any other notified, for the supervisor to refuse.
 //   - ioctl: notified for the requests in RefusedIoctls (the supervisor refuses them with a log
@@ -72,6 +74,9 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		}
 		for _, nr := range []int32{abi.Connect, abi.Getpeername, abi.Listen} {
 			a.jeqNr(nr, p+"notify")
+		}
+		if opts.SealedTCP {
+			a.jeqNr(abi.Bind, p+"notify")
 		}
 		if opts.VetReceived {
 			for _, nr := range []int32{abi.Recvmsg, abi.Recvmmsg, abi.RecvmmsgTime64} {
@@ -114,6 +119,9 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 			subs := []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg, SysSetsockopt}
 			if opts.VetReceived {
 				subs = append(subs, SysRecvmsg, SysRecvmmsg)
+			}
+			if opts.SealedTCP {
+				subs = append(subs, SysBind)
 			}
 			for _, c := range subs {
 				a.jeq(c, p+"notify", "")

@@ -248,6 +248,42 @@ func TestSealedListenLoopback(t *testing.T) {
 	})
 }
 
+// TestSealedListenPortZero: a program binding port 0 and listening gets a port that is free on
+// this machine, not one the sandbox picked knowing nothing of this machine's ports (the mirror's
+// bind then failed EADDRINUSE when this machine had a connection on that port). This machine's
+// ephemeral range is narrowed for the test: the port must come from it (the sandbox's own range
+// is the default 32768-60999, so a port picked there lands in the narrow one about 1 time in 560).
+func TestSealedListenPortZero(t *testing.T) {
+	env(t)
+	const rangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
+	old, err := os.ReadFile(rangeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lo, hi = 45000, 45049
+	if err := os.WriteFile(rangeFile, []byte(fmt.Sprintf("%d %d", lo, hi)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(rangeFile, old, 0o644) })
+	for _, host := range []string{"127.0.0.1", "::1", "::"} {
+		env := []string(nil)
+		if host == "::" {
+			env = []string{"TORSOCKS_ALLOW_INBOUND=1"}
+		}
+		p, first := startListen(t, env, host, 0)
+		if p.port < lo || p.port > hi {
+			t.Errorf("%s: listening on port %d (%q), want one of this machine's ephemeral range %d-%d (stderr %s)", host, p.port, first, lo, hi, p.stderr)
+			continue
+		}
+		reach := host
+		if host == "::" {
+			reach = "::1"
+		}
+		p.echo(netip.AddrPortFrom(netip.MustParseAddr(reach), uint16(p.port)), netip.Addr{})
+		p.stop()
+	}
+}
+
 // TestSealedListenConflict: the port is taken on this machine: the program's listen() fails with
 // EADDRINUSE and one line, and the test's listener keeps its connections.
 func TestSealedListenConflict(t *testing.T) {

@@ -26,6 +26,8 @@ func (s *Supervisor) dispatch(c *call) (reply, error) {
 		return s.getpeername(c, c.fdArg(0), c.arg(1), c.arg(2))
 	case abi.Listen:
 		return s.listen(c, c.fdArg(0), int(int32(c.arg(1))))
+	case abi.Bind:
+		return s.bind(c, c.fdArg(0), c.arg(1), c.arg(2))
 	case abi.Socket:
 		return s.socket(c, int(int32(c.arg(0))), int(int32(c.arg(1))), int(int32(c.arg(2))), false)
 	case abi.Sendto:
@@ -67,7 +69,7 @@ func (s *Supervisor) ioctl(c *call, req uint32) (reply, error) {
 }
 
 // socketcallArgs is how many arguments each notified i386 socketcall sub-call reads from memory.
-var socketcallArgs = map[uint64]int{filter.SysSocket: 3, filter.SysConnect: 3, filter.SysListen: 2,
+var socketcallArgs = map[uint64]int{filter.SysSocket: 3, filter.SysBind: 3, filter.SysConnect: 3, filter.SysListen: 2,
 	filter.SysGetpeername: 3, filter.SysSendto: 6, filter.SysSendmsg: 3, filter.SysSendmmsg: 4,
 	filter.SysRecvmsg: 3, filter.SysRecvmmsg: 5, filter.SysSetsockopt: 5}
 
@@ -90,6 +92,8 @@ func (s *Supervisor) socketcall(c *call) (reply, error) {
 		return s.connect(c, fd, a[1], a[2])
 	case filter.SysListen:
 		return s.listen(c, fd, int(int32(uint32(a[1]))))
+	case filter.SysBind:
+		return s.bind(c, fd, a[1], a[2])
 	case filter.SysGetpeername:
 		return s.getpeername(c, fd, a[1], a[2])
 	case filter.SysSendto:

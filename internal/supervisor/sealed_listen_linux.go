@@ -32,9 +32,8 @@ import (
 //     is not this machine's: EADDRNOTAVAIL), before the program's socket listens. A socket still
 //     unbound at listen() (the kernel would bind it to the wildcard address and an ephemeral
 //     port) gets the port the host picks for the mirror, so no conflict is possible; a socket
-//     bound to port 0 by the program got its port from the sandbox, which knows nothing of the
-//     host's ports: the mirror takes the same one, or the listen fails as above (rare: ephemeral
-//     ports are picked at random from ~28 000).
+//     the program bound to port 0 got a port that was free on the host at bind() time (bind,
+//     below), so the listen fails as above only if something on the host took it in between.
 //   - Inbound connections (inbound): accepted on the mirror, then a new sandbox socket of the
 //     supervisor's, bound to the client's own address and port (every address is local in the
 //     sandbox), connects to the address the client reached (the program's listener takes it,
@@ -626,3 +625,84 @@ func (s *Supervisor) connectOwnListener(c *call, cp int, si sockInfo, dest netip
 // sandboxLoZone is the zone of the sandbox's lo (ifindex 1 in a new namespace), where the inner
 // endpoint of a scoped destination is.
 const sandboxLoZone = "1"
+
+// bind serves bind(fd, addr, addrlen), notified with SealedNetwork only. A TCP socket of the
+// sandbox bound to port 0 would get its port from the sandbox, which knows nothing of the host's
+// ports, and the mirror of a listener on it could then find the port taken on the host
+// (listenSealed: EADDRINUSE; a server that binds port 0 and listens, as test suites and
+// notebooks do, failed so about once in a few hundred runs on a busy machine). Here the port is
+// picked on the host instead, where the kernel knows which are free (hostPort), and the copy of
+// the program's socket is bound to it in the sandbox; a port taken in the sandbox is tried again.
+// Every other bind runs as without torsocks: a bind sends nothing, whatever the address.
+func (s *Supervisor) bind(c *call, fd int, addr, addrlen uint64) (reply, error) {
+	cp, si, err := c.sock(fd)
+	if err != nil {
+		return reply{}, fromErr("bind", err)
+	}
+	defer unix.Close(cp)
+	if !si.isTCP() || !s.sealed(cp) {
+		return letRun(), nil
+	}
+	raw, err := c.read(addr, int(min(addrlen, maxSockaddrLen)))
+	if err != nil {
+		return reply{}, fromErr("bind", err)
+	}
+	local, unspec, err := parseSockaddr(si.domain, raw)
+	if err != nil || unspec || local.Port() != 0 || local.Addr().Zone() != "" {
+		return letRun(), nil // the kernel answers as it would (EINVAL, EAFNOSUPPORT...)
+	}
+	if noPort, _ := unix.GetsockoptInt(cp, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT); noPort != 0 {
+		return letRun(), nil // the port is picked at connect, per destination: not a listener's
+	}
+	for range 8 {
+		port, err := hostPort(cp, si.domain, local.Addr())
+		if err != nil {
+			return letRun(), nil // not an address of this machine: nothing could be mirrored there
+		}
+		sa, err := toSockaddr(si.domain, netip.AddrPortFrom(local.Addr(), port))
+		if err != nil {
+			return letRun(), nil
+		}
+		switch err := unix.Bind(cp, sa); err {
+		case nil:
+			return value(0), nil
+		case unix.EADDRINUSE:
+			continue // taken in the sandbox (a connection of the program's): another one
+		default:
+			return reply{}, failed(err)
+		}
+	}
+	return letRun(), nil
+}
+
+// hostPort returns a port that is free on the host network for a listener of family domain on
+// addr (IPV6_V6ONLY as on the program's socket cp): the one the kernel gives a socket of the
+// supervisor's own bound there to port 0, closed at once.
+func hostPort(cp, domain int, addr netip.Addr) (uint16, error) {
+	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	if domain == unix.AF_INET6 {
+		v6only, err := unix.GetsockoptInt(cp, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil {
+			return 0, err
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+			return 0, err
+		}
+	}
+	sa, err := toSockaddr(domain, netip.AddrPortFrom(addr, 0))
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return 0, err
+	}
+	bound, err := boundAddr(fd, domain)
+	if err != nil {
+		return 0, err
+	}
+	return bound.Port(), nil
+}
