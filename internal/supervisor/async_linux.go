@@ -42,10 +42,10 @@ import (
 //     reset from D acknowledging P's SYN (sendReset), ENETUNREACH and EHOSTUNREACH by an ICMP
 //     (ICMPv6) destination unreachable quoting P's SYN (sendUnreachable), both sent from raw
 //     sockets in the sandbox once the sniffer has P's ISN (in SYN_SENT the kernel aborts the
-//     connect with the errno); ETIMEDOUT by TCP_USER_TIMEOUT, which fails P at its next SYN retransmission
-//     (within 1 s in the first 5 s, then within the SYN backoff: 2, 4 ... 64 s); any other errno
-//     (Tor's onion-service codes, EIO, EINVAL) as ECONNABORTED by SOCK_DESTROY (sock_diag), the
-//     only abort errno the kernel offers for it.
+//     connect with the errno); ETIMEDOUT by TCP_USER_TIMEOUT, which fails P at its next SYN
+//     retransmission (within 1 s in the first 5 s, then within the SYN backoff: 2, 4 ... 64 s);
+//     any other errno (Tor's onion-service codes, EIO, EINVAL) as ECONNABORTED by SOCK_DESTROY
+//     (sock_diag), the only abort errno the kernel offers for it.
 //
 // No byte of the SOCKS exchange can reach P: the supervisor speaks SOCKS on a socket of its own.
 // The kernel, not the supervisor, keeps the program's view exact (poll, epoll registered before
