@@ -38,13 +38,14 @@ import (
 //     simultaneous open, both become ESTABLISHED, P is writable with SO_ERROR 0 and peer D.
 //     S is relayed to the supervisor's own connection through Tor (relayJoined), as a
 //     blocking connect's endpoint is.
-//  3. Tor says no: the connect of P is failed with the errno of proxyFailed: ECONNREFUSED,
-//     ENETUNREACH and EHOSTUNREACH by an ICMP (ICMPv6) destination unreachable quoting P's SYN,
-//     sent from a raw socket in the sandbox (in SYN_SENT the kernel aborts the connect with the
-//     error's errno); ETIMEDOUT by TCP_USER_TIMEOUT, which fails P at its next SYN retransmission
-//     (within 1 s in the first 5 s, then within the SYN backoff: 2, 4 ... 64 s); any other errno
-//     (Tor's onion-service codes, EIO, EINVAL) as ECONNABORTED by SOCK_DESTROY (sock_diag), the
-//     only abort errno the kernel offers for it.
+//  3. Tor says no: the connect of P is failed with the errno of proxyFailed: ECONNREFUSED by a
+//     reset from D acknowledging P's SYN (sendReset), ENETUNREACH and EHOSTUNREACH by an ICMP
+//     (ICMPv6) destination unreachable quoting P's SYN (sendUnreachable), both sent from raw
+//     sockets in the sandbox once the sniffer has P's ISN (in SYN_SENT the kernel aborts the
+//     connect with the errno); ETIMEDOUT by TCP_USER_TIMEOUT, which fails P at its next SYN
+//     retransmission (within 1 s in the first 5 s, then within the SYN backoff: 2, 4 ... 64 s);
+//     any other errno (Tor's onion-service codes, EIO, EINVAL) as ECONNABORTED by SOCK_DESTROY
+//     (sock_diag), the only abort errno the kernel offers for it.
 //
 // No byte of the SOCKS exchange can reach P: the supervisor speaks SOCKS on a socket of its own.
 // The kernel, not the supervisor, keeps the program's view exact (poll, epoll registered before
@@ -68,6 +69,7 @@ type asyncState struct {
 	initErr  error
 	sniff    [2]int // raw IPPROTO_TCP sockets in the sandbox (IPv4, IPv6), SYNs only
 	icmp     [2]int // raw ICMP and ICMPv6 sockets in the sandbox, send only
+	rst      [2]int // raw IPPROTO_RAW sockets in the sandbox (IPv4, IPv6; header included), send only
 	diag     int    // NETLINK_SOCK_DIAG socket in the sandbox (SOCK_DESTROY)
 
 	diagMu sync.Mutex // one request at a time on diag
@@ -104,8 +106,18 @@ type pendingConnect struct {
 	pid      int
 	deadline time.Time
 
-	isn     uint32 // guarded by asyncState.mu
-	haveISN bool   // guarded by asyncState.mu
+	isn     uint32        // guarded by asyncState.mu
+	haveISN bool          // guarded by asyncState.mu
+	seen    chan struct{} // closed when haveISN becomes true (under asyncState.mu)
+}
+
+// noteISN records p's ISN; s.async.mu is held.
+func (p *pendingConnect) noteISN(isn uint32) {
+	p.isn = isn
+	if !p.haveISN {
+		p.haveISN = true
+		close(p.seen)
+	}
 }
 
 // connectAsync serves, when it can, a connect on a sealed TCP socket asynchronously (see the top
@@ -239,6 +251,7 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		host: host, target: target, release: release,
 		auth: s.credentials(c), pid: c.pid(),
 		deadline: time.Now().Add(s.opts.ConnectTimeout),
+		seen:     make(chan struct{}),
 	}
 	s.async.mu.Lock()
 	if s.async.pending == nil {
@@ -250,7 +263,7 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 	}
 	s.async.pending[p.tuple] = p
 	if isn, ok := s.async.early[p.tuple]; ok {
-		p.isn, p.haveISN = isn, true
+		p.noteISN(isn)
 		delete(s.async.early, p.tuple)
 	}
 	s.async.mu.Unlock()
@@ -514,9 +527,22 @@ func (s *Supervisor) asyncFail(p *pendingConnect, err error) {
 		if ferr == nil && waitFailed(p.keep, maxSynBackoff) {
 			return
 		}
-	case unix.ECONNREFUSED, unix.ENETUNREACH, unix.EHOSTUNREACH:
+	case unix.ECONNREFUSED:
+		// A reset, not an ICMP port unreachable: see sendReset.
+		how = "RST"
+		isn, ok := s.waitISN(p)
+		if ferr = errNoSYN; ok {
+			ferr = s.sendReset(p, isn)
+		}
+		if ferr == nil && waitFailed(p.keep, time.Second) {
+			return
+		}
+	case unix.ENETUNREACH, unix.EHOSTUNREACH:
 		how = "ICMP"
-		ferr = s.sendUnreachable(p, ce.errno)
+		isn, ok := s.waitISN(p)
+		if ferr = errNoSYN; ok {
+			ferr = s.sendUnreachable(p, ce.errno, isn)
+		}
 		if ferr == nil && waitFailed(p.keep, time.Second) {
 			return
 		}
@@ -526,6 +552,20 @@ func (s *Supervisor) asyncFail(p *pendingConnect, err error) {
 		unix.SetsockoptInt(p.keep, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 1)
 		s.logPid(p.pid, slog.LevelWarn, fmt.Sprintf("connection to %s: failing the program's connect (%s: %v; SOCK_DESTROY: %v): it fails at its next SYN retransmission", p.target, how, ferr, ferr2), caller())
 	}
+}
+
+var errNoSYN = errors.New("the program's SYN was not seen")
+
+// waitISN waits (a little: the SYN left with the supervisor's connect of P, the sniffer has it
+// queued) until the sniffer has seen p's SYN, and returns its ISN.
+func (s *Supervisor) waitISN(p *pendingConnect) (uint32, bool) {
+	select {
+	case <-p.seen:
+	case <-time.After(time.Second):
+	}
+	s.async.mu.Lock()
+	defer s.async.mu.Unlock()
+	return p.isn, p.haveISN
 }
 
 // maxSynBackoff bounds the time to a SYN retransmission (TCP_RTO_MAX is 120 s).
@@ -658,7 +698,7 @@ func (s *Supervisor) asyncInit() error {
 
 func (s *Supervisor) asyncOpen() error {
 	a := &s.async
-	a.sniff, a.icmp, a.diag = [2]int{-1, -1}, [2]int{-1, -1}, -1
+	a.sniff, a.icmp, a.rst, a.diag = [2]int{-1, -1}, [2]int{-1, -1}, [2]int{-1, -1}, -1
 	if s.opts.Sandbox == nil {
 		return errors.New("no sandbox")
 	}
@@ -693,6 +733,17 @@ func (s *Supervisor) asyncOpen() error {
 			return err
 		}
 		if err := attachFilter(a.icmp[i], dropAll); err != nil {
+			return err
+		}
+		if a.rst[i], err = mk(domain, unix.SOCK_RAW, unix.IPPROTO_RAW); err != nil {
+			return err
+		}
+		if domain == unix.AF_INET6 {
+			if err := unix.SetsockoptInt(a.rst[i], unix.IPPROTO_IPV6, unix.IPV6_HDRINCL, 1); err != nil {
+				return fmt.Errorf("IPV6_HDRINCL: %w", err)
+			}
+		}
+		if err := attachFilter(a.rst[i], dropAll); err != nil {
 			return err
 		}
 	}
@@ -756,7 +807,7 @@ func (s *Supervisor) sniff(fd, domain int) {
 		isn := binary.BigEndian.Uint32(tcp[4:])
 		s.async.mu.Lock()
 		if p := s.async.pending[t]; p != nil {
-			p.isn, p.haveISN = isn, true
+			p.noteISN(isn)
 		} else if len(s.async.holds) > 0 {
 			// Perhaps the SYN of a connect about to be recorded.
 			if s.async.early == nil || len(s.async.early) >= 4096 {
@@ -768,15 +819,59 @@ func (s *Supervisor) sniff(fd, domain int) {
 	}
 }
 
-// sendUnreachable fails p's connect with errno by an ICMP (ICMPv6) destination unreachable that
-// quotes p's SYN.
-func (s *Supervisor) sendUnreachable(p *pendingConnect, errno unix.Errno) error {
-	s.async.mu.Lock()
-	isn, ok := p.isn, p.haveISN
-	s.async.mu.Unlock()
-	if !ok {
-		return errors.New("the program's SYN was not seen")
+// sendReset fails p's connect with ECONNREFUSED by a reset from the destination that
+// acknowledges p's SYN (isn+1), sent from a raw socket in the sandbox: in SYN_SENT the kernel
+// takes it (tcp_reset), sets the socket's error and only then closes it and wakes its waiters.
+//
+// An ICMP port unreachable gives the same errno but not atomically: tcp_v4_err and tcp_v6_err
+// (Linux 6.18 here) first queue the ICMP on the socket's error queue, even without IP_RECVERR,
+// which wakes its waiters (poll reports POLLERR for a non-empty error queue), and only then set
+// the error and close it (tcp_done_with_error). A
+// program polling on another CPU in that window read SO_ERROR 0 with the socket still in
+// SYN_SENT, took the connect for a success and got ECONNREFUSED from its first write
+// (TestSealedRefusedExact; TestSealedNoLeakedRelays flaked on it).
+func (s *Supervisor) sendReset(p *pendingConnect, isn uint32) error {
+	local, dest := p.tuple.local, p.tuple.remote
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], dest.Port())
+	binary.BigEndian.PutUint16(tcp[2:], local.Port())
+	binary.BigEndian.PutUint32(tcp[8:], isn+1) // ack
+	tcp[12] = 5 << 4                           // data offset: 20 bytes
+	tcp[13] = 0x14                             // RST|ACK
+	if local.Addr().Is4() {
+		d4, l4 := dest.Addr().As4(), local.Addr().As4()
+		pseudo := make([]byte, 0, 12+len(tcp))
+		pseudo = append(pseudo, d4[:]...)
+		pseudo = append(pseudo, l4[:]...)
+		pseudo = append(pseudo, 0, unix.IPPROTO_TCP, 0, byte(len(tcp)))
+		binary.BigEndian.PutUint16(tcp[16:], inetChecksum(append(pseudo, tcp...)))
+		pkt := make([]byte, 20, 20+len(tcp))
+		pkt[0] = 0x45
+		binary.BigEndian.PutUint16(pkt[2:], uint16(20+len(tcp)))
+		pkt[8], pkt[9] = 64, unix.IPPROTO_TCP // the kernel fills in the id and the checksum
+		copy(pkt[12:16], d4[:])
+		copy(pkt[16:20], l4[:])
+		return unix.Sendto(s.async.rst[0], append(pkt, tcp...), 0, &unix.SockaddrInet4{Addr: l4})
 	}
+	d16, l16 := dest.Addr().As16(), local.Addr().As16()
+	pseudo := make([]byte, 0, 40+len(tcp))
+	pseudo = append(pseudo, d16[:]...)
+	pseudo = append(pseudo, l16[:]...)
+	pseudo = append(pseudo, 0, 0, 0, byte(len(tcp)), 0, 0, 0, unix.IPPROTO_TCP)
+	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(append(pseudo, tcp...)))
+	pkt := make([]byte, 40, 40+len(tcp))
+	pkt[0] = 0x60
+	binary.BigEndian.PutUint16(pkt[4:], uint16(len(tcp)))
+	pkt[6], pkt[7] = unix.IPPROTO_TCP, 64
+	copy(pkt[8:24], d16[:])
+	copy(pkt[24:40], l16[:])
+	return unix.Sendto(s.async.rst[1], append(pkt, tcp...), 0, &unix.SockaddrInet6{Addr: l16})
+}
+
+// sendUnreachable fails p's connect with errno (ENETUNREACH, EHOSTUNREACH) by an ICMP (ICMPv6)
+// destination unreachable that quotes p's SYN (isn). Not atomic (see sendReset): in a narrow
+// window a program polling on another CPU can read SO_ERROR 0 before the error is set.
+func (s *Supervisor) sendUnreachable(p *pendingConnect, errno unix.Errno, isn uint32) error {
 	local, dest := p.tuple.local, p.tuple.remote
 	tcp := make([]byte, 8)
 	binary.BigEndian.PutUint16(tcp[0:], local.Port())
