@@ -397,25 +397,7 @@ func TestSealedSupervisorKilled(t *testing.T) {
 	env(t)
 	sniff := sniffAttack(t, attackIface(t))
 	// A destination that keeps the connection open and says nothing.
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(netnstest.DestV4, 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var sources []netip.Addr
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			sources = append(sources, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
-			mu.Unlock()
-			defer c.Close()
-		}
-	}()
+	port := silentDest(t)
 	out := filepath.Join(t.TempDir(), "out")
 	script := fmt.Sprintf(`
 import socket, sys, time
@@ -453,7 +435,7 @@ try:
 except OSError as e:
     res.append("connect-err%%d" %% (e.errno or 0))
 open(out, "w").write(" ".join(res) + "\n")
-`, ln.Addr().(*net.TCPAddr).Port, out)
+`, port, out)
 	cmd := exec.Command(torsocksBin, "python3", "-c", script)
 	cmd.Env = append(os.Environ(), sealedEnv...)
 	pr, pw, _ := os.Pipe()
@@ -495,15 +477,50 @@ open(out, "w").write(" ".join(res) + "\n")
 	if f[4] == "connect-ok" {
 		t.Errorf("a connect succeeded with the supervisor gone: %s", res)
 	}
-	mu.Lock()
-	for _, s := range sources {
-		if s != netnstest.SocksSrcV4 {
-			t.Errorf("LEAK: destination saw a connection from %v", s)
-		}
-	}
-	mu.Unlock()
 	if bad := sniff.stop(); len(bad) > 0 {
 		t.Errorf("LEAK: packets the sniffer flagged:\n%s", strings.Join(bad, "\n"))
 	}
 	noLeaks(t)
+}
+
+// silentDest listens on the destination test host (a free port), keeps every connection open
+// without a word, and checks at cleanup that each came from the SOCKS server (a LEAK otherwise).
+func silentDest(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(netnstest.DestV4, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex // guards sources
+	var sources []netip.Addr
+	var conns []net.Conn // the accept goroutine's own
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+			mu.Lock()
+			sources = append(sources, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range sources {
+			if s != netnstest.SocksSrcV4 {
+				t.Errorf("LEAK: destination saw a connection from %v", s)
+			}
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
 }
