@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -330,19 +329,7 @@ open(out, "w").write(" ".join(res) + "\n")
 	for i := 0; i < pending; i++ {
 		<-waiting
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	pw.Write([]byte("\n"))
-	pw.Close()
-	var res string
-	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if b, err := os.ReadFile(out); err == nil && strings.HasSuffix(string(b), "\n") {
-			res = strings.TrimSpace(string(b))
-			break
-		}
-	}
-	t.Logf("after the supervisor was killed: %s", res)
-	f := strings.Fields(res)
+	res, f := killSupervisor(t, cmd, pw, out, 120*time.Second)
 	if len(f) != pending+3+1 {
 		b, _ := os.ReadFile(stderr.Name())
 		t.Fatalf("program results %q\n%s", res, b)

@@ -450,19 +450,7 @@ open(out, "w").write(" ".join(res) + "\n")
 		cmd.Process.Kill()
 		t.Fatalf("program did not connect: %q", lines.Text())
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	pw.Write([]byte("\n"))
-	pw.Close()
-	var res string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if b, err := os.ReadFile(out); err == nil && strings.HasSuffix(string(b), "\n") {
-			res = strings.TrimSpace(string(b))
-			break
-		}
-	}
-	t.Logf("after the supervisor was killed: %s", res)
-	f := strings.Fields(res)
+	res, f := killSupervisor(t, cmd, pw, out, 30*time.Second)
 	if len(f) != 5 {
 		t.Fatalf("program results %q", res)
 	}
@@ -523,4 +511,24 @@ func silentDest(t *testing.T) int {
 		}
 	})
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// killSupervisor kills the supervisor cmd (the program it traces lives on), lets the program go on
+// by a line on pw, and waits (at most wait) for the line of results the program writes to out
+// once it has tried its sockets again; the line and its fields.
+func killSupervisor(t *testing.T, cmd *exec.Cmd, pw *os.File, out string, wait time.Duration) (string, []string) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	pw.Write([]byte("\n"))
+	pw.Close()
+	var res string
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if b, err := os.ReadFile(out); err == nil && strings.HasSuffix(string(b), "\n") {
+			res = strings.TrimSpace(string(b))
+			break
+		}
+	}
+	t.Logf("after the supervisor was killed: %s", res)
+	return res, strings.Fields(res)
 }

@@ -657,7 +657,10 @@ func (s *Supervisor) bind(c *call, fd int, addr, addrlen uint64) (reply, error) 
 	for range 8 {
 		port, err := hostPort(cp, si.domain, local.Addr())
 		if err != nil {
-			return letRun(), nil // not an address of this machine: nothing could be mirrored there
+			// Not an address of this machine (nothing could be mirrored there), or no socket
+			// for the probe: the sandbox picks the port, as it always did. A bind sends
+			// nothing, so letting it run cannot reach the network.
+			return letRun(), nil
 		}
 		sa, err := toSockaddr(si.domain, netip.AddrPortFrom(local.Addr(), port))
 		if err != nil {
