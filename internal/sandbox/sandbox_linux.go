@@ -61,6 +61,7 @@ type Sandbox struct {
 	pool      map[poolKey][]int
 	refilling map[poolKey]bool
 	poolShut  bool
+	refills   sync.WaitGroup // refills in flight; Added under poolMu while !poolShut, so Close can wait
 }
 
 // The pool: sockets made ahead, per kind, so that a program's UDP socket (one per name lookup)
@@ -191,8 +192,9 @@ func (s *Sandbox) start() error {
 	return nil
 }
 
-// Close stops the factory (or keeps it from ever starting) and closes the pooled sockets. Sockets
-// already handed out stay in the namespace, which lives as long as they do.
+// Close stops the factory (or keeps it from ever starting) and closes the pooled sockets, those
+// of refills in flight included: when it returns, the supervisor holds no sandbox socket it did
+// not hand out. Sockets already handed out stay in the namespace, which lives as long as they do.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -202,8 +204,13 @@ func (s *Sandbox) Close() error {
 	}
 	s.mu.Unlock()
 	s.poolMu.Lock()
+	s.poolShut = true // no refill starts after this
+	s.poolMu.Unlock()
+	// A refill that had its sockets before the factory went closes them itself once it sees
+	// poolShut; wait for it, so none is still open when Close returns.
+	s.refills.Wait()
+	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
-	s.poolShut = true
 	for _, fds := range s.pool {
 		for _, fd := range fds {
 			unix.Close(fd)
@@ -262,6 +269,7 @@ func (s *Sandbox) fromPool(k poolKey) int {
 			s.pool, s.refilling = map[poolKey][]int{}, map[poolKey]bool{}
 		}
 		s.refilling[k] = true
+		s.refills.Add(1)
 		go s.refill(k)
 	}
 	return fd
@@ -269,6 +277,7 @@ func (s *Sandbox) fromPool(k poolKey) int {
 
 // refill asks the factory for poolBatch sockets of kind k in one message and pools them.
 func (s *Sandbox) refill(k poolKey) {
+	defer s.refills.Done()
 	s.mu.Lock()
 	fds, err := s.requestMany(k.domain, k.typ|unix.SOCK_CLOEXEC, k.proto, poolBatch)
 	s.mu.Unlock()
