@@ -6,14 +6,9 @@ package run
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"sync"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +24,9 @@ const Version = "0.1.0"
 // Main runs torsocks with args (os.Args[1:]) and returns the exit status (or does not return: when
 // the program was killed by a signal, torsocks kills itself with the same signal).
 func Main(args []string) int {
+	// Signals are enabled in the background from here on, before the program is started
+	// (signals_linux.go).
+	r := startReaper()
 	inv, err := config.Parse(args, os.LookupEnv, os.ReadFile)
 	if err != nil {
 		return usageFailure(err)
@@ -36,7 +34,7 @@ func Main(args []string) int {
 	if inv.Action != config.Run {
 		return otherAction(inv)
 	}
-	s, err := newSession(&inv.Config, realSteps)
+	s, err := newSession(&inv.Config, realSteps, r)
 	if err != nil {
 		return fail(err)
 	}
@@ -121,105 +119,6 @@ func refusals(inv *config.Invocation) (path string, prog []unix.SockFilter, err 
 		return "", nil, err
 	}
 	return path, prog, nil
-}
-
-// reaper reaps every child (the program and re-parented orphans) and forwards signals.
-type reaper struct {
-	child  int
-	mu     sync.Mutex // guards status
-	status unix.WaitStatus
-	once   sync.Once
-	done   chan struct{}
-}
-
-func (r *reaper) loop(sigs <-chan os.Signal, log *slog.Logger) {
-	r.reap()
-	for sig := range sigs {
-		if sig == unix.SIGCHLD {
-			r.reap()
-			continue
-		}
-		if s, ok := sig.(syscall.Signal); ok && shouldForward(s) {
-			if err := unix.Kill(r.child, s); err != nil && err != unix.ESRCH {
-				log.Debug(fmt.Sprintf("forward %v to pid %d: %v", s, r.child, err))
-			}
-		}
-	}
-}
-
-func (r *reaper) reap() {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || pid <= 0 {
-			return
-		}
-		if pid == r.child && (ws.Exited() || ws.Signaled()) {
-			r.mu.Lock()
-			r.status = ws
-			r.mu.Unlock()
-			r.once.Do(func() { close(r.done) })
-		}
-	}
-}
-
-// waitStatus is how the program ended.
-func (r *reaper) waitStatus() unix.WaitStatus {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.status
-}
-
-// exitStatus returns the program's exit status, or re-raises the signal that killed it so that
-// the calling shell reports it exactly as it would without torsocks.
-func exitStatus(ws unix.WaitStatus) int {
-	if ws.Exited() {
-		return ws.ExitStatus()
-	}
-	sig := ws.Signal()
-	signal.Reset(sig)
-	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}) // the program dumped core if it was to; we do not
-	unix.Kill(os.Getpid(), sig)
-	time.Sleep(time.Second) // the signal is delivered asynchronously; do not exit before it lands
-	return 128 + int(sig)
-}
-
-// forwarded lists the signals torsocks passes on to the program. Signals it was started with
-// ignored stay ignored (the program inherits that, as it would without torsocks).
-func forwarded() []os.Signal {
-	var out []os.Signal
-	for _, s := range []syscall.Signal{unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1,
-		unix.SIGUSR2, unix.SIGALRM, unix.SIGWINCH, unix.SIGCONT, unix.SIGPWR, unix.SIGVTALRM, unix.SIGPROF} {
-		if !signal.Ignored(s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// shouldForward tells whether a signal torsocks received should be passed to the program. The
-// terminal sends SIGINT, SIGQUIT, SIGWINCH and SIGHUP to the whole foreground process group, which
-// the program shares with torsocks: it already has them, and a second copy would be wrong (Python
-// would raise KeyboardInterrupt twice). Sent by kill(1) to torsocks alone, they are forwarded.
-func shouldForward(s syscall.Signal) bool {
-	switch s {
-	case unix.SIGINT, unix.SIGQUIT, unix.SIGWINCH, unix.SIGHUP:
-		return !inForeground()
-	}
-	return true
-}
-
-func inForeground() bool {
-	fd, err := unix.Open("/dev/tty", unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(fd)
-	pgrp, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
-	return err == nil && pgrp == unix.Getpgrp()
 }
 
 // checkPrivileged refuses setuid, setgid and file-capability programs: under no_new_privs they

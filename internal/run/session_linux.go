@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"sync"
 	"sync/atomic"
 
@@ -51,7 +50,7 @@ type session struct {
 	relay *unixrelay.Relay // SocksUnix only
 	udp   *udpDNS          // nil: no UDP sandbox (UDP sockets are refused)
 	child *launch.Child
-	sigs  chan os.Signal
+	r     *reaper // signals and children; nil in tests that never start a program
 
 	supMu sync.Mutex // guards sup
 	sup   *supervisor.Supervisor
@@ -205,8 +204,8 @@ func (c *closers) close() {
 }
 
 // newSession opens the log (cfg.LogFile, else stderr) and says what the configuration warns of.
-func newSession(cfg *config.Config, st steps) (*session, error) {
-	s := &session{cfg: cfg, steps: st}
+func newSession(cfg *config.Config, st steps, r *reaper) (*session, error) {
+	s := &session{cfg: cfg, steps: st, r: r}
 	logw := os.Stderr
 	if cfg.LogFile != "" {
 		f, err := tslog.OpenFile(cfg.LogFile)
@@ -320,13 +319,13 @@ func (s *session) reclaimClosed() {
 }
 
 // launch starts the program (path, argv) under the filter prog; signals torsocks receives from
-// then on are the reaper's (supervise).
+// its fork on are forwarded to it (reaper). Signals are not stopped at the end: torsocks exits.
 func (s *session) launch(path string, argv []string, prog []unix.SockFilter) error {
-	s.sigs = make(chan os.Signal, 32)
-	signal.Notify(s.sigs, forwarded()...)
-	signal.Notify(s.sigs, unix.SIGCHLD)
-	s.open.add(func() { signal.Stop(s.sigs) })
 	opts := launch.Options{KeepCapabilities: s.cfg.KeepCapabilities}
+	if s.r != nil {
+		log := s.log
+		opts.BeforeFork = func() func(int) { return s.r.beforeFork(log) }
+	}
 	if s.udp != nil && sandbox.SpawnEarly() {
 		// The factory spawned early (before the supervisor turned undumpable) is awaited here, so
 		// it is ready (undumpable, confined) before the program runs a single instruction.
@@ -369,16 +368,13 @@ func (s *session) supervise() unix.WaitStatus {
 	s.supMu.Lock()
 	s.sup = sup
 	s.supMu.Unlock()
-	r := &reaper{child: s.child.Pid, done: make(chan struct{})}
-	go r.loop(s.sigs, s.log)
 	if err := sup.Serve(); err != nil {
 		// Closing the listener makes every pending and later notified call fail (ENOSYS): the
 		// program loses its network, nothing goes around Tor.
 		s.log.Error(fmt.Sprintf("supervisor stopped: %v; the program's network calls now fail", err))
 	}
 	s.child.Listener.Close()
-	<-r.done
-	return r.waitStatus()
+	return s.r.wait()
 }
 
 // supervisorOptions wires the session's resources into the supervisor.

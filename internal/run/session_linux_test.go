@@ -138,7 +138,7 @@ func TestSessionClosesWhatItOpened(t *testing.T) {
 	for _, fail := range []string{"ownTor", "unixRelay", "start"} {
 		t.Run(fail, func(t *testing.T) {
 			m := &made{}
-			s, err := newSession(testConfig(t), testSteps(t, m, fail))
+			s, err := newSession(testConfig(t), testSteps(t, m, fail), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +197,7 @@ func TestSessionUDPFailureClosesAtOnce(t *testing.T) {
 			if c.cfg != nil {
 				c.cfg(cfg)
 			}
-			s, err := newSession(cfg, testSteps(t, m, c.fail))
+			s, err := newSession(cfg, testSteps(t, m, c.fail), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +266,7 @@ func stripPID(log string) string {
 func TestSessionWiresSupervisor(t *testing.T) {
 	m := &made{}
 	cfg := testConfig(t)
-	s, err := newSession(cfg, testSteps(t, m, ""))
+	s, err := newSession(cfg, testSteps(t, m, ""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestSessionWiresSupervisor(t *testing.T) {
 	unix.Close(fd)
 	s.reclaimClosed() // no supervisor yet: nothing to do, no crash
 	cfg.SocksUnix, cfg.AllowOutboundLocalhost = "", 0
-	s2, err := newSession(cfg, testSteps(t, &made{}, "sandbox"))
+	s2, err := newSession(cfg, testSteps(t, &made{}, "sandbox"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
