@@ -97,7 +97,7 @@ type pendingConnect struct {
 	dest     netip.AddrPort // as the program gave it
 	domain   int            // P's family
 	cookie   uint64
-	keep     int // P's copy, held while pending (closed when done)
+	keep     int // P's copy (the call's, connect leaves it open), held while pending (closed when done)
 	hold     *holdListener
 	host     string // stand-in name, or ""
 	target   string // for log lines
@@ -227,10 +227,6 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		return true, failed(cerr)
 	}
 	local, err := boundAddr(cp, si.domain)
-	var keep int
-	if err == nil {
-		keep, err = unix.FcntlInt(uintptr(cp), unix.F_DUPFD_CLOEXEC, 0)
-	}
 	if err != nil {
 		// P is in SYN_SENT with nobody to complete it: fail it now.
 		unix.SetsockoptInt(cp, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 1)
@@ -248,7 +244,7 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 	p := &pendingConnect{
 		tuple:  connTuple{unmap(local), unmap(dest)},
 		dest:   dest,
-		domain: si.domain, cookie: si.cookie, keep: keep, hold: h,
+		domain: si.domain, cookie: si.cookie, keep: cp, hold: h,
 		host: host, target: target, release: release,
 		auth: s.credentials(c), tid: c.tid, tgid: c.tgid,
 		deadline: time.Now().Add(s.opts.ConnectTimeout),
@@ -268,6 +264,7 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		delete(s.async.early, p.tuple)
 	}
 	s.async.mu.Unlock()
+	c.kept = true // cp is p.keep now (no duplicate: a fcntl and a close less per connect)
 	go s.completeAsync(p)
 	return true, failed(unix.EINPROGRESS)
 }
@@ -502,7 +499,7 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up int) error {
 func (s *Supervisor) relayJoined(in, up int, done func()) error {
 	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
-	err := relay.Start(in, up, func() {
+	err := relay.StartNonblocking(in, up, func() {
 		s.relays.Add(-1)
 		if done != nil {
 			done()
@@ -861,7 +858,7 @@ func (s *Supervisor) sniff(fd, domain int) {
 	buf := make([]byte, 256)
 	oob := make([]byte, 128)
 	for {
-		n, oobn, _, from, err := unix.Recvmsg(fd, buf, oob, 0)
+		n, oobn, from, err := recvmsgFrom(fd, buf, oob)
 		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
@@ -882,11 +879,10 @@ func (s *Supervisor) sniff(fd, domain int) {
 			dst, _ = netip.AddrFromSlice(buf[16:20])
 			tcp = buf[ihl:n]
 		} else {
-			sa, ok := from.(*unix.SockaddrInet6)
-			if !ok || n < 8 {
+			if !from.Addr().Is6() || n < 8 {
 				continue
 			}
-			src = netip.AddrFrom16(sa.Addr)
+			src = from.Addr()
 			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 			if err != nil {
 				continue
