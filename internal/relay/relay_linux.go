@@ -92,6 +92,10 @@ var std = New(0)
 // reset and closed, done is not run, and the error says why.
 func Start(a, b int, done func()) error { return std.Start(a, b, done) }
 
+// StartNonblocking is Start for sockets the caller made non-blocking itself (SOCK_NONBLOCK at
+// creation or accept4): their flags are not asked again (two fcntl less per connection).
+func StartNonblocking(a, b int, done func()) error { return std.start(a, b, done, true) }
+
 // Stats returns how many connections the package's relay carries now and how many pipes it holds.
 func Stats() (conns, pipes int64) { return std.Stats() }
 
@@ -99,10 +103,12 @@ func Stats() (conns, pipes int64) { return std.Stats() }
 func (r *Relay) Stats() (conns, pipes int64) { return r.conns.Load(), r.pipes.Load() }
 
 // Start is the package's Start on r.
-func (r *Relay) Start(a, b int, done func()) error {
+func (r *Relay) Start(a, b int, done func()) error { return r.start(a, b, done, false) }
+
+func (r *Relay) start(a, b int, done func(), nonblocking bool) error {
 	l, err := r.loop()
 	if err == nil {
-		err = l.add(a, b, done)
+		err = l.add(a, b, done, nonblocking)
 	}
 	if err != nil {
 		reset(a)
@@ -215,10 +221,14 @@ func newLoop(r *Relay) (*loop, error) {
 	return l, nil
 }
 
-// add registers a new conn of a and b (on Start's caller's goroutine). The conn is in the table
-// before its sockets are registered, so no event of theirs finds it missing.
-func (l *loop) add(a, b int, done func()) error {
+// add registers a new conn of a and b (on Start's caller's goroutine), made non-blocking unless
+// the caller says they are. The conn is in the table before its sockets are registered, so no
+// event of theirs finds it missing.
+func (l *loop) add(a, b int, done func(), nonblocking bool) error {
 	for _, fd := range []int{a, b} {
+		if nonblocking {
+			break
+		}
 		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 		if err == nil && fl&unix.O_NONBLOCK == 0 {
 			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK)

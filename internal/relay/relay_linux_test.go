@@ -258,38 +258,54 @@ func TestWriteToClosedSideResets(t *testing.T) {
 }
 
 // Unix socketpairs relay as TCP sockets do.
+// TestSocketpair: Start with blocking sockets (it makes them non-blocking), and the
+// non-blocking start with sockets made non-blocking.
 func TestSocketpair(t *testing.T) {
-	r := newRelay(1)
-	x, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	for _, nonblocking := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nonblocking=%v", nonblocking), func(t *testing.T) {
+			r := newRelay(1)
+			x, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			flags := unix.SOCK_CLOEXEC
+			if nonblocking {
+				flags |= unix.SOCK_NONBLOCK
+			}
+			y, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|flags, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := r.Start
+			if nonblocking {
+				unix.SetNonblock(x[1], true)
+				unix.SetNonblock(y[0], false)
+				start = func(a, b int, done func()) error { return r.start(a, b, done, true) }
+			}
+			done := make(chan struct{})
+			if err := start(x[1], y[1], func() { close(done) }); err != nil {
+				t.Fatal(err)
+			}
+			xf, yf := os.NewFile(uintptr(x[0]), "x"), os.NewFile(uintptr(y[0]), "y")
+			defer xf.Close()
+			defer yf.Close()
+			data := bytes.Repeat([]byte("0123456789"), 300000)
+			go func() {
+				xf.Write(data)
+				unix.Shutdown(x[0], unix.SHUT_WR)
+			}()
+			got, err := io.ReadAll(yf)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("got %d bytes (%v), want %d", len(got), err, len(data))
+			}
+			unix.Shutdown(y[0], unix.SHUT_WR)
+			if rest, err := io.ReadAll(xf); err != nil || len(rest) != 0 {
+				t.Fatalf("x read %d bytes, %v; want EOF", len(rest), err)
+			}
+			<-done
+			waitIdle(t, r)
+		})
 	}
-	y, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	if err := r.Start(x[1], y[1], func() { close(done) }); err != nil {
-		t.Fatal(err)
-	}
-	xf, yf := os.NewFile(uintptr(x[0]), "x"), os.NewFile(uintptr(y[0]), "y")
-	defer xf.Close()
-	defer yf.Close()
-	data := bytes.Repeat([]byte("0123456789"), 300000)
-	go func() {
-		xf.Write(data)
-		unix.Shutdown(x[0], unix.SHUT_WR)
-	}()
-	got, err := io.ReadAll(yf)
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("got %d bytes (%v), want %d", len(got), err, len(data))
-	}
-	unix.Shutdown(y[0], unix.SHUT_WR)
-	if rest, err := io.ReadAll(xf); err != nil || len(rest) != 0 {
-		t.Fatalf("x read %d bytes, %v; want EOF", len(rest), err)
-	}
-	<-done
-	waitIdle(t, r)
 }
 
 // Thousands of idle connections cost no goroutine and no pipe; closing them all (orderly, both

@@ -38,6 +38,7 @@ type call struct {
 	answered bool
 
 	connectFirst bool // a connect folded into a send (MSG_FASTOPEN): never asynchronous
+	kept         bool // connectAsync kept the copy of the program's socket: connect must not close it
 }
 
 // newCall makes the call for notification n; abi is nil for an unknown architecture.

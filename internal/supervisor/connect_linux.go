@@ -55,7 +55,11 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 	if err != nil {
 		return reply{}, fromErr("connect", err)
 	}
-	defer unix.Close(cp)
+	defer func() {
+		if !c.kept {
+			unix.Close(cp)
+		}
+	}()
 	if !si.isInet() && si.domain != unix.AF_UNIX && si.domain != unix.AF_NETLINK {
 		return reply{}, refused(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
 	}
@@ -203,7 +207,7 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 	if err != nil {
 		return -1, s.torUnreachable(err, target)
 	}
-	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
+	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true}
 	err = s.handshake(c, rc, dest, host)
 	if err != nil {
 		unix.Close(fd)
@@ -274,7 +278,8 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
-	err = relay.Start(in, up, func() {
+	// Both are non-blocking: in from accept4, up from ownConn.
+	err = relay.StartNonblocking(in, up, func() {
 		s.relays.Add(-1)
 		if release != nil {
 			release()
@@ -399,7 +404,10 @@ func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host s
 	// as it was; nothing else uses the socket meanwhile (the program is inside connect).
 	// Only without credentials: with them the method selection comes alone first.
 	lowat := auth == nil
-	old, gerr := unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+	old, gerr := 1, error(nil) // the supervisor's own socket has the default
+	if !rc.own {
+		old, gerr = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
+	}
 	if gerr == nil && lowat {
 		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
 	}
@@ -534,6 +542,7 @@ type rawConn struct {
 	c         *call // whose receiver role wait hands over when the listener has something
 	fd, pidfd int
 	deadline  time.Time
+	own       bool // fd is a socket of the supervisor's own (ownConn), with default options
 }
 
 func (r *rawConn) Read(p []byte) (int, error) {

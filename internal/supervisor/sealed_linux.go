@@ -227,7 +227,7 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 	}
 	lr := &rawConn{c: c, fd: l.fd, pidfd: -1, deadline: time.Now().Add(5 * time.Second)}
 	for {
-		fd, rsa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, peer, err := accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err == unix.EAGAIN || err == unix.EINTR || err == unix.ECONNABORTED {
 			if err := lr.wait(unix.POLLIN); err != nil {
 				return -1, fmt.Errorf("accept on the inner endpoint %s: %w", l.dest, err)
@@ -237,7 +237,7 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 		if err != nil {
 			return -1, fmt.Errorf("accept on the inner endpoint %s: %w", l.dest, err)
 		}
-		if peer := sockaddrAddrPort(rsa); peer.Addr().Unmap() != local.Addr().Unmap() || peer.Port() != local.Port() {
+		if peer.Addr().Unmap() != local.Addr().Unmap() || peer.Port() != local.Port() {
 			// Only the supervisor connects to its inner listeners, under l.mu: a connection
 			// of an earlier join that gave up (its connect completed after the deadline).
 			resetClose(fd)

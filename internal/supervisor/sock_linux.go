@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -128,15 +129,12 @@ func toSockaddr(domain int, ap netip.AddrPort) (unix.Sockaddr, error) {
 
 // boundAddr returns the local address of a socket, the unspecified address for an unbound one.
 func boundAddr(fd, domain int) (netip.AddrPort, error) {
-	sa, err := unix.Getsockname(fd)
+	ap, err := sockName(unix.SYS_GETSOCKNAME, fd)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("getsockname: %w", err)
 	}
-	switch v := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(v.Addr), uint16(v.Port)), nil
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(v.Addr), uint16(v.Port)), nil
+	if ap.IsValid() {
+		return ap, nil
 	}
 	if domain == unix.AF_INET6 {
 		return netip.AddrPortFrom(netip.IPv6Unspecified(), 0), nil
@@ -146,6 +144,66 @@ func boundAddr(fd, domain int) (netip.AddrPort, error) {
 
 // isConnected reports whether a TCP socket has a peer.
 func isConnected(fd int) bool {
-	_, err := unix.Getpeername(fd)
+	_, err := sockName(unix.SYS_GETPEERNAME, fd)
 	return err == nil
+}
+
+// The socket address calls below are x/sys/unix's without its extra getsockopt(SO_PROTOCOL):
+// unix.Getsockname, Getpeername, Accept4 and Recvmsg ask it of the socket for every inet
+// address they convert (to tell L2TP sockets apart), a system call more each (strace: 3 a
+// connect on the asynchronous path).
+
+// sockName runs getsockname or getpeername (nr) on fd: the inet address, or the zero AddrPort
+// for another family.
+func sockName(nr uintptr, fd int) (netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	_, _, errno := unix.Syscall(nr, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)))
+	if errno != 0 {
+		return netip.AddrPort{}, errno
+	}
+	return rawAddrPort(&rsa), nil
+}
+
+// accept4 is unix.Accept4 returning the peer's inet address.
+func accept4(fd, flags int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	nfd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), uintptr(flags), 0, 0)
+	if errno != 0 {
+		return -1, netip.AddrPort{}, errno
+	}
+	return int(nfd), rawAddrPort(&rsa), nil
+}
+
+// recvmsgFrom is unix.Recvmsg (flags 0) returning the source's inet address.
+func recvmsgFrom(fd int, p, oob []byte) (n, oobn int, from netip.AddrPort, err error) {
+	var rsa unix.RawSockaddrAny
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&rsa)), Namelen: uint32(unix.SizeofSockaddrAny), Iov: &iov, Iovlen: 1}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), 0)
+	if errno != 0 {
+		return 0, 0, netip.AddrPort{}, errno
+	}
+	return int(r), int(msg.Controllen), rawAddrPort(&rsa), nil
+}
+
+// rawAddrPort converts an AF_INET or AF_INET6 address (the zero AddrPort for another family).
+func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }

@@ -60,3 +60,85 @@ func FuzzParseSockaddr(f *testing.F) {
 		}
 	})
 }
+
+// TestRawSockNames: sockName, accept4 and recvmsgFrom give the addresses x/sys/unix's own calls
+// give, for IPv4 and IPv6 sockets (and none for a unix socket).
+func TestRawSockNames(t *testing.T) {
+	for _, c := range []struct {
+		domain int
+		addr   string
+	}{{unix.AF_INET, "127.0.0.1:0"}, {unix.AF_INET6, "[::1]:0"}} {
+		ln, err := unix.Socket(c.domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(ln)
+		sa, _ := toSockaddr(c.domain, netip.MustParseAddrPort(c.addr))
+		if err := unix.Bind(ln, sa); err != nil {
+			t.Skipf("bind %s: %v", c.addr, err)
+		}
+		unix.Listen(ln, 1)
+		lnAddr, err := sockName(unix.SYS_GETSOCKNAME, ln)
+		if err != nil || lnAddr.Port() == 0 {
+			t.Fatalf("getsockname of the listener: %v %v", lnAddr, err)
+		}
+		cl, _ := unix.Socket(c.domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		defer unix.Close(cl)
+		if isConnected(cl) {
+			t.Fatal("an unconnected socket reported connected")
+		}
+		sa, _ = toSockaddr(c.domain, lnAddr)
+		if err := unix.Connect(cl, sa); err != nil {
+			t.Fatal(err)
+		}
+		fd, peer, err := accept4(ln, unix.SOCK_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		local, err := boundAddr(cl, c.domain)
+		if err != nil || peer != local {
+			t.Errorf("accept4 peer %v, client's own address %v (%v)", peer, local, err)
+		}
+		usa, _ := unix.Getsockname(cl)
+		if want := sockaddrAddrPort(usa); want != local {
+			t.Errorf("boundAddr %v, unix.Getsockname %v", local, want)
+		}
+		if p, err := sockName(unix.SYS_GETPEERNAME, cl); err != nil || p != lnAddr || !isConnected(cl) {
+			t.Errorf("getpeername %v (%v), want %v", p, err, lnAddr)
+		}
+	}
+	for _, c := range []struct {
+		domain int
+		addr   string
+	}{{unix.AF_INET, "127.0.0.1:0"}, {unix.AF_INET6, "[::1]:0"}} {
+		rx, _ := unix.Socket(c.domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		defer unix.Close(rx)
+		sa, _ := toSockaddr(c.domain, netip.MustParseAddrPort(c.addr))
+		if err := unix.Bind(rx, sa); err != nil {
+			t.Skipf("bind %s: %v", c.addr, err)
+		}
+		rxAddr, _ := boundAddr(rx, c.domain)
+		tx, _ := unix.Socket(c.domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		defer unix.Close(tx)
+		sa, _ = toSockaddr(c.domain, rxAddr)
+		if err := unix.Sendto(tx, []byte("hi"), 0, sa); err != nil {
+			t.Fatal(err)
+		}
+		txAddr, _ := boundAddr(tx, c.domain)
+		txAddr = netip.AddrPortFrom(rxAddr.Addr(), txAddr.Port()) // sent from the loopback address
+		buf := make([]byte, 16)
+		n, _, from, err := recvmsgFrom(rx, buf, nil)
+		if err != nil || string(buf[:n]) != "hi" || from != txAddr {
+			t.Errorf("recvmsgFrom: %q from %v (%v), want \"hi\" from %v", buf[:n], from, err, txAddr)
+		}
+	}
+	u, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(u)
+	if ap, err := sockName(unix.SYS_GETSOCKNAME, u); err != nil || ap.IsValid() {
+		t.Errorf("unix socket: %v %v, want no inet address", ap, err)
+	}
+}
