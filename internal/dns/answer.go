@@ -36,6 +36,41 @@ func (s *Server) Answer(ctx context.Context, query []byte, maxSize int) (resp []
 	return s.answer(ctx, query, maxSize)
 }
 
+// AnswerNow is Answer when the answer needs nothing to wait for: map mode and .onion stand-ins,
+// local and /etc/hosts names, errors, other types, and results of Tor lookups still in the cache.
+// Where Answer would wait (a lookup through Tor, a full stand-in table whose closed connections
+// must be reclaimed first) it gives up with ok false, having changed nothing, and the caller
+// calls Answer where waiting does no harm. It lets the responder answer on the goroutine that
+// read the query (dnsserver.NowAnswerer).
+func (s *Server) AnswerNow(query []byte, maxSize int) (resp []byte, ok bool) {
+	st := &nowState{}
+	resp = s.Answer(context.WithValue(context.Background(), nowKey{}, st), query, maxSize)
+	if st.wouldWait {
+		return nil, false
+	}
+	return resp, true
+}
+
+// nowKey is the context key of AnswerNow's *nowState.
+type nowKey struct{}
+
+// nowState is AnswerNow's: wouldWait is set where Answer would have waited (and did not). Only
+// the goroutine running AnswerNow touches it.
+type nowState struct{ wouldWait bool }
+
+// mustNotWait reports whether the query is answered by AnswerNow, and if so marks it as one that
+// would wait: the caller then gives up at once.
+func mustNotWait(ctx context.Context) bool {
+	st, _ := ctx.Value(nowKey{}).(*nowState)
+	if st != nil {
+		st.wouldWait = true
+	}
+	return st != nil
+}
+
+// errWouldWait is the result of a lookup AnswerNow gave up (never seen outside the package).
+var errWouldWait = errors.New("dns: the answer would wait")
+
 // response holds what goes into a response message.
 type response struct {
 	hdr   dnsmessage.Header

@@ -55,7 +55,8 @@ func newCache(size int, ttl, negTTL time.Duration) *cache {
 // for negTTL, other errors not at all). fn runs on its own goroutine with a
 // context that no caller's cancellation ends (bounded by lookupTimeout), so a
 // caller that gives up does not fail the others; a caller whose ctx ends gets
-// ctx's error. ttl is the answer's remaining life in seconds (at least 1).
+// ctx's error. Under AnswerNow (mustNotWait) a key without a fresh entry gives
+// errWouldWait at once, and nothing runs. ttl is the answer's remaining life in seconds (at least 1).
 func (c *cache) do(ctx context.Context, key string, fn func(context.Context) result) (res result, ttl uint32) {
 	c.mu.Lock()
 	if el, ok := c.m[key]; ok {
@@ -67,6 +68,10 @@ func (c *cache) do(ctx context.Context, key string, fn func(context.Context) res
 		}
 		c.lru.Remove(el)
 		delete(c.m, key)
+	}
+	if mustNotWait(ctx) { // AnswerNow: nothing fresh in the cache, so this would wait
+		c.mu.Unlock()
+		return result{err: errWouldWait}, 0
 	}
 	cl, ok := c.calls[key]
 	if !ok {

@@ -331,21 +331,23 @@ func (s *Server) resolveAddr(ctx context.Context, name string, v6 bool) reply {
 	}
 	if strings.HasSuffix(name, ".onion") {
 		if v6 {
-			return s.assign(s.map6, name)
+			return s.assign(ctx, s.map6, name)
 		}
-		return s.assign(s.onion, name)
+		return s.assign(ctx, s.onion, name)
 	}
 	if s.mode == ModeMap {
 		if v6 {
-			return s.assign(s.map6, name)
+			return s.assign(ctx, s.map6, name)
 		}
-		return s.assign(s.map4, name)
+		return s.assign(ctx, s.map4, name)
 	}
 	res, ttl := s.cache.do(ctx, "a "+name, func(ctx context.Context) result {
 		a, err := s.resolver.Resolve(ctx, name)
 		return result{addr: a.Unmap(), err: err}
 	})
 	switch {
+	case errors.Is(res.err, errWouldWait):
+		return servfail // AnswerNow gives up: this answer is not sent
 	case errors.Is(res.err, ErrNotFound):
 		return nxdomain
 	case res.err != nil:
@@ -372,10 +374,14 @@ func (s *Server) isStandInAddr(a netip.Addr) bool {
 }
 
 // assign answers with t's stand-in for name. A full table first gets the references of closed
-// connections released (Options.Reclaim), then one more try.
-func (s *Server) assign(t *standin.Table, name string) reply {
+// connections released (Options.Reclaim), then one more try (not under AnswerNow: a reclaim
+// waits for the supervisor's sweep).
+func (s *Server) assign(ctx context.Context, t *standin.Table, name string) reply {
 	a, err := t.Assign(name)
 	if errors.Is(err, standin.ErrFull) && s.reclaim != nil {
+		if mustNotWait(ctx) {
+			return servfail // AnswerNow gives up: this answer is not sent
+		}
 		s.reclaim()
 		a, err = t.Assign(name)
 	}
@@ -428,6 +434,8 @@ func (s *Server) resolvePTR(ctx context.Context, name string) reply {
 		return result{name: standin.Normalize(n), err: err}
 	})
 	switch {
+	case errors.Is(res.err, errWouldWait):
+		return servfail // AnswerNow gives up: this answer is not sent
 	case errors.Is(res.err, ErrNotFound):
 		return nxdomain
 	case res.err != nil:

@@ -719,3 +719,68 @@ func TestParseReverse(t *testing.T) {
 		}
 	}
 }
+
+// AnswerNow answers what needs no waiting, exactly as Answer does, and gives up, changing nothing
+// and calling no Resolver, where Answer would wait: a Tor lookup not in the cache, a full table
+// that must be reclaimed first.
+func TestAnswerNow(t *testing.T) {
+	f := newFake()
+	s := newServer(t, Options{Mode: ModeResolve, Resolver: f})
+	now := func(name string, typ dnsmessage.Type) ([]byte, bool) {
+		return s.AnswerNow(buildQuery(t, name, typ, qopt{}), MaxUDPSize)
+	}
+	for _, q := range []struct {
+		name string
+		typ  dnsmessage.Type
+	}{{"localhost.", A}, {"abc.onion.", A}, {"abc.onion.", AAAA}, {"example.com.", dnsmessage.TypeMX}, {"bad_name!.example.", A}, {"single.", A}} {
+		r, ok := now(q.name, q.typ)
+		if !ok || !bytes.Equal(r, s.Answer(context.Background(), buildQuery(t, q.name, q.typ, qopt{}), MaxUDPSize)) {
+			t.Errorf("%s %v: AnswerNow %v, not Answer's answer", q.name, q.typ, ok)
+		}
+	}
+	// Not cached: given up, nothing asked; then cached: answered at once.
+	for _, q := range []struct {
+		name string
+		typ  dnsmessage.Type
+	}{{"example.com.", A}, {"8.8.8.8.in-addr.arpa.", PTR}} {
+		if r, ok := now(q.name, q.typ); ok || r != nil {
+			t.Fatalf("%s: a lookup through Tor answered now (%v)", q.name, ok)
+		}
+		if n := f.calls.Load(); n != 0 {
+			t.Fatalf("%s: AnswerNow called the resolver (%d)", q.name, n)
+		}
+	}
+	ask(t, s, "example.com.", A, qopt{})
+	r, ok := now("example.com.", A)
+	if !ok || answerOf(t, parse(t, r)) != "93.184.216.34" {
+		t.Fatalf("cached name not answered now: %v", ok)
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Fatalf("%d resolver calls, want 1", n)
+	}
+
+	// A full table: Answer reclaims (and then answers), AnswerNow gives up without reclaiming.
+	on, err := standin.New(netip.MustParsePrefix("127.42.42.0/30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reclaims atomic.Int64
+	var rels []func()
+	full := newServer(t, Options{Onion: on, Reclaim: func() {
+		reclaims.Add(1)
+		for _, r := range rels {
+			r()
+		}
+		rels = nil
+	}})
+	for _, n := range []string{"a.onion.", "b.onion."} {
+		m := ask(t, full, n, A, qopt{})
+		rels = append(rels, full.StandIn(netip.MustParseAddr(answerOf(t, m))).Release)
+	}
+	if r, ok := full.AnswerNow(buildQuery(t, "c.onion.", A, qopt{}), MaxUDPSize); ok || r != nil || reclaims.Load() != 0 {
+		t.Fatalf("full table: AnswerNow answered %v, %d reclaims", ok, reclaims.Load())
+	}
+	if m := ask(t, full, "c.onion.", A, qopt{}); answerOf(t, m) == "" || reclaims.Load() != 1 {
+		t.Fatalf("full table: Answer gave %v after %d reclaims", m.Answers, reclaims.Load())
+	}
+}

@@ -7,6 +7,7 @@
 package dnsserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -31,6 +33,16 @@ import (
 // Answerer answers one DNS query message; nil means drop it.
 type Answerer interface {
 	Answer(ctx context.Context, query []byte, maxSize int) []byte
+}
+
+// NowAnswerer is an Answerer that can also answer without waiting: AnswerNow returns what Answer
+// would, with ok true, when that needs nothing to wait for (map mode, .onion, local names, a
+// cached result); ok false when Answer would wait (a lookup through Tor, a stand-in table to
+// reclaim), and the query then goes to Answer on its own goroutine. The server answers what it
+// can on the goroutine that read the query: no goroutine started, no other thread woken.
+type NowAnswerer interface {
+	Answerer
+	AnswerNow(query []byte, maxSize int) (resp []byte, ok bool)
 }
 
 // Server serves an Answerer.
@@ -93,6 +105,10 @@ func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped)
 		}
 		if fam == unix.AF_INET6 {
 			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+		if err := attachNotDNS(fd, fam); err != nil {
+			unix.Close(fd)
+			return fail(err)
 		}
 		s.raw = append(s.raw, os.NewFile(uintptr(fd), "udp-catch-all"))
 	}
@@ -167,12 +183,24 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// answer answers q and hands the answer to reply, on the caller's goroutine when the Answerer can
+// answer at once (NowAnswerer), else on a goroutine of its own (at most cap(sem) at once) with a
+// copy of q: the caller reuses q's buffer once answer returns.
 func (s *Server) answer(q []byte, max int, reply func([]byte)) {
+	if now, ok := s.ans.(NowAnswerer); ok {
+		if r, ok := now.AnswerNow(q, max); ok {
+			if r != nil {
+				reply(r)
+			}
+			return
+		}
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-s.ctx.Done():
 		return
 	}
+	q = bytes.Clone(q)
 	s.wg.Add(1)
 	go func() {
 		defer func() { <-s.sem; s.wg.Done() }()
@@ -189,8 +217,8 @@ func (s *Server) answer(q []byte, max int, reply func([]byte)) {
 func (s *Server) serveUDP(c udpSocket) {
 	defer s.wg.Done()
 	oob := make([]byte, 128)
+	buf := make([]byte, 4096)
 	for {
-		buf := make([]byte, 4096)
 		n, oobn, _, src, err := c.conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			return
@@ -199,7 +227,8 @@ func (s *Server) serveUDP(c udpSocket) {
 		if dst == nil {
 			continue
 		}
-		s.answer(buf[:n], udpMax(buf[:n]), func(r []byte) {
+		q := buf[:n]
+		s.answer(q, udpMax(q), func(r []byte) {
 			if _, _, err := c.conn.WriteMsgUDPAddrPort(r, c.from(dst), src); err != nil {
 				s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", src, err))
 			}
@@ -400,4 +429,47 @@ func (s *Server) seenRaw(family int, pkt, oob []byte, from unix.Sockaddr) {
 	if logIt {
 		s.log.Warn(fmt.Sprintf("UDP to %s refused: Tor carries TCP only (the datagram was dropped)", netip.AddrPortFrom(dst, dport)))
 	}
+}
+
+// attachNotDNS attaches to the catch-all raw socket fd (family AF_INET or AF_INET6) a socket
+// filter that drops DNS datagrams, those from or to port 53: every query and every answer is
+// delivered to the catch-all too, and seenRaw would only skip them, after the kernel woke the
+// catch-all's goroutine for each (two wake-ups and three recvmsg per lookup). It drops only what
+// seenRaw skips, so what the catch-all logs or hands to Dropped is unchanged. The kernel runs the
+// filter on the packet as the raw socket would receive it: for IPv4 from the IP header (the
+// UDP header is IHL words into it), for IPv6 from the UDP header.
+func attachNotDNS(fd, family int) error {
+	var prog []bpf.Instruction
+	if family == unix.AF_INET {
+		prog = []bpf.Instruction{
+			bpf.LoadMemShift{Off: 0},          // X = IHL*4
+			bpf.LoadIndirect{Off: 0, Size: 2}, // source port
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 53, SkipTrue: 3},
+			bpf.LoadIndirect{Off: 2, Size: 2}, // destination port
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 53, SkipTrue: 1},
+			bpf.RetConstant{Val: 0xffffffff}, // keep it whole
+			bpf.RetConstant{Val: 0},          // drop
+		}
+	} else {
+		prog = []bpf.Instruction{
+			bpf.LoadAbsolute{Off: 0, Size: 2}, // source port
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 53, SkipTrue: 3},
+			bpf.LoadAbsolute{Off: 2, Size: 2}, // destination port
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 53, SkipTrue: 1},
+			bpf.RetConstant{Val: 0xffffffff},
+			bpf.RetConstant{Val: 0},
+		}
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("catch-all filter: %w", err)
+	}
+	ins := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		ins[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(ins)), Filter: &ins[0]}); err != nil {
+		return fmt.Errorf("SO_ATTACH_FILTER on the UDP catch-all: %w", err)
+	}
+	return nil
 }

@@ -131,3 +131,128 @@ func TestServe(t *testing.T) {
 		t.Errorf("DNS over TCP from an unannounced port answered: %q", b)
 	}
 }
+
+// nowAnswerer answers "now:"+query at once, except queries starting with "wait", which it leaves
+// to Answer ("later:"+query, after the next query was read into the same buffer).
+type nowAnswerer struct{ later chan struct{} }
+
+func (a nowAnswerer) Answer(_ context.Context, q []byte, _ int) []byte {
+	<-a.later
+	return append([]byte("later:"), q...)
+}
+
+func (a nowAnswerer) AnswerNow(q []byte, _ int) ([]byte, bool) {
+	if string(q[:min(4, len(q))]) == "wait" {
+		return nil, false
+	}
+	return append([]byte("now:"), q...), true
+}
+
+// With a NowAnswerer, what it can answer at once is answered, and the rest by Answer, with the
+// query as it was received (the read buffer is reused meanwhile).
+func TestAnswerNow(t *testing.T) {
+	sb, err := sandbox.New(os.Args[0])
+	if err != nil {
+		netnstest.Skip(t, "no sandbox here: %v", err)
+	}
+	defer sb.Close()
+	a := nowAnswerer{later: make(chan struct{})}
+	s, err := Start(sb, a, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fd, err := sb.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 3})
+	ns := &unix.SockaddrInet4{Port: 53, Addr: [4]byte{192, 0, 2, 53}}
+	recv := func() string {
+		buf := make([]byte, 100)
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		return string(buf[:n])
+	}
+	for _, q := range []string{"wait-for-it", "quick"} {
+		if err := unix.Sendto(fd, []byte(q), 0, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := recv(); r != "now:quick" {
+		t.Fatalf("first answer %q, want now:quick", r)
+	}
+	close(a.later)
+	if r := recv(); r != "later:wait-for-it" {
+		t.Fatalf("second answer %q, want later:wait-for-it", r)
+	}
+}
+
+// The catch-all sockets' filter passes every UDP datagram but those from or to port 53.
+func TestCatchAllFilter(t *testing.T) {
+	sb, err := sandbox.New(os.Args[0])
+	if err != nil {
+		netnstest.Skip(t, "no sandbox here: %v", err)
+	}
+	defer sb.Close()
+	for _, c := range []struct {
+		family int
+		addr   func(port int) unix.Sockaddr
+		local  unix.Sockaddr
+		hdr    int // bytes before the UDP header in what the raw socket reads
+	}{
+		{unix.AF_INET, func(p int) unix.Sockaddr { return &unix.SockaddrInet4{Port: p, Addr: [4]byte{192, 0, 2, 1}} }, &unix.SockaddrInet4{Port: 53}, 20},
+		{unix.AF_INET6, func(p int) unix.Sockaddr {
+			return &unix.SockaddrInet6{Port: p, Addr: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}}
+		}, &unix.SockaddrInet6{Port: 53}, 0},
+	} {
+		raw, err := sb.SocketUnpooled(c.family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(raw)
+		if err := attachNotDNS(raw, c.family); err != nil {
+			t.Fatal(err)
+		}
+		plain, err := sb.Socket(c.family, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(plain)
+		from53, err := sb.Socket(c.family, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(from53)
+		if c.family == unix.AF_INET6 {
+			unix.SetsockoptInt(from53, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		}
+		if err := unix.Bind(from53, c.local); err != nil {
+			t.Fatal(err)
+		}
+		// To port 53, from port 53, then to 4433, the one to pass: loopback delivers them in this
+		// order, so anything passed of the first two is read before "other".
+		unix.Sendto(plain, []byte("to53"), 0, c.addr(53))
+		unix.Sendto(from53, []byte("from53"), 0, c.addr(5353))
+		unix.Sendto(plain, []byte("other"), 0, c.addr(4433))
+		unix.SetsockoptTimeval(raw, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 3})
+		var got []string
+		buf := make([]byte, 2048)
+		for len(got) == 0 || got[len(got)-1] != "other" {
+			n, _, err := unix.Recvfrom(raw, buf, 0)
+			if err != nil {
+				t.Errorf("family %d: %v", c.family, err)
+				break
+			}
+			if n >= c.hdr+8 {
+				got = append(got, string(buf[c.hdr+8:n]))
+			}
+		}
+		if len(got) != 1 || got[0] != "other" {
+			t.Errorf("family %d: the catch-all read %q, want only \"other\"", c.family, got)
+		}
+	}
+}
