@@ -537,9 +537,11 @@ func (s *Supervisor) credentials(c *call) *socks5.Auth {
 // rawConn speaks on the copy of the program's socket without touching its flags: the open file
 // description (and its O_NONBLOCK) is shared with the program, so it uses MSG_DONTWAIT and poll
 // and never hands the descriptor to the Go runtime's poller. It gives up at deadline or when the
-// calling thread exits (its pidfd polls readable).
+// calling thread exits (its pidfd polls readable). The asynchronous path uses it on its own socket
+// to Tor too, after the connect was answered: no call (c nil: no receiver role to watch) and no
+// thread (pidfd -1).
 type rawConn struct {
-	c         *call // whose receiver role wait hands over when the listener has something
+	c         *call // whose receiver role wait hands over when the listener has something; or nil
 	fd, pidfd int
 	deadline  time.Time
 	own       bool // fd is a socket of the supervisor's own (ownConn), with default options
@@ -600,7 +602,7 @@ func (r *rawConn) wait(events int16) error {
 			task = len(fds)
 			fds = append(fds, unix.PollFd{Fd: int32(r.pidfd), Events: unix.POLLIN})
 		}
-		if r.c.lease.Held() {
+		if r.c != nil && r.c.lease.Held() {
 			// This worker is the receiver: another thread's call must not wait for Tor's answer.
 			lst = len(fds)
 			fds = append(fds, unix.PollFd{Fd: int32(r.c.s.k.FD()), Events: unix.POLLIN})
