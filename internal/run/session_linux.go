@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/policy"
+	"github.com/gotorsocks/torsocks/internal/relay"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 	"github.com/gotorsocks/torsocks/internal/standin"
@@ -374,8 +376,18 @@ func (s *session) supervise() unix.WaitStatus {
 		s.log.Error(fmt.Sprintf("supervisor stopped: %v; the program's network calls now fail", err))
 	}
 	s.child.Listener.Close()
+	// The program's tree is gone, and with it its sockets: let the relay carry what they were
+	// sent last (a reply written just before exit) before torsocks exits and takes the relay
+	// with it. Bounded: a socket passed to a process outside the tree may keep one open.
+	if !relay.WaitIdle(exitDrain) {
+		s.log.Debug("relayed connections still open at exit; closing them")
+	}
 	return s.r.wait()
 }
+
+// exitDrain bounds how long torsocks waits, after the program's tree has exited, for relayed
+// connections to carry their last bytes.
+const exitDrain = 2 * time.Second
 
 // supervisorOptions wires the session's resources into the supervisor.
 func (s *session) supervisorOptions() supervisor.Options {
