@@ -99,25 +99,6 @@ func StartNonblocking(a, b int, done func()) error { return std.start(a, b, done
 // Stats returns how many connections the package's relay carries now and how many pipes it holds.
 func Stats() (conns, pipes int64) { return std.Stats() }
 
-// WaitIdle waits until the package's relay carries no connection, for at most timeout, and
-// reports whether it got there. torsocks calls it once the program's tree is gone, so that what
-// the program wrote just before it exited still reaches the other end (its sockets are closed by
-// then: every connection ends once its tail is carried).
-func WaitIdle(timeout time.Duration) bool { return std.WaitIdle(timeout) }
-
-// WaitIdle is the package's WaitIdle on r. It polls: it runs once, at exit, and returns at once
-// when nothing is relayed.
-func (r *Relay) WaitIdle(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for r.conns.Load() > 0 {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return true
-}
-
 // Stats returns how many connections r carries now and how many pipes it holds.
 func (r *Relay) Stats() (conns, pipes int64) { return r.conns.Load(), r.pipes.Load() }
 

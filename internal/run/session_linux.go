@@ -19,7 +19,6 @@ import (
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/policy"
-	"github.com/gotorsocks/torsocks/internal/relay"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/socks5"
 	"github.com/gotorsocks/torsocks/internal/standin"
@@ -379,7 +378,7 @@ func (s *session) supervise() unix.WaitStatus {
 	// The program's tree is gone, and with it its sockets: let the relay carry what they were
 	// sent last (a reply written just before exit) before torsocks exits and takes the relay
 	// with it. Bounded: a socket passed to a process outside the tree may keep one open.
-	if !relay.WaitIdle(exitDrain) {
+	if !sup.WaitRelays(exitDrain) {
 		s.log.Debug("relayed connections still open at exit; closing them")
 	}
 	return s.r.wait()

@@ -432,8 +432,12 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up int) error {
 		}
 		return nil
 	}
+	// Counted from before the program's socket can become connected (WaitRelays): the program
+	// may write and exit before the relay has started.
+	s.relays.Add(1)
 	in, err := s.simultaneousOpen(p)
 	if err != nil {
+		s.relays.Add(-1)
 		unix.Close(up)
 		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
 	}
@@ -449,10 +453,9 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up int) error {
 
 // relayJoined relays between the supervisor's end of a joined connection (in) and its
 // connection through Tor (up, TCP_NODELAY already), both non-blocking and owned from now on;
-// done runs when the relay ends.
+// done runs when the relay ends. The caller counted it in s.relays.
 func (s *Supervisor) relayJoined(in, up int, done func()) error {
 	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	s.relays.Add(1)
 	err := relay.StartNonblocking(in, up, func() {
 		s.relays.Add(-1)
 		if done != nil {

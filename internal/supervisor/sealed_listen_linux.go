@@ -304,6 +304,9 @@ func (s *Supervisor) acceptLoop(m *mirror) {
 		}
 		switch {
 		case err == nil:
+			// Counted from now (WaitRelays): the program may accept, write and exit before
+			// the relay has started.
+			s.relays.Add(1)
 			go s.inbound(m, fd)
 		case err == unix.EINTR || err == unix.ECONNABORTED || err == unix.EAGAIN:
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
@@ -466,6 +469,7 @@ func (s *Supervisor) dumpListeners() map[uint64]struct{} {
 func (s *Supervisor) inbound(m *mirror, fd int) {
 	in, err := s.dialListener(m, fd)
 	if err != nil {
+		s.relays.Add(-1)
 		// Reset, as a closed port would.
 		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		unix.Close(fd)
@@ -592,11 +596,10 @@ func clientAddr(fd int) (netip.AddrPort, error) {
 
 // startRelay relays between in (the supervisor's sandbox end) and up (its host end), both
 // connected, owned from now on, closed when the relay ends. It is the one place the listener
-// code starts a relay.
+// code starts a relay; the accept loop counted it in s.relays.
 func (s *Supervisor) startRelay(in, up int) error {
 	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	s.relays.Add(1)
 	if err := relay.Start(in, up, func() { s.relays.Add(-1) }); err != nil {
 		s.relays.Add(-1) // in and up are reset and closed
 		return fmt.Errorf("relay: %w", err)

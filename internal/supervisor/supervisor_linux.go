@@ -192,6 +192,21 @@ type Stats struct {
 	Relays       int64 // sealed network: connections relayed now
 }
 
+// WaitRelays waits, for at most timeout, until the supervisor relays no connection (counting
+// those being joined, whose program side may already be connected), and reports whether it got
+// there. Called once the program's tree has exited, so that what it wrote last reaches the other
+// end before torsocks exits. It polls: it runs once, and returns at once when nothing is relayed.
+func (s *Supervisor) WaitRelays(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for s.relays.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
 // Stats returns the current counters.
 func (s *Supervisor) Stats() Stats {
 	return Stats{Proxied: s.proxied.Load(), RegistryLen: s.reg.Len(), RegistryPeak: s.peak.Load(), Relays: s.relays.Load()}
