@@ -17,7 +17,8 @@ import (
 
 const bulkPort = "8081"
 
-// bulkServer: per connection, reads a 4-byte count of MiB and sends that many, then closes.
+// bulkServer: per connection, reads a 4-byte count of MiB (big-endian) and sends that many, then
+// closes; with the count's top bit set it reads that many instead, then answers one byte.
 func startBulkServer(t *testing.T) {
 	ln, err := net.Listen("tcp", destHost+":"+bulkPort)
 	if err != nil {
@@ -37,7 +38,20 @@ func startBulkServer(t *testing.T) {
 				if _, err := io.ReadFull(c, req[:]); err != nil {
 					return
 				}
-				for i := uint32(0); i < binary.BigEndian.Uint32(req[:]); i++ {
+				n := binary.BigEndian.Uint32(req[:])
+				if n&(1<<31) != 0 {
+					buf := make([]byte, 1<<20)
+					for left := int64(n&^(1<<31)) << 20; left > 0; {
+						k, err := c.Read(buf[:min(left, int64(len(buf)))])
+						if err != nil {
+							return
+						}
+						left -= int64(k)
+					}
+					c.Write([]byte{1})
+					return
+				}
+				for i := uint32(0); i < n; i++ {
 					if _, err := c.Write(chunk); err != nil {
 						return
 					}
@@ -48,8 +62,9 @@ func startBulkServer(t *testing.T) {
 }
 
 // TestReportSealed compares SealedNetwork 0 and 1 (issue 10) with the client speaking SOCKS5
-// itself, interleaved: per-connect cost (connbench), bulk throughput of one download
-// (sealbench bulk, BENCH_BULK_MIB MiB), and the supervisor's memory and descriptors with
+// itself, interleaved: per-connect cost (connbench), bulk throughput of one download and one
+// upload (sealbench bulk and upload, BENCH_BULK_MIB MiB each), and the supervisor's memory and
+// descriptors with
 // BENCH_HOLD (default 10000) connections open and after they close. BENCH_BASELINE, the path of
 // another torsocks build, adds it with SealedNetwork 1 ("baseline-1") to every measurement.
 func TestReportSealed(t *testing.T) {
@@ -112,16 +127,22 @@ func TestReportSealed(t *testing.T) {
 		}{"baseline-1", []string{base}, "direct", sealed1})
 	}
 	conn := map[string][]float64{}
-	bulk := map[string][]float64{}
+	down := map[string][]float64{} // sealbench bulk: the program downloads
+	up := map[string][]float64{}   // sealbench upload: the program uploads
 	for r := 0; r < rounds; r++ {
 		for _, w := range ways {
 			res := run(t, w.wrapper, w.mode, n/rounds, w.env...)
 			v, _ := strconv.ParseFloat(res["ns_per_connect"], 64)
 			conn[w.name] = append(conn[w.name], v)
-			args := append(append([]string{}, w.wrapper...), sb, w.mode, "bulk", strconv.Itoa(mib), destHost, bulkPort)
-			res = runArgs(t, args, w.env...)
-			v, _ = strconv.ParseFloat(res["mib_per_s"], 64)
-			bulk[w.name] = append(bulk[w.name], v)
+			for _, b := range []struct {
+				what string
+				m    map[string][]float64
+			}{{"bulk", down}, {"upload", up}} {
+				args := append(append([]string{}, w.wrapper...), sb, w.mode, b.what, strconv.Itoa(mib), destHost, bulkPort)
+				res = runArgs(t, args, w.env...)
+				v, _ = strconv.ParseFloat(res["mib_per_s"], 64)
+				b.m[w.name] = append(b.m[w.name], v)
+			}
 		}
 	}
 	med := func(x []float64) float64 {
@@ -129,10 +150,18 @@ func TestReportSealed(t *testing.T) {
 		sort.Float64s(s)
 		return s[len(s)/2]
 	}
-	c0, b0 := med(conn["client-socks5"]), med(bulk["client-socks5"])
+	c0 := med(conn["client-socks5"])
 	for _, w := range ways {
-		t.Logf("%-14s connect %7.1f µs (ratio %.2f)   bulk %7.0f MiB/s (ratio %.2f)   [connect %v] [bulk %v]",
-			w.name, med(conn[w.name])/1000, med(conn[w.name])/c0, med(bulk[w.name]), med(bulk[w.name])/b0, conn[w.name], bulk[w.name])
+		t.Logf("%-14s connect %7.1f µs (ratio %.2f)   [%v]", w.name, med(conn[w.name])/1000, med(conn[w.name])/c0, conn[w.name])
+	}
+	for _, b := range []struct {
+		what string
+		m    map[string][]float64
+	}{{"download", down}, {"upload", up}} {
+		b0 := med(b.m["client-socks5"])
+		for _, w := range ways {
+			t.Logf("%-14s bulk %-8s %7.0f MiB/s (ratio %.2f)   [%v]", w.name, b.what, med(b.m[w.name]), med(b.m[w.name])/b0, b.m[w.name])
+		}
 	}
 	for _, w := range ways[1:] {
 		k := hold

@@ -2,6 +2,9 @@
 // intercepts) or speaking SOCKS5 itself (mode "socks", as connbench).
 //   sealbench MODE bulk MB HOST PORT   asks the server for MB MiB (4 bytes, big-endian), reads them
 //                                      until EOF; prints mib_per_s=X
+//   sealbench MODE upload MB HOST PORT tells the server it sends MB MiB (the same 4 bytes with the
+//                                      top bit set), writes them, reads the server's one-byte
+//                                      answer (sent when it has read them all); prints mib_per_s=X
 //   sealbench MODE hold N HOST PORT    opens N connections and keeps them; prints the parent's
 //                                      (the supervisor's) VmRSS and descriptor count, then closes
 //                                      them all, waits 2 s and prints them again
@@ -57,6 +60,34 @@ int main(int argc, char **argv) {
 	const char *mode = argv[1], *what = argv[2], *host = argv[4];
 	long n = atol(argv[3]);
 	int port = atoi(argv[5]);
+	if (strcmp(what, "upload") == 0) {
+		int fd = dial(mode, host, port);
+		if (fd < 0) return 1;
+		unsigned char req[4] = {0x80 | n >> 24, n >> 16, n >> 8, n};
+		if (write(fd, req, 4) != 4) return 1;
+		static char buf[1 << 20];
+		memset(buf, 'u', sizeof buf);
+		struct timespec a, b;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		for (long i = 0; i < n; i++)
+			for (size_t off = 0; off < sizeof buf;) {
+				ssize_t k = write(fd, buf + off, sizeof buf - off);
+				if (k <= 0) {
+					perror("sealbench: write");
+					return 1;
+				}
+				off += k;
+			}
+		char ack;
+		if (read(fd, &ack, 1) != 1) {
+			fprintf(stderr, "sealbench: no answer from the server\n");
+			return 1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+		printf("mib_per_s=%.1f\n", n / s);
+		return 0;
+	}
 	if (strcmp(what, "bulk") == 0) {
 		int fd = dial(mode, host, port);
 		if (fd < 0) return 1;

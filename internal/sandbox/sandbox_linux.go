@@ -424,7 +424,8 @@ func RunFactory() {
 	}
 }
 
-// setup brings lo up and makes every address local to it.
+// setup brings lo up, makes every address local to it and sets the namespace's default TCP
+// congestion control (LoopbackCongestion).
 func setup() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -447,8 +448,22 @@ func setup() error {
 			return err
 		}
 	}
+	// Best effort: where /proc/sys cannot be written (a container's read-only one), the
+	// supervisor's own sandbox sockets get it by setsockopt instead (TCP_CONGESTION), and only the
+	// program's uploads keep the host's default.
+	os.WriteFile("/proc/sys/net/ipv4/tcp_congestion_control", []byte(LoopbackCongestion), 0)
 	return nil
 }
+
+// LoopbackCongestion is the TCP congestion control of the namespace's connections (its default,
+// set by the factory, and set by the supervisor on its own sandbox sockets): every one of them
+// stays on the namespace's loopback, where nothing is ever congested but pacing still costs. A new
+// namespace inherits the host's default, often bbr, which paces every socket's sends with a timer;
+// through the relay (two loopback connections in a row, one sending by splice in bursts) that cost
+// a fifth to a third of the bulk throughput (docs/sealed-network.md). Reno is built into every
+// kernel and allowed without privilege, and does not pace. A program that sets its own
+// (TCP_CONGESTION) gets its own, as without torsocks.
+const LoopbackCongestion = "reno"
 
 // addLocalDefault adds "local 0.0.0.0/0 dev lo table local" (or ::/0) with rtnetlink.
 func addLocalDefault(family uint8) error {

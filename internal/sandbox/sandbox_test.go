@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -212,5 +213,34 @@ func TestPooledSocketsAreFresh(t *testing.T) {
 		if fd, err := strconv.Atoi(e.Name()); err == nil && s.Contains(fd) {
 			t.Errorf("descriptor %d, a sandbox socket, still open after Close", fd)
 		}
+	}
+}
+
+// The sandbox's TCP sockets get LoopbackCongestion by default (not the host's, which may pace:
+// bbr), and a socket's own choice stays its own.
+func TestLoopbackCongestion(t *testing.T) {
+	s, err := New(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fd, err := s.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if cc, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION); err != nil || cc != LoopbackCongestion {
+		t.Fatalf("a sandbox TCP socket's congestion control: %q, %v; want %q", cc, err, LoopbackCongestion)
+	}
+	host, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := strings.TrimSpace(string(host)) // always allowed, with or without privilege
+	if err := unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, own); err != nil {
+		t.Fatalf("TCP_CONGESTION %s: %v", own, err)
+	}
+	if cc, err := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION); err != nil || cc != own {
+		t.Fatalf("a sandbox TCP socket's congestion control once set: %q, %v; want %q", cc, err, own)
 	}
 }

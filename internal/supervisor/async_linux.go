@@ -362,6 +362,7 @@ func torSocket(target netip.AddrPort, expect func(uint16), deadline time.Time) (
 		}
 	}()
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	tuneLoopbackUp(fd, target)
 	if expect != nil {
 		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
 			return -1, err
@@ -455,7 +456,7 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up int) error {
 // connection through Tor (up, TCP_NODELAY already), both non-blocking and owned from now on;
 // done runs when the relay ends. The caller counted it in s.relays.
 func (s *Supervisor) relayJoined(in, up int, done func()) error {
-	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	tuneInner(in)
 	err := relay.StartNonblocking(in, up, func() {
 		s.relays.Add(-1)
 		if done != nil {

@@ -232,6 +232,7 @@ func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)
 		}
 		return -1, err
 	}
+	tuneLoopbackUp(fd, target)
 	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
 	if expect != nil {
 		err = connectGated(rc, sockInfo{domain: domain}, target, expect)
@@ -275,7 +276,7 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 		return fail(err)
 	}
 	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once.
-	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	tuneInner(in)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
 	// Both are non-blocking: in from accept4, up from ownConn.

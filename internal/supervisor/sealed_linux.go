@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/sandbox"
 )
 
 // The sealed network (SealedNetwork 1, issue 10). The program's TCP sockets are made in the
@@ -244,6 +246,27 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 			continue
 		}
 		return fd, nil
+	}
+}
+
+// tuneInner sets the options of the supervisor's sandbox end of a relayed connection: TCP_NODELAY
+// (as a Go *net.TCPConn has it: small writes of the program reach Tor at once), and the sandbox's
+// congestion control (sandbox.LoopbackCongestion: the namespace's default already, unless the
+// factory could not set it; the one that matters for downloads, this socket sends them).
+func tuneInner(in int) {
+	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	unix.SetsockoptString(in, unix.IPPROTO_TCP, unix.TCP_CONGESTION, sandbox.LoopbackCongestion)
+}
+
+// tuneLoopbackUp gives the supervisor's own socket to target (its connection through Tor, or a
+// direct one the policy allows) the sandbox's congestion control when target is on this machine's
+// loopback, as Tor's SocksPort usually is: nothing is congested there either, and the relay sends
+// the program's uploads on it by splice, in bursts, which a pacing default (bbr) makes cost (about
+// a third of the supervisor's CPU in an upload, docs/sealed-network.md). To any other address it
+// keeps the host's default.
+func tuneLoopbackUp(fd int, target netip.AddrPort) {
+	if target.Addr().Unmap().IsLoopback() {
+		unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, sandbox.LoopbackCongestion)
 	}
 }
 

@@ -598,7 +598,7 @@ func clientAddr(fd int) (netip.AddrPort, error) {
 // connected, owned from now on, closed when the relay ends. It is the one place the listener
 // code starts a relay; the accept loop counted it in s.relays.
 func (s *Supervisor) startRelay(in, up int) error {
-	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	tuneInner(in)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if err := relay.Start(in, up, func() { s.relays.Add(-1) }); err != nil {
 		s.relays.Add(-1) // in and up are reset and closed
