@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -57,10 +58,11 @@ import (
 //
 // Limits: blocking connects keep the synchronous path (sealed_linux.go), as do DNS over TCP and
 // Direct destinations (local, fast). A hold listener and an inner listener of the synchronous
-// path cannot share a destination (both listen on it): a non-blocking connect to a destination
-// that has an inner listener is served synchronously (answered 0 or the errno once Tor has
-// answered, as before), and a blocking connect to a destination with a hold listener fails to
-// make its inner listener (EADDRINUSE; ECONNREFUSED and a line).
+// path must not share a destination (both listen on it, see acquireHold): a non-blocking connect
+// to a destination whose inner listener is in use is served synchronously (answered 0 or the
+// errno once Tor has answered, as before), and a blocking connect to a destination whose hold
+// listener is in use fails to make its inner listener (EADDRINUSE; ECONNREFUSED and a line).
+// Either listener kept idle gives way to the other.
 
 // asyncState is the state of the asynchronous connects (Supervisor.async).
 type asyncState struct {
@@ -73,22 +75,36 @@ type asyncState struct {
 
 	diagMu sync.Mutex // one request at a time on diag
 
-	mu      sync.Mutex // guards holds, pending, early, warned
-	holds   map[netip.AddrPort]*holdListener
-	pending map[connTuple]*pendingConnect
-	early   map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
-	warned  bool                 // the "served synchronously" warning was logged
+	mu        sync.Mutex // guards holds, holdIdle, holdTimer, pending, early, warned
+	holds     map[netip.AddrPort]*holdListener
+	holdIdle  list.List   // of *holdListener: those with no use, most recent first
+	holdTimer *time.Timer // expireHolds, while holdIdle is not empty
+	pending   map[connTuple]*pendingConnect
+	early     map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
+	warned    bool                 // the "served synchronously" warning was logged
 }
 
 // connTuple names a connection attempt by P's local address and the destination, both unmapped.
 type connTuple struct{ local, remote netip.AddrPort }
 
-// holdListener is a listening socket in the sandbox bound to dest that drops every packet.
+// holdListener is a listening socket in the sandbox bound to dest that drops every packet. It
+// is kept while a connect to dest is pending (refs), and then for holdIdleTime more (idle), so
+// that sequential asynchronous connects to one destination do not make and close a listener each
+// (a socket from the sandbox's pool, the filter, two options, bind, listen and close: about 8
+// system calls a connect): at most maxIdleHolds are kept idle, the least recently used going
+// first. An idle one gives way to an inner listener of the synchronous path (dropIdleHold).
 type holdListener struct {
-	dest netip.AddrPort
-	fd   int
-	refs int // guarded by asyncState.mu
+	dest      netip.AddrPort
+	fd        int
+	refs      int           // guarded by asyncState.mu
+	idle      *list.Element // guarded by asyncState.mu: its place in holdIdle while refs == 0
+	idleSince time.Time     // guarded by asyncState.mu
 }
+
+const (
+	holdIdleTime = time.Second
+	maxIdleHolds = 16
+)
 
 // pendingConnect is one asynchronous connect waiting for Tor.
 type pendingConnect struct {
@@ -121,14 +137,15 @@ func (p *pendingConnect) noteISN(isn uint32) {
 }
 
 // connectAsync serves, when it can, a connect on a sealed TCP socket asynchronously (see the top
-// of this file). handled false: the caller serves it synchronously.
-func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrPort) (handled bool, err error) {
+// of this file). st is cp's TCP state, read by the caller (not connected). handled false: the
+// caller serves it synchronously.
+func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrPort, st int) (handled bool, err error) {
 	fl, ferr := unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
 	if ferr != nil {
 		return true, failed(ferr)
 	}
 	nonblock := fl&unix.O_NONBLOCK != 0
-	if inProgress, _ := connecting(cp); inProgress {
+	if st == unix.BPF_TCP_SYN_SENT || st == unix.BPF_TCP_SYN_RECV {
 		// An asynchronous connect of this socket is in progress: the kernel's answer, EALREADY,
 		// or for a blocking socket the outcome once there is one.
 		if nonblock {
@@ -188,11 +205,7 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		return serveSync(err)
 	}
 	h, err := s.acquireHold(dest)
-	if errors.Is(err, unix.EADDRINUSE) && s.dropIdleInner(dest) {
-		// An inner listener kept idle after a blocking connect (sealed_linux.go) held dest.
-		h, err = s.acquireHold(dest)
-	}
-	if errors.Is(err, unix.EADDRINUSE) {
+	if errors.Is(err, errInnerInUse) {
 		// The synchronous path holds an inner listener for dest: served synchronously.
 		if release != nil {
 			release()
@@ -654,14 +667,35 @@ func (s *Supervisor) logPid(pid int, level slog.Level, msg string, pc uintptr) {
 
 // The hold listeners.
 
+// errInnerInUse: an inner listener of the synchronous path is in use for the destination.
+var errInnerInUse = errors.New("an inner listener is in use for the destination")
+
+// A hold listener and an inner listener (sealed_linux.go) must never listen on one destination
+// together: both are bound with SO_REUSEPORT, so the kernel would spread the SYNs between them
+// (a program's asynchronous connect accepted by the inner listener, connected to nobody; a
+// blocking connect's SYN dropped by the hold listener). Exclusion: a hold listener is made under
+// innerMu after checking that no inner listener is registered for its destination (an idle one
+// is closed; one in use: errInnerInUse, the connect is served synchronously); an inner listener's
+// socket is made (join, under its own mu) after its registration (under innerMu) and after
+// checking that no hold listener exists for it (an idle one is closed; one in use: EADDRINUSE).
+// Lock order: innerMu, then an innerListener's mu, then async.mu.
+
 // acquireHold returns the hold listener for dest (unmapped), made if needed, counted as used
-// until releaseHold.
+// until releaseHold; errInnerInUse if the synchronous path has an inner listener in use there.
 func (s *Supervisor) acquireHold(dest netip.AddrPort) (*holdListener, error) {
 	dest = unmap(dest)
+	if h := s.reuseHold(dest); h != nil {
+		return h, nil
+	}
+	s.innerMu.Lock()
+	defer s.innerMu.Unlock()
+	if s.clearIdleInner(dest) {
+		return nil, errInnerInUse
+	}
 	s.async.mu.Lock()
 	defer s.async.mu.Unlock()
-	if h := s.async.holds[dest]; h != nil {
-		h.refs++
+	if h := s.async.holds[dest]; h != nil { // made meanwhile
+		s.useHold(h)
 		return h, nil
 	}
 	domain := unix.AF_INET
@@ -692,16 +726,101 @@ func (s *Supervisor) acquireHold(dest netip.AddrPort) (*holdListener, error) {
 	return h, nil
 }
 
-// releaseHold drops one use of h; the last closes it.
-func (s *Supervisor) releaseHold(h *holdListener) {
+// reuseHold counts one more use of the hold listener for dest if there is one.
+func (s *Supervisor) reuseHold(dest netip.AddrPort) *holdListener {
 	s.async.mu.Lock()
 	defer s.async.mu.Unlock()
+	h := s.async.holds[dest]
+	if h != nil {
+		s.useHold(h)
+	}
+	return h
+}
+
+// useHold counts one more use of h; async.mu is held.
+func (s *Supervisor) useHold(h *holdListener) {
+	if h.idle != nil {
+		s.async.holdIdle.Remove(h.idle)
+		h.idle = nil
+	}
+	h.refs++
+}
+
+// releaseHold drops one use of h; after the last, h stays idle for holdIdleTime (if fewer than
+// maxIdleHolds others are idle).
+func (s *Supervisor) releaseHold(h *holdListener) {
+	a := &s.async
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	h.refs--
 	if h.refs > 0 {
 		return
 	}
-	delete(s.async.holds, h.dest)
+	h.idleSince = time.Now()
+	h.idle = a.holdIdle.PushFront(h)
+	for a.holdIdle.Len() > maxIdleHolds {
+		s.dropHold(a.holdIdle.Back().Value.(*holdListener))
+	}
+	if a.holdTimer == nil {
+		a.holdTimer = time.AfterFunc(holdIdleTime, s.expireHolds)
+	}
+}
+
+// dropHold forgets the idle hold listener h and closes it; async.mu is held.
+func (s *Supervisor) dropHold(h *holdListener) {
+	a := &s.async
+	if h.idle != nil {
+		a.holdIdle.Remove(h.idle)
+		h.idle = nil
+	}
+	if a.holds[h.dest] == h {
+		delete(a.holds, h.dest)
+	}
 	unix.Close(h.fd)
+	h.fd = -1
+}
+
+// holdInUse reports whether a hold listener for dest (an inner listener's destination) is in
+// use; one kept idle is closed, so that the inner listener can take its place.
+func (s *Supervisor) holdInUse(dest netip.AddrPort) bool {
+	a := &s.async
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.holds[unmap(dest)]
+	if h == nil && dest.Addr().Zone() != "" {
+		// A scoped destination: the inner listener's zone is the sandbox's lo (joinDest), the
+		// hold listener's the program's.
+		for _, o := range a.holds {
+			if o.dest.Port() == dest.Port() && o.dest.Addr().WithZone("") == dest.Addr().Unmap().WithZone("") {
+				h = o
+				break
+			}
+		}
+	}
+	switch {
+	case h == nil:
+		return false
+	case h.refs > 0:
+		return true
+	}
+	s.dropHold(h)
+	return false
+}
+
+// expireHolds closes the hold listeners idle for holdIdleTime, and comes back for the others.
+func (s *Supervisor) expireHolds() {
+	a := &s.async
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for e := a.holdIdle.Back(); e != nil; e = a.holdIdle.Back() {
+		h := e.Value.(*holdListener)
+		if left := holdIdleTime - time.Since(h.idleSince); left > 0 {
+			a.holdTimer = time.AfterFunc(left, s.expireHolds)
+			return
+		}
+		s.dropHold(h)
+	}
+	a.holdTimer = nil
 }
 
 // Socket filters (classic BPF).

@@ -133,20 +133,25 @@ func (s *Supervisor) dropInner(l *innerListener) {
 	l.mu.Unlock()
 }
 
-// dropIdleInner closes the inner listener for dest (as given, or IPv4-mapped) if it is kept
-// idle, so that an asynchronous connect's hold listener can take its place. It reports whether
-// one was closed.
-func (s *Supervisor) dropIdleInner(dest netip.AddrPort) bool {
-	s.innerMu.Lock()
-	defer s.innerMu.Unlock()
-	dropped := false
-	for _, d := range []netip.AddrPort{dest, unmap(dest), netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())} {
-		if l := s.inner[d]; l != nil && l.refs == 0 {
+// clearIdleInner reports whether an inner listener for dest (as given, IPv4-mapped, or on the
+// sandbox's lo for a scoped address) is in use; one kept idle is closed, so that an asynchronous
+// connect's hold listener can take its place. innerMu is held.
+func (s *Supervisor) clearIdleInner(dest netip.AddrPort) bool {
+	keys := []netip.AddrPort{dest, unmap(dest), netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())}
+	if dest.Addr().Zone() != "" {
+		keys = append(keys, netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port()))
+	}
+	for _, d := range keys {
+		l := s.inner[d]
+		switch {
+		case l == nil:
+		case l.refs > 0:
+			return true
+		default:
 			s.dropInner(l)
-			dropped = true
 		}
 	}
-	return dropped
+	return false
 }
 
 // expireInner closes the listeners idle for innerIdle, and comes back for the others.
@@ -208,6 +213,10 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.fd < 0 {
+		// Never alongside a hold listener of an asynchronous connect (see acquireHold).
+		if s.holdInUse(l.dest) {
+			return -1, fmt.Errorf("inner endpoint %s in the sandbox: an asynchronous connect to it is in progress: %w", l.dest, unix.EADDRINUSE)
+		}
 		if err := s.openInner(l); err != nil {
 			return -1, err
 		}

@@ -148,6 +148,17 @@ func isConnected(fd int) bool {
 	return err == nil
 }
 
+// connectedState reports whether a TCP socket in state st (tcpState) has a peer, as isConnected
+// does: getpeername (inet_getname) fails with ENOTCONN without a destination port (a socket
+// closed or listening) and in SYN_SENT, and answers in every other state (SYN_RECV included).
+func connectedState(st int) bool {
+	switch st {
+	case unix.BPF_TCP_CLOSE, unix.BPF_TCP_SYN_SENT, unix.BPF_TCP_LISTEN:
+		return false
+	}
+	return true
+}
+
 // The socket address calls below are x/sys/unix's without its extra getsockopt(SO_PROTOCOL):
 // unix.Getsockname, Getpeername, Accept4 and Recvmsg ask it of the socket for every inet
 // address they convert (to tell L2TP sockets apart), a system call more each (strace: 3 a
