@@ -75,6 +75,10 @@ type asyncState struct {
 
 	diagMu sync.Mutex // one request at a time on diag
 
+	// sniffMu[i] is held while sniff[i] is drained (drainSYNs), and guards sniffBuf[i].
+	sniffMu  [2]sync.Mutex
+	sniffBuf [2][]byte
+
 	mu        sync.Mutex // guards holds, holdIdle, holdTimer, pending, early, warned
 	holds     map[netip.AddrPort]*holdListener
 	holdIdle  list.List   // of *holdListener: those with no use, most recent first
@@ -122,18 +126,13 @@ type pendingConnect struct {
 	tgid     int // its process, if the call knew it (else 0: looked up by logPid, only to log)
 	deadline time.Time
 
-	isn     uint32        // guarded by asyncState.mu
-	haveISN bool          // guarded by asyncState.mu
-	seen    chan struct{} // closed when haveISN becomes true (under asyncState.mu)
+	isn     uint32 // guarded by asyncState.mu
+	haveISN bool   // guarded by asyncState.mu
 }
 
 // noteISN records p's ISN; s.async.mu is held.
 func (p *pendingConnect) noteISN(isn uint32) {
-	p.isn = isn
-	if !p.haveISN {
-		p.haveISN = true
-		close(p.seen)
-	}
+	p.isn, p.haveISN = isn, true
 }
 
 // connectAsync serves, when it can, a connect on a sealed TCP socket asynchronously (see the top
@@ -223,6 +222,8 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		}
 		return true, failed(err)
 	}
+	// Room for P's SYN on the sniffer: the SYNs queued since the last connect are read now.
+	s.drainSYNs(sniffIndex(dest), false)
 	cerr := unix.Connect(cp, sa)
 	if cerr != unix.EINPROGRESS {
 		// The kernel's own answer: the failure of an earlier asynchronous attempt, reported
@@ -260,7 +261,6 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		host: host, target: target, release: release,
 		auth: s.credentials(c), tid: c.tid, tgid: c.tgid,
 		deadline: time.Now().Add(s.opts.ConnectTimeout),
-		seen:     make(chan struct{}),
 	}
 	s.async.mu.Lock()
 	if s.async.pending == nil {
@@ -606,16 +606,23 @@ func (s *Supervisor) asyncFail(p *pendingConnect, err error) {
 
 var errNoSYN = errors.New("the program's SYN was not seen")
 
-// waitISN waits (a little: the SYN left with the supervisor's connect of P, the sniffer has it
-// queued) until the sniffer has seen p's SYN, and returns its ISN.
+// waitISN reads the sniffer until it has seen p's SYN (it left with the supervisor's connect of
+// P: normally queued already, or read by a later connect's drain), waiting a little (1.5 s:
+// P's first retransmission, which carries the same ISN, comes after 1 s), and returns its ISN.
 func (s *Supervisor) waitISN(p *pendingConnect) (uint32, bool) {
-	select {
-	case <-p.seen:
-	case <-time.After(time.Second):
+	i := sniffIndex(p.tuple.remote)
+	for deadline := time.Now().Add(1500 * time.Millisecond); ; {
+		s.drainSYNs(i, true)
+		s.async.mu.Lock()
+		isn, ok := p.isn, p.haveISN
+		s.async.mu.Unlock()
+		left := time.Until(deadline)
+		if ok || left <= 0 {
+			return isn, ok
+		}
+		pfd := []unix.PollFd{{Fd: int32(s.async.sniff[i]), Events: unix.POLLIN}}
+		unix.Poll(pfd, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
 	}
-	s.async.mu.Lock()
-	defer s.async.mu.Unlock()
-	return p.isn, p.haveISN
 }
 
 // maxSynBackoff bounds the time to a SYN retransmission (TCP_RTO_MAX is 120 s).
@@ -898,6 +905,7 @@ func (s *Supervisor) asyncOpen() error {
 			return err
 		}
 		unix.SetsockoptInt(a.sniff[i], unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+		a.sniffBuf[i] = make([]byte, 256+128)
 		proto := unix.IPPROTO_ICMP
 		if domain == unix.AF_INET6 {
 			proto = unix.IPPROTO_ICMPV6
@@ -923,23 +931,46 @@ func (s *Supervisor) asyncOpen() error {
 	if a.diag, err = mk(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG); err != nil {
 		return err
 	}
-	go s.sniff(a.sniff[0], unix.AF_INET)
-	go s.sniff(a.sniff[1], unix.AF_INET6)
 	return nil
 }
 
-// sniff reads the SYNs of the sandbox from raw socket fd and records the ISNs of pending
-// connects (P's SYN and its retransmissions carry the same one).
-func (s *Supervisor) sniff(fd, domain int) {
-	buf := make([]byte, 256)
-	oob := make([]byte, 128)
+// sniffIndex is the sniffer that sees the SYNs to dest: IPv4 (an IPv6 socket's too, to a mapped
+// address) or IPv6.
+func sniffIndex(dest netip.AddrPort) int {
+	if dest.Addr().Unmap().Is4() {
+		return 0
+	}
+	return 1
+}
+
+// drainSYNs reads, without waiting, the SYNs of the sandbox that the sniffer i (sniffIndex) has
+// queued, and records the ISNs of pending connects (P's SYN and its retransmissions carry the
+// same one). The sniffers are read here, by each asynchronous connect before it connects P and
+// by waitISN, not by goroutines of their own: a goroutine blocked in recvmsg, woken for every
+// SYN of the sandbox (two a connect), cost four context switches a connect and kept the Go
+// runtime retaking its processor (sysmon every 20 µs). Only an ISN that step 3 needs is ever
+// used, and the queue (SO_RCVBUF) holds far more SYNs than arrive between two connects. wait:
+// take the sniffer even if another drain holds it (else that one reads what is queued).
+func (s *Supervisor) drainSYNs(i int, wait bool) {
+	a := &s.async
+	if wait {
+		a.sniffMu[i].Lock()
+	} else if !a.sniffMu[i].TryLock() {
+		return
+	}
+	defer a.sniffMu[i].Unlock()
+	fd, domain := a.sniff[i], unix.AF_INET
+	if i == 1 {
+		domain = unix.AF_INET6
+	}
+	buf, oob := a.sniffBuf[i][:256], a.sniffBuf[i][256:]
 	for {
-		n, oobn, from, err := recvmsgFrom(fd, buf, oob)
-		if err == unix.EINTR || err == unix.EAGAIN {
+		n, oobn, from, err := recvmsgFrom(fd, buf, oob, unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return
+			return // EAGAIN: nothing more queued
 		}
 		var src, dst netip.Addr
 		tcp := buf[:n]

@@ -187,8 +187,8 @@ func accept4(fd, flags int) (int, netip.AddrPort, error) {
 	return int(nfd), rawAddrPort(&rsa), nil
 }
 
-// recvmsgFrom is unix.Recvmsg (flags 0) returning the source's inet address.
-func recvmsgFrom(fd int, p, oob []byte) (n, oobn int, from netip.AddrPort, err error) {
+// recvmsgFrom is unix.Recvmsg returning the source's inet address.
+func recvmsgFrom(fd int, p, oob []byte, flags int) (n, oobn int, from netip.AddrPort, err error) {
 	var rsa unix.RawSockaddrAny
 	iov := unix.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))
@@ -197,7 +197,7 @@ func recvmsgFrom(fd int, p, oob []byte) (n, oobn int, from netip.AddrPort, err e
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
 	}
-	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), 0)
+	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
 	if errno != 0 {
 		return 0, 0, netip.AddrPort{}, errno
 	}

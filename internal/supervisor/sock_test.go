@@ -139,7 +139,7 @@ func TestRawSockNames(t *testing.T) {
 		txAddr, _ := boundAddr(tx, c.domain)
 		txAddr = netip.AddrPortFrom(rxAddr.Addr(), txAddr.Port()) // sent from the loopback address
 		buf := make([]byte, 16)
-		n, _, from, err := recvmsgFrom(rx, buf, nil)
+		n, _, from, err := recvmsgFrom(rx, buf, nil, 0)
 		if err != nil || string(buf[:n]) != "hi" || from != txAddr {
 			t.Errorf("recvmsgFrom: %q from %v (%v), want \"hi\" from %v", buf[:n], from, err, txAddr)
 		}
