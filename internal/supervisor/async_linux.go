@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -78,6 +79,9 @@ type asyncState struct {
 	// sniffMu[i] is held while sniff[i] is drained (drainSYNs), and guards sniffBuf[i].
 	sniffMu  [2]sync.Mutex
 	sniffBuf [2][]byte
+	// unread counts the SYNs of the synchronous path's joins (join) queued on the sniffers
+	// since an asynchronous connect last read them all: no completion reads them.
+	unread atomic.Int32
 
 	mu        sync.Mutex // guards holds, holdIdle, holdTimer, pending, early, warned
 	holds     map[netip.AddrPort]*holdListener
@@ -222,8 +226,13 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		}
 		return true, failed(err)
 	}
-	// Room for P's SYN on the sniffer: the SYNs queued since the last connect are read now.
-	s.drainSYNs(sniffIndex(dest), false)
+	if s.async.unread.Load() >= maxUnreadSYNs {
+		// Room for P's SYN on the sniffers, which the synchronous path's SYNs fill (each
+		// completion reads those of its own family, see drainSYNs).
+		s.async.unread.Store(0)
+		s.drainSYNs(0, false)
+		s.drainSYNs(1, false)
+	}
 	cerr := unix.Connect(cp, sa)
 	if cerr != unix.EINPROGRESS {
 		// The kernel's own answer: the failure of an earlier asynchronous attempt, reported
@@ -291,6 +300,9 @@ func connecting(fd int) (bool, int) {
 
 // completeAsync asks Tor for p's destination and completes or fails p's connect accordingly.
 func (s *Supervisor) completeAsync(p *pendingConnect) {
+	// P's SYN has left (with the connect): it and whatever else is queued are read now, off the
+	// receiver's path.
+	s.drainSYNs(sniffIndex(p.tuple.remote), false)
 	up, err := s.asyncTor(p)
 	if err == nil {
 		err = s.asyncJoin(p, up)
@@ -943,14 +955,20 @@ func sniffIndex(dest netip.AddrPort) int {
 	return 1
 }
 
+// maxUnreadSYNs: after this many SYNs of the synchronous path, an asynchronous connect reads the
+// sniffers before it connects P (the queues, SO_RCVBUF, hold a few hundred).
+const maxUnreadSYNs = 64
+
 // drainSYNs reads, without waiting, the SYNs of the sandbox that the sniffer i (sniffIndex) has
 // queued, and records the ISNs of pending connects (P's SYN and its retransmissions carry the
-// same one). The sniffers are read here, by each asynchronous connect before it connects P and
-// by waitISN, not by goroutines of their own: a goroutine blocked in recvmsg, woken for every
-// SYN of the sandbox (two a connect), cost four context switches a connect and kept the Go
-// runtime retaking its processor (sysmon every 20 µs). Only an ISN that step 3 needs is ever
-// used, and the queue (SO_RCVBUF) holds far more SYNs than arrive between two connects. wait:
-// take the sniffer even if another drain holds it (else that one reads what is queued).
+// same one). The sniffers are read here, by each asynchronous connect's completion (and before
+// its connect when the synchronous path queued many, see unread) and by waitISN, not by
+// goroutines of their own: a goroutine blocked in recvmsg, woken for every SYN of the sandbox
+// (two an asynchronous connect, one a synchronous), cost two context switches a SYN and kept
+// the Go runtime retaking its processor (sysmon every 20 µs). Only an ISN that step 3 needs is
+// ever used; should a queue ever be full when P's SYN comes, waitISN has its retransmission
+// (same ISN) a second later. wait: take the sniffer even if another drain holds it (else that
+// one reads what is queued).
 func (s *Supervisor) drainSYNs(i int, wait bool) {
 	a := &s.async
 	if wait {

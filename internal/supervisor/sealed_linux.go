@@ -227,7 +227,9 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 	}
 	// On loopback the handshake completes within connect (or at once after EINPROGRESS).
 	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(5 * time.Second)}
-	if err := connectWait(rc, sa); err != nil {
+	err = connectWait(rc, sa)
+	s.async.unread.Add(1) // its SYN, queued on a sniffer (async_linux.go)
+	if err != nil {
 		return -1, fmt.Errorf("connect to the inner endpoint %s: %w", l.dest, err)
 	}
 	local, err := boundAddr(cp, si.domain)
