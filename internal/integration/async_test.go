@@ -207,6 +207,26 @@ print("alternating ok")
 	noLeaks(t)
 }
 
+// Nothing listens on Tor's SocksPort: an asynchronous connect fails with ECONNREFUSED in
+// SO_ERROR after writability, and one line says Tor cannot be reached.
+func TestAsyncTorUnreachable(t *testing.T) {
+	env(t)
+	script := fmt.Sprintf(`
+import errno, select, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setblocking(False)
+e = s.connect_ex((%q, 80))
+assert e == errno.EINPROGRESS, e
+select.select([], [s], [], 30)
+print("soerr", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+`, netnstest.DestV4.String())
+	r := torsocks(t, asyncEnv("9089"), "python3", "-c", script)
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("soerr %d", unix.ECONNREFUSED)) || !strings.Contains(r.stderr, "cannot reach Tor's SocksPort") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	noLeaks(t)
+}
+
 // curl --parallel with 20 URLs: all 20 requests in flight together.
 func TestAsyncCurlParallel(t *testing.T) {
 	env(t)

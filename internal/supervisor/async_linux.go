@@ -6,11 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -327,10 +329,12 @@ func (s *Supervisor) completeAsync(p *pendingConnect) {
 
 // asyncTor is the supervisor's own connection through Tor to p's destination: connected to the
 // SocksPort (through its gate when it is a unix socket) and past the SOCKS5 handshake. Its
-// socket is made and waited on with raw non-blocking system calls (torSocket, rawConn), not a
-// net.Dialer: no context goroutine, no keep-alive options, no getsockname and getpeername, no
-// poller registration to undo before the relay takes the descriptor (perf: the dialer was 11.5%
-// of the supervisor's CPU under concurrent asynchronous connects).
+// socket is made with raw non-blocking system calls (torSocket), not a net.Dialer (no context
+// goroutine, no keep-alive options, no getsockname and getpeername: the dialer was 11.5% of the
+// supervisor's CPU under concurrent asynchronous connects), and waited on in the Go runtime's
+// poller (polledConn), not in ppoll: with many connects waiting for Tor at once, each blocked
+// in a system call, the runtime kept taking their processors back and handing them over
+// (sysmon every 20 µs, a thread woken and put back to sleep each time).
 func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 	target := s.opts.Socks
 	var expect func(uint16)
@@ -338,7 +342,7 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
 	}
 	target = unmap(target)
-	fd, err := torSocket(target, expect, p.deadline)
+	pc, err := torSocket(target, expect, p.deadline)
 	if err != nil {
 		// As a net.Dialer's error was: its errno, ETIMEDOUT at the deadline.
 		errno := unix.ECONNREFUSED
@@ -354,15 +358,96 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 		req.Host = p.dest.Addr().WithZone("").String()
 	}
 	// No call: this runs after the connect was answered, on a goroutine of its own.
-	rw := &rawConn{fd: fd, pidfd: -1, deadline: p.deadline, own: true}
 	if s.opts.StepByStep {
-		_, err = socks5.Handshake(rw, req, p.auth)
+		_, err = socks5.Handshake(pc, req, p.auth)
 	} else {
-		_, err = socks5.HandshakePipelined(rw, req, p.auth)
+		_, err = socks5.HandshakePipelined(pc, req, p.auth)
 	}
 	if err != nil {
-		unix.Close(fd)
+		pc.f.Close()
 		return -1, err
+	}
+	return pc.detach()
+}
+
+// polledConn is a non-blocking socket of the supervisor's own registered with the Go runtime's
+// poller (os.NewFile): its waits park the goroutine, and its deadline is the file's.
+type polledConn struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newPolledConn(fd int, deadline time.Time) (*polledConn, error) {
+	f := os.NewFile(uintptr(fd), "tor")
+	if err := f.SetDeadline(deadline); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("not pollable: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &polledConn{f: f, rc: rc}, nil
+}
+
+func (c *polledConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var err error
+	if rerr := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err = unix.Recvfrom(int(fd), p, unix.MSG_DONTWAIT)
+			if err != unix.EINTR {
+				return err != unix.EAGAIN
+			}
+		}
+	}); rerr != nil {
+		return 0, rerr
+	}
+	if err == nil && n == 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+func (c *polledConn) Write(p []byte) (int, error) {
+	done := 0
+	var err error
+	if werr := c.rc.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			var n int
+			n, err = unix.SendmsgN(int(fd), p[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			switch err {
+			case nil:
+				done += n
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false
+			default:
+				return true
+			}
+		}
+		return true
+	}); werr != nil {
+		return done, werr
+	}
+	return done, err
+}
+
+// detach takes the socket out of the poller and returns a descriptor of it (a duplicate: the
+// file's own is closed with it) for the relay, which makes its own waits.
+func (c *polledConn) detach() (int, error) {
+	fd := -1
+	var err error
+	if cerr := c.rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		err = cerr
+	}
+	c.f.Close()
+	if err != nil {
+		return -1, fmt.Errorf("dup: %w", err)
 	}
 	return fd, nil
 }
@@ -370,80 +455,64 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 // torSocket connects a new socket of the supervisor's own (non-blocking, close-on-exec,
 // TCP_NODELAY as a Go connection has it) to target, an IPv4 or IPv6 address, announcing its
 // local port to expect first when set (target is then IPv4). It waits until deadline
-// (os.ErrDeadlineExceeded), polling in the calling goroutine (completeAsync's own).
-func torSocket(target netip.AddrPort, expect func(uint16), deadline time.Time) (int, error) {
+// (os.ErrDeadlineExceeded) in the Go runtime's poller (polledConn).
+func torSocket(target netip.AddrPort, expect func(uint16), deadline time.Time) (*polledConn, error) {
 	domain := unix.AF_INET
 	if !target.Addr().Is4() {
 		domain = unix.AF_INET6
 	}
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			unix.Close(fd)
-		}
-	}()
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if expect != nil {
 		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
-			return -1, err
+			unix.Close(fd)
+			return nil, err
 		}
 		bound, err := boundAddr(fd, unix.AF_INET)
 		if err != nil {
-			return -1, err
+			unix.Close(fd)
+			return nil, err
 		}
 		expect(bound.Port())
 	}
 	sa, err := toSockaddr(domain, target)
 	if err != nil {
-		return -1, err
+		unix.Close(fd)
+		return nil, err
 	}
-	switch err := unix.Connect(fd, sa); err {
-	case nil:
-	case unix.EINPROGRESS, unix.EINTR, unix.EALREADY:
-		// On loopback the handshake is done when connect returns: the first poll does not wait.
-		rev, err := pollWait(fd, unix.POLLOUT, deadline)
-		if err != nil {
-			return -1, err
-		}
-		if rev&(unix.POLLERR|unix.POLLHUP) != 0 {
-			soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err == nil {
-				err = unix.ECONNREFUSED
-				if soerr != 0 {
-					err = unix.Errno(soerr)
-				}
-			}
-			return -1, err
-		}
-	default:
-		return -1, err
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
+		unix.Close(fd)
+		return nil, err
 	}
-	ok = true
-	return fd, nil
-}
-
-// pollWait waits until fd has one of events (or an error or hang-up), or deadline
-// (os.ErrDeadlineExceeded), and returns what poll reported.
-func pollWait(fd int, events int16, deadline time.Time) (int16, error) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return 0, os.ErrDeadlineExceeded
-		}
-		n, err := unix.Poll(pfd, int(left/time.Millisecond)+1)
-		if err == unix.EINTR || (err == nil && n == 0) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		return pfd[0].Revents, nil
+	pc, err := newPolledConn(fd, deadline)
+	if err != nil {
+		return nil, err // fd closed with the file
 	}
+	// Connecting again says how it went: EISCONN once connected (on loopback the handshake is
+	// done when the first connect returns: no wait), EALREADY while in progress, the error
+	// once it failed.
+	var cerr error
+	if werr := pc.rc.Write(func(s uintptr) bool {
+		switch err := unix.Connect(int(s), sa); err {
+		case nil, unix.EISCONN:
+			cerr = nil
+		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+			return false
+		default:
+			cerr = err
+		}
+		return true
+	}); werr != nil {
+		cerr = werr
+	}
+	if cerr != nil {
+		pc.f.Close()
+		return nil, cerr
+	}
+	return pc, nil
 }
 
 // asyncJoin completes p's connect with the simultaneous open of step 2 and relays it to up
