@@ -64,8 +64,8 @@ import (
 // path must not share a destination (both listen on it, see acquireHold): a non-blocking connect
 // to a destination whose inner listener is in use is served synchronously (answered 0 or the
 // errno once Tor has answered, as before), and a blocking connect to a destination whose hold
-// listener is in use fails to make its inner listener (EADDRINUSE; ECONNREFUSED and a line).
-// Either listener kept idle gives way to the other.
+// listener is in use waits for it (released once its connect is joined or failed; at most 5 s,
+// then EADDRINUSE: ECONNREFUSED and a line). Either listener kept idle gives way to the other.
 
 // asyncState is the state of the asynchronous connects (Supervisor.async).
 type asyncState struct {
@@ -109,6 +109,7 @@ type holdListener struct {
 	refs      int           // guarded by asyncState.mu
 	idle      *list.Element // guarded by asyncState.mu: its place in holdIdle while refs == 0
 	idleSince time.Time     // guarded by asyncState.mu
+	unused    chan struct{} // guarded by asyncState.mu: closed when refs drops to 0
 }
 
 const (
@@ -320,7 +321,9 @@ func (s *Supervisor) completeAsync(p *pendingConnect) {
 		delete(s.async.pending, p.tuple)
 	}
 	s.async.mu.Unlock()
-	s.releaseHold(p.hold)
+	if p.hold != nil {
+		s.releaseHold(p.hold)
+	}
 	unix.Close(p.keep)
 	if p.release != nil {
 		p.release()
@@ -535,6 +538,10 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up int) error {
 		unix.Close(up)
 		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
 	}
+	// P is connected: its SYNs are over, the hold listener is no longer needed for it (the
+	// sooner it is idle, the sooner a blocking connect to dest can have its inner listener).
+	s.releaseHold(p.hold)
+	p.hold = nil
 	if err := s.relayJoined(in, up, p.release); err != nil {
 		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
 	}
@@ -809,7 +816,7 @@ func (s *Supervisor) acquireHold(dest netip.AddrPort) (*holdListener, error) {
 	if s.async.holds == nil {
 		s.async.holds = map[netip.AddrPort]*holdListener{}
 	}
-	h := &holdListener{dest: dest, fd: fd, refs: 1}
+	h := &holdListener{dest: dest, fd: fd, refs: 1, unused: make(chan struct{})}
 	s.async.holds[dest] = h
 	return h, nil
 }
@@ -831,6 +838,9 @@ func (s *Supervisor) useHold(h *holdListener) {
 		s.async.holdIdle.Remove(h.idle)
 		h.idle = nil
 	}
+	if h.refs == 0 {
+		h.unused = make(chan struct{})
+	}
 	h.refs++
 }
 
@@ -844,6 +854,7 @@ func (s *Supervisor) releaseHold(h *holdListener) {
 	if h.refs > 0 {
 		return
 	}
+	close(h.unused)
 	h.idleSince = time.Now()
 	h.idle = a.holdIdle.PushFront(h)
 	for a.holdIdle.Len() > maxIdleHolds {
@@ -869,8 +880,9 @@ func (s *Supervisor) dropHold(h *holdListener) {
 }
 
 // holdInUse reports whether a hold listener for dest (an inner listener's destination) is in
-// use; one kept idle is closed, so that the inner listener can take its place.
-func (s *Supervisor) holdInUse(dest netip.AddrPort) bool {
+// use, with a channel closed when it no longer is; one kept idle is closed, so that the inner
+// listener can take its place.
+func (s *Supervisor) holdInUse(dest netip.AddrPort) (bool, <-chan struct{}) {
 	a := &s.async
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -887,12 +899,12 @@ func (s *Supervisor) holdInUse(dest netip.AddrPort) bool {
 	}
 	switch {
 	case h == nil:
-		return false
+		return false, nil
 	case h.refs > 0:
-		return true
+		return true, h.unused
 	}
 	s.dropHold(h)
-	return false
+	return false, nil
 }
 
 // expireHolds closes the hold listeners idle for holdIdleTime, and comes back for the others.

@@ -212,13 +212,21 @@ func (s *Supervisor) openInner(l *innerListener) error {
 func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.fd < 0 {
-		// Never alongside a hold listener of an asynchronous connect (see acquireHold).
-		if s.holdInUse(l.dest) {
-			return -1, fmt.Errorf("inner endpoint %s in the sandbox: an asynchronous connect to it is in progress: %w", l.dest, unix.EADDRINUSE)
+	// Never alongside a hold listener of an asynchronous connect (see acquireHold): one in use
+	// is waited for, a little (it is released as soon as its connect is joined or has failed).
+	for deadline := time.Now().Add(5 * time.Second); l.fd < 0; {
+		busy, unused := s.holdInUse(l.dest)
+		if !busy {
+			if err := s.openInner(l); err != nil {
+				return -1, err
+			}
+			break
 		}
-		if err := s.openInner(l); err != nil {
-			return -1, err
+		c.lease.release() // waiting for another connect: hold nobody up
+		select {
+		case <-unused:
+		case <-time.After(time.Until(deadline)):
+			return -1, fmt.Errorf("inner endpoint %s in the sandbox: an asynchronous connect to it is in progress: %w", l.dest, unix.EADDRINUSE)
 		}
 	}
 	sa, err := toSockaddr(si.domain, l.dest)
