@@ -165,6 +165,68 @@ asyncio.run(main())
 	noLeaks(t)
 }
 
+// A hold listener kept idle after an asynchronous connect gives way to the inner listener of a
+// blocking connect to the same destination (the two cannot both listen there), and is reused by
+// the next asynchronous connect: alternating non-blocking and blocking connects to one
+// destination all reach it, IPv4 and IPv6.
+func TestAsyncThenBlockingSameDest(t *testing.T) {
+	env(t)
+	delayedSocks(t, "9079", 0, nil)
+	script := `
+import select, socket, sys
+def get(s):
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    body = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        body += b
+    s.close()
+    assert b"says hello" in body, body
+for dest in sys.argv[1:]:
+    fam = socket.AF_INET6 if ":" in dest else socket.AF_INET
+    for i in range(6):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        if i % 3 != 2:
+            s.setblocking(False)
+            s.connect_ex((dest, 80))
+            select.select([], [s], [], 30)
+            e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            assert e == 0, (dest, i, e)
+            s.setblocking(True)
+        else:
+            s.connect((dest, 80))
+        get(s)
+print("alternating ok")
+`
+	r := torsocks(t, asyncEnv("9079"), "python3", "-c", script, netnstest.DestV4.String(), netnstest.DestV6.String())
+	if r.code != 0 || !strings.Contains(r.stdout, "alternating ok") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	noLeaks(t)
+}
+
+// Nothing listens on Tor's SocksPort: an asynchronous connect fails with ECONNREFUSED in
+// SO_ERROR after writability, and one line says Tor cannot be reached.
+func TestAsyncTorUnreachable(t *testing.T) {
+	env(t)
+	script := fmt.Sprintf(`
+import errno, select, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setblocking(False)
+e = s.connect_ex((%q, 80))
+assert e == errno.EINPROGRESS, e
+select.select([], [s], [], 30)
+print("soerr", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+`, netnstest.DestV4.String())
+	r := torsocks(t, asyncEnv("9089"), "python3", "-c", script)
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("soerr %d", unix.ECONNREFUSED)) || !strings.Contains(r.stderr, "cannot reach Tor's SocksPort") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	noLeaks(t)
+}
+
 // curl --parallel with 20 URLs: all 20 requests in flight together.
 func TestAsyncCurlParallel(t *testing.T) {
 	env(t)

@@ -1,14 +1,18 @@
 package supervisor
 
 import (
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/bpf"
@@ -57,10 +61,11 @@ import (
 //
 // Limits: blocking connects keep the synchronous path (sealed_linux.go), as do DNS over TCP and
 // Direct destinations (local, fast). A hold listener and an inner listener of the synchronous
-// path cannot share a destination (both listen on it): a non-blocking connect to a destination
-// that has an inner listener is served synchronously (answered 0 or the errno once Tor has
-// answered, as before), and a blocking connect to a destination with a hold listener fails to
-// make its inner listener (EADDRINUSE; ECONNREFUSED and a line).
+// path must not share a destination (both listen on it, see acquireHold): a non-blocking connect
+// to a destination whose inner listener is in use is served synchronously (answered 0 or the
+// errno once Tor has answered, as before), and a blocking connect to a destination whose hold
+// listener is in use waits for it (released once its connect is joined or failed; at most 5 s,
+// then EADDRINUSE: ECONNREFUSED and a line). Either listener kept idle gives way to the other.
 
 // asyncState is the state of the asynchronous connects (Supervisor.async).
 type asyncState struct {
@@ -73,22 +78,44 @@ type asyncState struct {
 
 	diagMu sync.Mutex // one request at a time on diag
 
-	mu      sync.Mutex // guards holds, pending, early, warned
-	holds   map[netip.AddrPort]*holdListener
-	pending map[connTuple]*pendingConnect
-	early   map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
-	warned  bool                 // the "served synchronously" warning was logged
+	// sniffMu[i] is held while sniff[i] is drained (drainSYNs), and guards sniffBuf[i].
+	sniffMu  [2]sync.Mutex
+	sniffBuf [2][]byte
+	// unread counts the SYNs of the synchronous path's joins (join) queued on the sniffers
+	// since an asynchronous connect last read them all: no completion reads them.
+	unread atomic.Int32
+
+	mu        sync.Mutex // guards holds, holdIdle, holdTimer, pending, early, warned
+	holds     map[netip.AddrPort]*holdListener
+	holdIdle  list.List   // of *holdListener: those with no use, most recent first
+	holdTimer *time.Timer // expireHolds, while holdIdle is not empty
+	pending   map[connTuple]*pendingConnect
+	early     map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
+	warned    bool                 // the "served synchronously" warning was logged
 }
 
 // connTuple names a connection attempt by P's local address and the destination, both unmapped.
 type connTuple struct{ local, remote netip.AddrPort }
 
-// holdListener is a listening socket in the sandbox bound to dest that drops every packet.
+// holdListener is a listening socket in the sandbox bound to dest that drops every packet. It
+// is kept while a connect to dest is pending (refs), and then for holdIdleTime more (idle), so
+// that sequential asynchronous connects to one destination do not make and close a listener each
+// (a socket from the sandbox's pool, the filter, two options, bind, listen and close: about 8
+// system calls a connect): at most maxIdleHolds are kept idle, the least recently used going
+// first. An idle one gives way to an inner listener of the synchronous path (dropIdleHold).
 type holdListener struct {
-	dest netip.AddrPort
-	fd   int
-	refs int // guarded by asyncState.mu
+	dest      netip.AddrPort
+	fd        int
+	refs      int           // guarded by asyncState.mu
+	idle      *list.Element // guarded by asyncState.mu: its place in holdIdle while refs == 0
+	idleSince time.Time     // guarded by asyncState.mu
+	unused    chan struct{} // guarded by asyncState.mu: closed when refs drops to 0
 }
+
+const (
+	holdIdleTime = time.Second
+	maxIdleHolds = 16
+)
 
 // pendingConnect is one asynchronous connect waiting for Tor.
 type pendingConnect struct {
@@ -106,29 +133,25 @@ type pendingConnect struct {
 	tgid     int // its process, if the call knew it (else 0: looked up by logPid, only to log)
 	deadline time.Time
 
-	isn     uint32        // guarded by asyncState.mu
-	haveISN bool          // guarded by asyncState.mu
-	seen    chan struct{} // closed when haveISN becomes true (under asyncState.mu)
+	isn     uint32 // guarded by asyncState.mu
+	haveISN bool   // guarded by asyncState.mu
 }
 
 // noteISN records p's ISN; s.async.mu is held.
 func (p *pendingConnect) noteISN(isn uint32) {
-	p.isn = isn
-	if !p.haveISN {
-		p.haveISN = true
-		close(p.seen)
-	}
+	p.isn, p.haveISN = isn, true
 }
 
 // connectAsync serves, when it can, a connect on a sealed TCP socket asynchronously (see the top
-// of this file). handled false: the caller serves it synchronously.
-func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrPort) (handled bool, err error) {
+// of this file). st is cp's TCP state, read by the caller (not connected). handled false: the
+// caller serves it synchronously.
+func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrPort, st int) (handled bool, err error) {
 	fl, ferr := unix.FcntlInt(uintptr(cp), unix.F_GETFL, 0)
 	if ferr != nil {
 		return true, failed(ferr)
 	}
 	nonblock := fl&unix.O_NONBLOCK != 0
-	if inProgress, _ := connecting(cp); inProgress {
+	if st == unix.BPF_TCP_SYN_SENT || st == unix.BPF_TCP_SYN_RECV {
 		// An asynchronous connect of this socket is in progress: the kernel's answer, EALREADY,
 		// or for a blocking socket the outcome once there is one.
 		if nonblock {
@@ -188,11 +211,7 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		return serveSync(err)
 	}
 	h, err := s.acquireHold(dest)
-	if errors.Is(err, unix.EADDRINUSE) && s.dropIdleInner(dest) {
-		// An inner listener kept idle after a blocking connect (sealed_linux.go) held dest.
-		h, err = s.acquireHold(dest)
-	}
-	if errors.Is(err, unix.EADDRINUSE) {
+	if errors.Is(err, errInnerInUse) {
 		// The synchronous path holds an inner listener for dest: served synchronously.
 		if release != nil {
 			release()
@@ -209,6 +228,13 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 			release()
 		}
 		return true, failed(err)
+	}
+	if s.async.unread.Load() >= maxUnreadSYNs {
+		// Room for P's SYN on the sniffers, which the synchronous path's SYNs fill (each
+		// completion reads those of its own family, see drainSYNs).
+		s.async.unread.Store(0)
+		s.drainSYNs(0, false)
+		s.drainSYNs(1, false)
 	}
 	cerr := unix.Connect(cp, sa)
 	if cerr != unix.EINPROGRESS {
@@ -247,7 +273,6 @@ func (s *Supervisor) connectAsync(c *call, cp int, si sockInfo, dest netip.AddrP
 		host: host, target: target, release: release,
 		auth: s.credentials(c), tid: c.tid, tgid: c.tgid,
 		deadline: time.Now().Add(s.opts.ConnectTimeout),
-		seen:     make(chan struct{}),
 	}
 	s.async.mu.Lock()
 	if s.async.pending == nil {
@@ -278,6 +303,9 @@ func connecting(fd int) (bool, int) {
 
 // completeAsync asks Tor for p's destination and completes or fails p's connect accordingly.
 func (s *Supervisor) completeAsync(p *pendingConnect) {
+	// P's SYN has left (with the connect): it and whatever else is queued are read now, off the
+	// receiver's path.
+	s.drainSYNs(sniffIndex(p.tuple.remote), false)
 	up, err := s.asyncTor(p)
 	if err == nil {
 		err = s.asyncJoin(p, up)
@@ -293,7 +321,9 @@ func (s *Supervisor) completeAsync(p *pendingConnect) {
 		delete(s.async.pending, p.tuple)
 	}
 	s.async.mu.Unlock()
-	s.releaseHold(p.hold)
+	if p.hold != nil {
+		s.releaseHold(p.hold)
+	}
 	unix.Close(p.keep)
 	if p.release != nil {
 		p.release()
@@ -302,10 +332,12 @@ func (s *Supervisor) completeAsync(p *pendingConnect) {
 
 // asyncTor is the supervisor's own connection through Tor to p's destination: connected to the
 // SocksPort (through its gate when it is a unix socket) and past the SOCKS5 handshake. Its
-// socket is made and waited on with raw non-blocking system calls (torSocket, rawConn), not a
-// net.Dialer: no context goroutine, no keep-alive options, no getsockname and getpeername, no
-// poller registration to undo before the relay takes the descriptor (perf: the dialer was 11.5%
-// of the supervisor's CPU under concurrent asynchronous connects).
+// socket is made with raw non-blocking system calls (torSocket), not a net.Dialer (no context
+// goroutine, no keep-alive options, no getsockname and getpeername: the dialer was 11.5% of the
+// supervisor's CPU under concurrent asynchronous connects), and waited on in the Go runtime's
+// poller (polledConn), not in ppoll: with many connects waiting for Tor at once, each blocked
+// in a system call, the runtime kept taking their processors back and handing them over
+// (sysmon every 20 µs, a thread woken and put back to sleep each time).
 func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 	target := s.opts.Socks
 	var expect func(uint16)
@@ -313,7 +345,7 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
 	}
 	target = unmap(target)
-	fd, err := torSocket(target, expect, p.deadline)
+	pc, err := torSocket(target, expect, p.deadline)
 	if err != nil {
 		// As a net.Dialer's error was: its errno, ETIMEDOUT at the deadline.
 		errno := unix.ECONNREFUSED
@@ -329,15 +361,96 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 		req.Host = p.dest.Addr().WithZone("").String()
 	}
 	// No call: this runs after the connect was answered, on a goroutine of its own.
-	rw := &rawConn{fd: fd, pidfd: -1, deadline: p.deadline, own: true}
 	if s.opts.StepByStep {
-		_, err = socks5.Handshake(rw, req, p.auth)
+		_, err = socks5.Handshake(pc, req, p.auth)
 	} else {
-		_, err = socks5.HandshakePipelined(rw, req, p.auth)
+		_, err = socks5.HandshakePipelined(pc, req, p.auth)
 	}
 	if err != nil {
-		unix.Close(fd)
+		pc.f.Close()
 		return -1, err
+	}
+	return pc.detach()
+}
+
+// polledConn is a non-blocking socket of the supervisor's own registered with the Go runtime's
+// poller (os.NewFile): its waits park the goroutine, and its deadline is the file's.
+type polledConn struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newPolledConn(fd int, deadline time.Time) (*polledConn, error) {
+	f := os.NewFile(uintptr(fd), "tor")
+	if err := f.SetDeadline(deadline); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("not pollable: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &polledConn{f: f, rc: rc}, nil
+}
+
+func (c *polledConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var err error
+	if rerr := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err = unix.Recvfrom(int(fd), p, unix.MSG_DONTWAIT)
+			if err != unix.EINTR {
+				return err != unix.EAGAIN
+			}
+		}
+	}); rerr != nil {
+		return 0, rerr
+	}
+	if err == nil && n == 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+func (c *polledConn) Write(p []byte) (int, error) {
+	done := 0
+	var err error
+	if werr := c.rc.Write(func(fd uintptr) bool {
+		for done < len(p) {
+			var n int
+			n, err = unix.SendmsgN(int(fd), p[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			switch err {
+			case nil:
+				done += n
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false
+			default:
+				return true
+			}
+		}
+		return true
+	}); werr != nil {
+		return done, werr
+	}
+	return done, err
+}
+
+// detach takes the socket out of the poller and returns a descriptor of it (a duplicate: the
+// file's own is closed with it) for the relay, which makes its own waits.
+func (c *polledConn) detach() (int, error) {
+	fd := -1
+	var err error
+	if cerr := c.rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		err = cerr
+	}
+	c.f.Close()
+	if err != nil {
+		return -1, fmt.Errorf("dup: %w", err)
 	}
 	return fd, nil
 }
@@ -345,81 +458,65 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 // torSocket connects a new socket of the supervisor's own (non-blocking, close-on-exec,
 // TCP_NODELAY as a Go connection has it) to target, an IPv4 or IPv6 address, announcing its
 // local port to expect first when set (target is then IPv4). It waits until deadline
-// (os.ErrDeadlineExceeded), polling in the calling goroutine (completeAsync's own).
-func torSocket(target netip.AddrPort, expect func(uint16), deadline time.Time) (int, error) {
+// (os.ErrDeadlineExceeded) in the Go runtime's poller (polledConn).
+func torSocket(target netip.AddrPort, expect func(uint16), deadline time.Time) (*polledConn, error) {
 	domain := unix.AF_INET
 	if !target.Addr().Is4() {
 		domain = unix.AF_INET6
 	}
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			unix.Close(fd)
-		}
-	}()
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	tuneLoopbackUp(fd, target)
 	if expect != nil {
 		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
-			return -1, err
+			unix.Close(fd)
+			return nil, err
 		}
 		bound, err := boundAddr(fd, unix.AF_INET)
 		if err != nil {
-			return -1, err
+			unix.Close(fd)
+			return nil, err
 		}
 		expect(bound.Port())
 	}
 	sa, err := toSockaddr(domain, target)
 	if err != nil {
-		return -1, err
+		unix.Close(fd)
+		return nil, err
 	}
-	switch err := unix.Connect(fd, sa); err {
-	case nil:
-	case unix.EINPROGRESS, unix.EINTR, unix.EALREADY:
-		// On loopback the handshake is done when connect returns: the first poll does not wait.
-		rev, err := pollWait(fd, unix.POLLOUT, deadline)
-		if err != nil {
-			return -1, err
-		}
-		if rev&(unix.POLLERR|unix.POLLHUP) != 0 {
-			soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-			if err == nil {
-				err = unix.ECONNREFUSED
-				if soerr != 0 {
-					err = unix.Errno(soerr)
-				}
-			}
-			return -1, err
-		}
-	default:
-		return -1, err
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
+		unix.Close(fd)
+		return nil, err
 	}
-	ok = true
-	return fd, nil
-}
-
-// pollWait waits until fd has one of events (or an error or hang-up), or deadline
-// (os.ErrDeadlineExceeded), and returns what poll reported.
-func pollWait(fd int, events int16, deadline time.Time) (int16, error) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return 0, os.ErrDeadlineExceeded
-		}
-		n, err := unix.Poll(pfd, int(left/time.Millisecond)+1)
-		if err == unix.EINTR || (err == nil && n == 0) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		return pfd[0].Revents, nil
+	pc, err := newPolledConn(fd, deadline)
+	if err != nil {
+		return nil, err // fd closed with the file
 	}
+	// Connecting again says how it went: EISCONN once connected (on loopback the handshake is
+	// done when the first connect returns: no wait), EALREADY while in progress, the error
+	// once it failed.
+	var cerr error
+	if werr := pc.rc.Write(func(s uintptr) bool {
+		switch err := unix.Connect(int(s), sa); err {
+		case nil, unix.EISCONN:
+			cerr = nil
+		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+			return false
+		default:
+			cerr = err
+		}
+		return true
+	}); werr != nil {
+		cerr = werr
+	}
+	if cerr != nil {
+		pc.f.Close()
+		return nil, cerr
+	}
+	return pc, nil
 }
 
 // asyncJoin completes p's connect with the simultaneous open of step 2 and relays it to up
@@ -442,6 +539,10 @@ func (s *Supervisor) asyncJoin(p *pendingConnect, up int) error {
 		unix.Close(up)
 		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
 	}
+	// P is connected: its SYNs are over, the hold listener is no longer needed for it (the
+	// sooner it is idle, the sooner a blocking connect to dest can have its inner listener).
+	s.releaseHold(p.hold)
+	p.hold = nil
 	if err := s.relayJoined(in, up, p.release); err != nil {
 		return fmt.Errorf("joining it to the program's socket in the sandbox: %w", err)
 	}
@@ -594,16 +695,23 @@ func (s *Supervisor) asyncFail(p *pendingConnect, err error) {
 
 var errNoSYN = errors.New("the program's SYN was not seen")
 
-// waitISN waits (a little: the SYN left with the supervisor's connect of P, the sniffer has it
-// queued) until the sniffer has seen p's SYN, and returns its ISN.
+// waitISN reads the sniffer until it has seen p's SYN (it left with the supervisor's connect of
+// P: normally queued already, or read by a later connect's drain), waiting a little (1.5 s:
+// P's first retransmission, which carries the same ISN, comes after 1 s), and returns its ISN.
 func (s *Supervisor) waitISN(p *pendingConnect) (uint32, bool) {
-	select {
-	case <-p.seen:
-	case <-time.After(time.Second):
+	i := sniffIndex(p.tuple.remote)
+	for deadline := time.Now().Add(1500 * time.Millisecond); ; {
+		s.drainSYNs(i, true)
+		s.async.mu.Lock()
+		isn, ok := p.isn, p.haveISN
+		s.async.mu.Unlock()
+		left := time.Until(deadline)
+		if ok || left <= 0 {
+			return isn, ok
+		}
+		pfd := []unix.PollFd{{Fd: int32(s.async.sniff[i]), Events: unix.POLLIN}}
+		unix.Poll(pfd, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
 	}
-	s.async.mu.Lock()
-	defer s.async.mu.Unlock()
-	return p.isn, p.haveISN
 }
 
 // maxSynBackoff bounds the time to a SYN retransmission (TCP_RTO_MAX is 120 s).
@@ -655,14 +763,35 @@ func (s *Supervisor) logPid(pid int, level slog.Level, msg string, pc uintptr) {
 
 // The hold listeners.
 
+// errInnerInUse: an inner listener of the synchronous path is in use for the destination.
+var errInnerInUse = errors.New("an inner listener is in use for the destination")
+
+// A hold listener and an inner listener (sealed_linux.go) must never listen on one destination
+// together: both are bound with SO_REUSEPORT, so the kernel would spread the SYNs between them
+// (a program's asynchronous connect accepted by the inner listener, connected to nobody; a
+// blocking connect's SYN dropped by the hold listener). Exclusion: a hold listener is made under
+// innerMu after checking that no inner listener is registered for its destination (an idle one
+// is closed; one in use: errInnerInUse, the connect is served synchronously); an inner listener's
+// socket is made (join, under its own mu) after its registration (under innerMu) and after
+// checking that no hold listener exists for it (an idle one is closed; one in use: EADDRINUSE).
+// Lock order: innerMu, then an innerListener's mu, then async.mu.
+
 // acquireHold returns the hold listener for dest (unmapped), made if needed, counted as used
-// until releaseHold.
+// until releaseHold; errInnerInUse if the synchronous path has an inner listener in use there.
 func (s *Supervisor) acquireHold(dest netip.AddrPort) (*holdListener, error) {
 	dest = unmap(dest)
+	if h := s.reuseHold(dest); h != nil {
+		return h, nil
+	}
+	s.innerMu.Lock()
+	defer s.innerMu.Unlock()
+	if s.clearIdleInner(dest) {
+		return nil, errInnerInUse
+	}
 	s.async.mu.Lock()
 	defer s.async.mu.Unlock()
-	if h := s.async.holds[dest]; h != nil {
-		h.refs++
+	if h := s.async.holds[dest]; h != nil { // made meanwhile
+		s.useHold(h)
 		return h, nil
 	}
 	domain := unix.AF_INET
@@ -688,21 +817,111 @@ func (s *Supervisor) acquireHold(dest netip.AddrPort) (*holdListener, error) {
 	if s.async.holds == nil {
 		s.async.holds = map[netip.AddrPort]*holdListener{}
 	}
-	h := &holdListener{dest: dest, fd: fd, refs: 1}
+	h := &holdListener{dest: dest, fd: fd, refs: 1, unused: make(chan struct{})}
 	s.async.holds[dest] = h
 	return h, nil
 }
 
-// releaseHold drops one use of h; the last closes it.
-func (s *Supervisor) releaseHold(h *holdListener) {
+// reuseHold counts one more use of the hold listener for dest if there is one.
+func (s *Supervisor) reuseHold(dest netip.AddrPort) *holdListener {
 	s.async.mu.Lock()
 	defer s.async.mu.Unlock()
+	h := s.async.holds[dest]
+	if h != nil {
+		s.useHold(h)
+	}
+	return h
+}
+
+// useHold counts one more use of h; async.mu is held.
+func (s *Supervisor) useHold(h *holdListener) {
+	if h.idle != nil {
+		s.async.holdIdle.Remove(h.idle)
+		h.idle = nil
+	}
+	if h.refs == 0 {
+		h.unused = make(chan struct{})
+	}
+	h.refs++
+}
+
+// releaseHold drops one use of h; after the last, h stays idle for holdIdleTime (if fewer than
+// maxIdleHolds others are idle).
+func (s *Supervisor) releaseHold(h *holdListener) {
+	a := &s.async
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	h.refs--
 	if h.refs > 0 {
 		return
 	}
-	delete(s.async.holds, h.dest)
+	close(h.unused)
+	h.idleSince = time.Now()
+	h.idle = a.holdIdle.PushFront(h)
+	for a.holdIdle.Len() > maxIdleHolds {
+		s.dropHold(a.holdIdle.Back().Value.(*holdListener))
+	}
+	if a.holdTimer == nil {
+		a.holdTimer = time.AfterFunc(holdIdleTime, s.expireHolds)
+	}
+}
+
+// dropHold forgets the idle hold listener h and closes it; async.mu is held.
+func (s *Supervisor) dropHold(h *holdListener) {
+	a := &s.async
+	if h.idle != nil {
+		a.holdIdle.Remove(h.idle)
+		h.idle = nil
+	}
+	if a.holds[h.dest] == h {
+		delete(a.holds, h.dest)
+	}
 	unix.Close(h.fd)
+	h.fd = -1
+}
+
+// holdInUse reports whether a hold listener for dest (an inner listener's destination) is in
+// use, with a channel closed when it no longer is; one kept idle is closed, so that the inner
+// listener can take its place.
+func (s *Supervisor) holdInUse(dest netip.AddrPort) (bool, <-chan struct{}) {
+	a := &s.async
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.holds[unmap(dest)]
+	if h == nil && dest.Addr().Zone() != "" {
+		// A scoped destination: the inner listener's zone is the sandbox's lo (joinDest), the
+		// hold listener's the program's.
+		for _, o := range a.holds {
+			if o.dest.Port() == dest.Port() && o.dest.Addr().WithZone("") == dest.Addr().Unmap().WithZone("") {
+				h = o
+				break
+			}
+		}
+	}
+	switch {
+	case h == nil:
+		return false, nil
+	case h.refs > 0:
+		return true, h.unused
+	}
+	s.dropHold(h)
+	return false, nil
+}
+
+// expireHolds closes the hold listeners idle for holdIdleTime, and comes back for the others.
+func (s *Supervisor) expireHolds() {
+	a := &s.async
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for e := a.holdIdle.Back(); e != nil; e = a.holdIdle.Back() {
+		h := e.Value.(*holdListener)
+		if left := holdIdleTime - time.Since(h.idleSince); left > 0 {
+			a.holdTimer = time.AfterFunc(left, s.expireHolds)
+			return
+		}
+		s.dropHold(h)
+	}
+	a.holdTimer = nil
 }
 
 // Socket filters (classic BPF).
@@ -780,6 +999,7 @@ func (s *Supervisor) asyncOpen() error {
 			return err
 		}
 		unix.SetsockoptInt(a.sniff[i], unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+		a.sniffBuf[i] = make([]byte, 256+128)
 		proto := unix.IPPROTO_ICMP
 		if domain == unix.AF_INET6 {
 			proto = unix.IPPROTO_ICMPV6
@@ -805,23 +1025,52 @@ func (s *Supervisor) asyncOpen() error {
 	if a.diag, err = mk(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG); err != nil {
 		return err
 	}
-	go s.sniff(a.sniff[0], unix.AF_INET)
-	go s.sniff(a.sniff[1], unix.AF_INET6)
 	return nil
 }
 
-// sniff reads the SYNs of the sandbox from raw socket fd and records the ISNs of pending
-// connects (P's SYN and its retransmissions carry the same one).
-func (s *Supervisor) sniff(fd, domain int) {
-	buf := make([]byte, 256)
-	oob := make([]byte, 128)
+// sniffIndex is the sniffer that sees the SYNs to dest: IPv4 (an IPv6 socket's too, to a mapped
+// address) or IPv6.
+func sniffIndex(dest netip.AddrPort) int {
+	if dest.Addr().Unmap().Is4() {
+		return 0
+	}
+	return 1
+}
+
+// maxUnreadSYNs: after this many SYNs of the synchronous path, an asynchronous connect reads the
+// sniffers before it connects P (the queues, SO_RCVBUF, hold a few hundred).
+const maxUnreadSYNs = 64
+
+// drainSYNs reads, without waiting, the SYNs of the sandbox that the sniffer i (sniffIndex) has
+// queued, and records the ISNs of pending connects (P's SYN and its retransmissions carry the
+// same one). The sniffers are read here, by each asynchronous connect's completion (and before
+// its connect when the synchronous path queued many, see unread) and by waitISN, not by
+// goroutines of their own: a goroutine blocked in recvmsg, woken for every SYN of the sandbox
+// (two an asynchronous connect, one a synchronous), cost two context switches a SYN and kept
+// the Go runtime retaking its processor (sysmon every 20 µs). Only an ISN that step 3 needs is
+// ever used; should a queue ever be full when P's SYN comes, waitISN has its retransmission
+// (same ISN) a second later. wait: take the sniffer even if another drain holds it (else that
+// one reads what is queued).
+func (s *Supervisor) drainSYNs(i int, wait bool) {
+	a := &s.async
+	if wait {
+		a.sniffMu[i].Lock()
+	} else if !a.sniffMu[i].TryLock() {
+		return
+	}
+	defer a.sniffMu[i].Unlock()
+	fd, domain := a.sniff[i], unix.AF_INET
+	if i == 1 {
+		domain = unix.AF_INET6
+	}
+	buf, oob := a.sniffBuf[i][:256], a.sniffBuf[i][256:]
 	for {
-		n, oobn, from, err := recvmsgFrom(fd, buf, oob)
-		if err == unix.EINTR || err == unix.EAGAIN {
+		n, oobn, from, err := recvmsgFrom(fd, buf, oob, unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return
+			return // EAGAIN: nothing more queued
 		}
 		var src, dst netip.Addr
 		tcp := buf[:n]

@@ -124,7 +124,14 @@ func (s *Supervisor) sealed(cp int) bool {
 // connectSealed serves connect() on a TCP socket of the sandbox (the sealed network: drawn at
 // the top of sealed_linux.go). It decides as connectTCP does. Its errors are the call's answer.
 func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
-	if isConnected(cp) {
+	// One getsockopt(TCP_INFO) says both whether the socket is connected and whether an
+	// asynchronous connect of it is in progress (connectAsync), where a getpeername and the
+	// TCP_INFO were two system calls.
+	st, err := tcpState(cp)
+	if err != nil {
+		return failed(err)
+	}
+	if connectedState(st) {
 		return failed(unix.EISCONN)
 	}
 	// A scoped (link-local) destination goes to Tor as with SealedNetwork 0 (the address without
@@ -134,7 +141,7 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 		joinDest = netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port())
 	}
 	if s.opts.AsyncConnect && !c.connectFirst {
-		if handled, err := s.connectAsync(c, cp, si, dest); handled {
+		if handled, err := s.connectAsync(c, cp, si, dest, st); handled {
 			return err
 		}
 	}

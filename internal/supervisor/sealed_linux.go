@@ -135,20 +135,25 @@ func (s *Supervisor) dropInner(l *innerListener) {
 	l.mu.Unlock()
 }
 
-// dropIdleInner closes the inner listener for dest (as given, or IPv4-mapped) if it is kept
-// idle, so that an asynchronous connect's hold listener can take its place. It reports whether
-// one was closed.
-func (s *Supervisor) dropIdleInner(dest netip.AddrPort) bool {
-	s.innerMu.Lock()
-	defer s.innerMu.Unlock()
-	dropped := false
-	for _, d := range []netip.AddrPort{dest, unmap(dest), netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())} {
-		if l := s.inner[d]; l != nil && l.refs == 0 {
+// clearIdleInner reports whether an inner listener for dest (as given, IPv4-mapped, or on the
+// sandbox's lo for a scoped address) is in use; one kept idle is closed, so that an asynchronous
+// connect's hold listener can take its place. innerMu is held.
+func (s *Supervisor) clearIdleInner(dest netip.AddrPort) bool {
+	keys := []netip.AddrPort{dest, unmap(dest), netip.AddrPortFrom(netip.AddrFrom16(dest.Addr().As16()), dest.Port())}
+	if dest.Addr().Zone() != "" {
+		keys = append(keys, netip.AddrPortFrom(dest.Addr().WithZone(sandboxLoZone), dest.Port()))
+	}
+	for _, d := range keys {
+		l := s.inner[d]
+		switch {
+		case l == nil:
+		case l.refs > 0:
+			return true
+		default:
 			s.dropInner(l)
-			dropped = true
 		}
 	}
-	return dropped
+	return false
 }
 
 // expireInner closes the listeners idle for innerIdle, and comes back for the others.
@@ -209,9 +214,21 @@ func (s *Supervisor) openInner(l *innerListener) error {
 func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.fd < 0 {
-		if err := s.openInner(l); err != nil {
-			return -1, err
+	// Never alongside a hold listener of an asynchronous connect (see acquireHold): one in use
+	// is waited for, a little (it is released as soon as its connect is joined or has failed).
+	for deadline := time.Now().Add(5 * time.Second); l.fd < 0; {
+		busy, unused := s.holdInUse(l.dest)
+		if !busy {
+			if err := s.openInner(l); err != nil {
+				return -1, err
+			}
+			break
+		}
+		c.lease.release() // waiting for another connect: hold nobody up
+		select {
+		case <-unused:
+		case <-time.After(time.Until(deadline)):
+			return -1, fmt.Errorf("inner endpoint %s in the sandbox: an asynchronous connect to it is in progress: %w", l.dest, unix.EADDRINUSE)
 		}
 	}
 	sa, err := toSockaddr(si.domain, l.dest)
@@ -220,7 +237,9 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 	}
 	// On loopback the handshake completes within connect (or at once after EINPROGRESS).
 	rc := &rawConn{c: c, fd: cp, pidfd: c.pidfd, deadline: time.Now().Add(5 * time.Second)}
-	if err := connectWait(rc, sa); err != nil {
+	err = connectWait(rc, sa)
+	s.async.unread.Add(1) // its SYN, queued on a sniffer (async_linux.go)
+	if err != nil {
 		return -1, fmt.Errorf("connect to the inner endpoint %s: %w", l.dest, err)
 	}
 	local, err := boundAddr(cp, si.domain)

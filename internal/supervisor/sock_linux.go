@@ -148,6 +148,17 @@ func isConnected(fd int) bool {
 	return err == nil
 }
 
+// connectedState reports whether a TCP socket in state st (tcpState) has a peer, as isConnected
+// does: getpeername (inet_getname) fails with ENOTCONN without a destination port (a socket
+// closed or listening) and in SYN_SENT, and answers in every other state (SYN_RECV included).
+func connectedState(st int) bool {
+	switch st {
+	case unix.BPF_TCP_CLOSE, unix.BPF_TCP_SYN_SENT, unix.BPF_TCP_LISTEN:
+		return false
+	}
+	return true
+}
+
 // The socket address calls below are x/sys/unix's without its extra getsockopt(SO_PROTOCOL):
 // unix.Getsockname, Getpeername, Accept4 and Recvmsg ask it of the socket for every inet
 // address they convert (to tell L2TP sockets apart), a system call more each (strace: 3 a
@@ -176,8 +187,8 @@ func accept4(fd, flags int) (int, netip.AddrPort, error) {
 	return int(nfd), rawAddrPort(&rsa), nil
 }
 
-// recvmsgFrom is unix.Recvmsg (flags 0) returning the source's inet address.
-func recvmsgFrom(fd int, p, oob []byte) (n, oobn int, from netip.AddrPort, err error) {
+// recvmsgFrom is unix.Recvmsg returning the source's inet address.
+func recvmsgFrom(fd int, p, oob []byte, flags int) (n, oobn int, from netip.AddrPort, err error) {
 	var rsa unix.RawSockaddrAny
 	iov := unix.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))
@@ -186,7 +197,7 @@ func recvmsgFrom(fd int, p, oob []byte) (n, oobn int, from netip.AddrPort, err e
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
 	}
-	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), 0)
+	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
 	if errno != 0 {
 		return 0, 0, netip.AddrPort{}, errno
 	}

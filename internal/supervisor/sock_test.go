@@ -107,6 +107,17 @@ func TestRawSockNames(t *testing.T) {
 		if p, err := sockName(unix.SYS_GETPEERNAME, cl); err != nil || p != lnAddr || !isConnected(cl) {
 			t.Errorf("getpeername %v (%v), want %v", p, err, lnAddr)
 		}
+		// connectedState agrees with getpeername: listening, unconnected, established, and
+		// half-closed by the peer (CLOSE_WAIT).
+		fresh, _ := unix.Socket(c.domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		defer unix.Close(fresh)
+		unix.Shutdown(fd, unix.SHUT_WR)
+		for _, s := range []int{ln, fresh, cl, fd} {
+			st, err := tcpState(s)
+			if err != nil || connectedState(st) != isConnected(s) {
+				t.Errorf("state %d (%v): connectedState %v, getpeername says connected %v", st, err, connectedState(st), isConnected(s))
+			}
+		}
 	}
 	for _, c := range []struct {
 		domain int
@@ -128,7 +139,7 @@ func TestRawSockNames(t *testing.T) {
 		txAddr, _ := boundAddr(tx, c.domain)
 		txAddr = netip.AddrPortFrom(rxAddr.Addr(), txAddr.Port()) // sent from the loopback address
 		buf := make([]byte, 16)
-		n, _, from, err := recvmsgFrom(rx, buf, nil)
+		n, _, from, err := recvmsgFrom(rx, buf, nil, 0)
 		if err != nil || string(buf[:n]) != "hi" || from != txAddr {
 			t.Errorf("recvmsgFrom: %q from %v (%v), want \"hi\" from %v", buf[:n], from, err, txAddr)
 		}
