@@ -270,11 +270,14 @@ func (c *call) getfd(fd int) (int, error) {
 
 // sock copies the program's socket fd and asks the copy what it is (the copy is the only basis
 // for a decision); the caller closes cp.
-func (c *call) sock(fd int) (cp int, si sockInfo, err error) {
+func (c *call) sock(fd int) (cp int, si sockInfo, err error) { return c.sockFor(fd, false) }
+
+// sockFor is sock; forConnect as for readSockInfo.
+func (c *call) sockFor(fd int, forConnect bool) (cp int, si sockInfo, err error) {
 	if cp, err = c.getfd(fd); err != nil {
 		return -1, si, err
 	}
-	if si, err = getSockInfo(cp); err != nil {
+	if si, err = readSockInfo(cp, forConnect); err != nil {
 		unix.Close(cp)
 		return -1, si, err
 	}

@@ -51,7 +51,8 @@ import (
 
 // connect decides and serves connect(fd, addr, addrlen).
 func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, error) {
-	cp, si, err := c.sock(fd)
+	// A datagram socket's protocol and cookie are not read: nothing below needs them.
+	cp, si, err := c.sockFor(fd, true)
 	if err != nil {
 		return reply{}, fromErr("connect", err)
 	}
