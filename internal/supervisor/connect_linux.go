@@ -56,6 +56,13 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 	// anything is decided or logged on what the copy says.
 	cp, si, err := c.sockFor(fd, true)
 	if err != nil {
+		if c.unchecked {
+			// The check not made yet: a thread that is gone (its id perhaps another's now)
+			// is no error to report.
+			if verr := c.s.k.Valid(c.id); verr != nil {
+				err = verr
+			}
+		}
 		return reply{}, fromErr("connect", err)
 	}
 	defer func() {
