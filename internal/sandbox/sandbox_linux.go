@@ -68,13 +68,13 @@ type Sandbox struct {
 // or sealed TCP socket (one per connection) costs no round trip to the factory. A pooled socket
 // is what the factory would make on demand, made a little earlier: same family, type and
 // protocol, unbound, no option set (nothing in the namespace can reach an unbound socket, and
-// nothing else holds it). Sockets are pooled blocking; O_NONBLOCK is set when one is taken, by
-// fcntl(F_SETFL), which is all SOCK_NONBLOCK does at socket() (it sets that status flag on the
-// new file); SOCK_CLOEXEC is a descriptor flag, set by whoever installs the socket. A protocol of
-// 0 is the family's default (SO_PROTOCOL then reads IPPROTO_UDP or IPPROTO_TCP alike), so both
-// share a kind. A kind is pooled once it has been asked for; the pool is refilled in the
-// background, poolBatch at a time, when fewer than poolLow are left.
-type poolKey struct{ domain, typ, proto int } // typ without SOCK_NONBLOCK and SOCK_CLOEXEC
+// nothing else holds it). SOCK_NONBLOCK is part of the kind: the factory makes the socket with
+// it, so taking one needs no fcntl (two system calls: F_GETFL, F_SETFL) on the way to the
+// program; SOCK_CLOEXEC is a descriptor flag, not the socket's, set by whoever installs the
+// socket. A protocol of 0 is the family's default (SO_PROTOCOL then reads IPPROTO_UDP or
+// IPPROTO_TCP alike), so both share a kind. A kind is pooled once it has been asked for; the pool
+// is refilled in the background, poolBatch at a time, when fewer than poolLow are left.
+type poolKey struct{ domain, typ, proto int } // typ with SOCK_NONBLOCK if asked, without SOCK_CLOEXEC
 
 const (
 	poolBatch = 16
@@ -87,11 +87,12 @@ func poolKind(domain, typ, proto int) (poolKey, bool) {
 	if domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return poolKey{}, false
 	}
+	nonblock := typ & unix.SOCK_NONBLOCK
 	switch t := typ &^ (unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC); {
 	case t == unix.SOCK_DGRAM && (proto == 0 || proto == unix.IPPROTO_UDP):
-		return poolKey{domain, t, unix.IPPROTO_UDP}, true
+		return poolKey{domain, t | nonblock, unix.IPPROTO_UDP}, true
 	case t == unix.SOCK_STREAM && (proto == 0 || proto == unix.IPPROTO_TCP):
-		return poolKey{domain, t, unix.IPPROTO_TCP}, true
+		return poolKey{domain, t | nonblock, unix.IPPROTO_TCP}, true
 	}
 	return poolKey{}, false
 }
@@ -228,12 +229,6 @@ func (s *Sandbox) Socket(domain, typ, proto int) (int, error) {
 	}
 	if k, ok := poolKind(domain, typ, proto); ok {
 		if fd := s.fromPool(k); fd >= 0 {
-			if typ&unix.SOCK_NONBLOCK != 0 {
-				if err := unix.SetNonblock(fd, true); err != nil {
-					unix.Close(fd)
-					return -1, fmt.Errorf("fcntl(O_NONBLOCK) on a pooled socket: %w", err)
-				}
-			}
 			return fd, nil
 		}
 	}

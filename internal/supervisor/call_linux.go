@@ -36,6 +36,9 @@ type call struct {
 	pidfd    int    // -1 until opened
 	tgid     int
 	answered bool
+	// unchecked: the pidfd was opened by openLater and no validity check has followed yet, so
+	// it is not known to name the calling thread (see openLater).
+	unchecked bool
 
 	connectFirst bool // a connect folded into a send (MSG_FASTOPEN): never asynchronous
 	kept         bool // connectAsync kept the copy of the program's socket: connect must not close it
@@ -249,15 +252,35 @@ func (c *call) fdArg(i int) int { return int(int32(uint32(c.data.Args[i]))) }
 // open opens a pidfd for the calling thread and checks that the notification is still valid, so
 // the pidfd is known to name the thread that made the call and not a recycled id.
 func (c *call) open() error {
-	if c.pidfd >= 0 {
+	if c.pidfd < 0 {
+		if err := c.openLater(); err != nil {
+			return err
+		}
+	}
+	if !c.unchecked {
 		return nil
 	}
+	if err := c.s.k.Valid(c.id); err != nil {
+		return err
+	}
+	c.unchecked = false
+	return nil
+}
+
+// openLater opens a pidfd for the calling thread and leaves the validity check to the next
+// c.read or c.writeV: a notification still valid then means the thread has lived since it was
+// received, so the thread id named it when the pidfd was opened, and what was copied through
+// the pidfd is the thread's. One SECCOMP_IOCTL_NOTIF_ID_VALID less. Only for a handler that
+// acts on nothing it took through the pidfd (getfdLater) before that read or write, and logs
+// nothing about it (a recycled id would name another process's descriptor): connect, which
+// reads the address next.
+func (c *call) openLater() error {
 	fd, tgid, err := c.s.tr.OpenThread(c.tid)
 	if err != nil {
 		return err
 	}
-	c.pidfd, c.tgid = fd, tgid
-	return c.s.k.Valid(c.id)
+	c.pidfd, c.tgid, c.unchecked = fd, tgid, true
+	return nil
 }
 
 // getfd copies the program's descriptor fd into the supervisor.
@@ -268,13 +291,32 @@ func (c *call) getfd(fd int) (int, error) {
 	return c.s.tr.GetFD(c.pidfd, fd)
 }
 
+// getfdLater is getfd with the check left to the next read or write (openLater).
+func (c *call) getfdLater(fd int) (int, error) {
+	if c.pidfd < 0 {
+		if err := c.openLater(); err != nil {
+			return -1, err
+		}
+	}
+	return c.s.tr.GetFD(c.pidfd, fd)
+}
+
 // sock copies the program's socket fd and asks the copy what it is (the copy is the only basis
 // for a decision); the caller closes cp.
-func (c *call) sock(fd int) (cp int, si sockInfo, err error) {
-	if cp, err = c.getfd(fd); err != nil {
+func (c *call) sock(fd int) (cp int, si sockInfo, err error) { return c.sockFor(fd, false) }
+
+// sockFor is sock; forConnect as for readSockInfo, and the copy is taken by getfdLater: the
+// caller reads the program's memory (c.read) before it acts on cp or logs what si says.
+func (c *call) sockFor(fd int, forConnect bool) (cp int, si sockInfo, err error) {
+	if forConnect {
+		cp, err = c.getfdLater(fd)
+	} else {
+		cp, err = c.getfd(fd)
+	}
+	if err != nil {
 		return -1, si, err
 	}
-	if si, err = getSockInfo(cp); err != nil {
+	if si, err = readSockInfo(cp, forConnect); err != nil {
 		unix.Close(cp)
 		return -1, si, err
 	}
@@ -294,6 +336,7 @@ func (c *call) read(addr uint64, n int) ([]byte, error) {
 	if err := c.s.k.Valid(c.id); err != nil {
 		return nil, err
 	}
+	c.unchecked = false // the pidfd, if opened, names the thread (openLater)
 	return b, nil
 }
 
@@ -310,6 +353,7 @@ func (c *call) writeV(segs []seccomp.Seg) error {
 	if err := c.s.k.Valid(c.id); err != nil {
 		return err
 	}
+	c.unchecked = false // the pidfd, if opened, names the thread (openLater)
 	return c.s.tr.WriteMem(c.tid, segs)
 }
 

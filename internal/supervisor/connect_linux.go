@@ -51,8 +51,18 @@ import (
 
 // connect decides and serves connect(fd, addr, addrlen).
 func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, error) {
-	cp, si, err := c.sock(fd)
+	// A datagram socket's protocol and cookie are not read: nothing below needs them. The copy
+	// is taken before the notification is checked (getfdLater): c.read checks it next, before
+	// anything is decided or logged on what the copy says.
+	cp, si, err := c.sockFor(fd, true)
 	if err != nil {
+		if c.unchecked {
+			// The check not made yet: a thread that is gone (its id perhaps another's now)
+			// is no error to report.
+			if verr := c.s.k.Valid(c.id); verr != nil {
+				err = verr
+			}
+		}
 		return reply{}, fromErr("connect", err)
 	}
 	defer func() {
@@ -60,13 +70,13 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 			unix.Close(cp)
 		}
 	}()
-	if !si.isInet() && si.domain != unix.AF_UNIX && si.domain != unix.AF_NETLINK {
-		return reply{}, refused(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
-	}
 	// The address is read once; every decision and the connect itself use these bytes.
 	raw, err := c.read(addr, int(min(addrlen, maxSockaddrLen)))
 	if err != nil {
 		return reply{}, fromErr("connect", err)
+	}
+	if !si.isInet() && si.domain != unix.AF_UNIX && si.domain != unix.AF_NETLINK {
+		return reply{}, refused(unix.EPERM, fmt.Sprintf("connect on a socket of family %d refused", si.domain))
 	}
 	switch {
 	case si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK:

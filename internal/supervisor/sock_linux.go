@@ -21,7 +21,12 @@ func (si sockInfo) isTCP() bool {
 	return si.isInet() && si.typ == unix.SOCK_STREAM && si.proto == unix.IPPROTO_TCP
 }
 
-func getSockInfo(fd int) (sockInfo, error) {
+func getSockInfo(fd int) (sockInfo, error) { return readSockInfo(fd, false) }
+
+// readSockInfo is getSockInfo; with forConnect, a datagram socket's protocol and cookie are left
+// 0, unread: connect decides on one by its family and namespace alone (connectUDP, connectCopy)
+// and never registers it. Two getsockopt less per UDP connect, which every name lookup makes.
+func readSockInfo(fd int, forConnect bool) (sockInfo, error) {
 	var si sockInfo
 	var err error
 	if si.domain, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
@@ -29,6 +34,9 @@ func getSockInfo(fd int) (sockInfo, error) {
 	}
 	if si.typ, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
 		return si, fmt.Errorf("SO_TYPE: %w", err)
+	}
+	if forConnect && si.typ == unix.SOCK_DGRAM {
+		return si, nil
 	}
 	if si.proto, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil {
 		return si, fmt.Errorf("SO_PROTOCOL: %w", err)
