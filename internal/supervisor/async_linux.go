@@ -85,13 +85,12 @@ type asyncState struct {
 	// since an asynchronous connect last read them all: no completion reads them.
 	unread atomic.Int32
 
-	mu        sync.Mutex // guards holds, holdIdle, holdTimer, pending, early, warned
-	holds     map[netip.AddrPort]*holdListener
-	holdIdle  list.List   // of *holdListener: those with no use, most recent first
-	holdTimer *time.Timer // expireHolds, while holdIdle is not empty
-	pending   map[connTuple]*pendingConnect
-	early     map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
-	warned    bool                 // the "served synchronously" warning was logged
+	mu       sync.Mutex // guards holds, holdIdle, pending, early, warned
+	holds    map[netip.AddrPort]*holdListener
+	holdIdle idleList[*holdListener] // those with no use (idle.go)
+	pending  map[connTuple]*pendingConnect
+	early    map[connTuple]uint32 // ISNs of SYNs seen before their connect was recorded
+	warned   bool                 // the "served synchronously" warning was logged
 }
 
 // connTuple names a connection attempt by P's local address and the destination, both unmapped.
@@ -104,12 +103,11 @@ type connTuple struct{ local, remote netip.AddrPort }
 // system calls a connect): at most maxIdleHolds are kept idle, the least recently used going
 // first. An idle one gives way to an inner listener of the synchronous path (dropIdleHold).
 type holdListener struct {
-	dest      netip.AddrPort
-	fd        int
-	refs      int           // guarded by asyncState.mu
-	idle      *list.Element // guarded by asyncState.mu: its place in holdIdle while refs == 0
-	idleSince time.Time     // guarded by asyncState.mu
-	unused    chan struct{} // guarded by asyncState.mu: closed when refs drops to 0
+	dest   netip.AddrPort
+	fd     int
+	refs   int           // guarded by asyncState.mu
+	idle   *list.Element // guarded by asyncState.mu: its place in holdIdle while refs == 0
+	unused chan struct{} // guarded by asyncState.mu: closed when refs drops to 0
 }
 
 const (
@@ -836,7 +834,7 @@ func (s *Supervisor) reuseHold(dest netip.AddrPort) *holdListener {
 // useHold counts one more use of h; async.mu is held.
 func (s *Supervisor) useHold(h *holdListener) {
 	if h.idle != nil {
-		s.async.holdIdle.Remove(h.idle)
+		s.async.holdIdle.unpark(h.idle)
 		h.idle = nil
 	}
 	if h.refs == 0 {
@@ -856,21 +854,14 @@ func (s *Supervisor) releaseHold(h *holdListener) {
 		return
 	}
 	close(h.unused)
-	h.idleSince = time.Now()
-	h.idle = a.holdIdle.PushFront(h)
-	for a.holdIdle.Len() > maxIdleHolds {
-		s.dropHold(a.holdIdle.Back().Value.(*holdListener))
-	}
-	if a.holdTimer == nil {
-		a.holdTimer = time.AfterFunc(holdIdleTime, s.expireHolds)
-	}
+	h.idle = a.holdIdle.park(h, s.dropHold, s.expireHolds)
 }
 
 // dropHold forgets the idle hold listener h and closes it; async.mu is held.
 func (s *Supervisor) dropHold(h *holdListener) {
 	a := &s.async
 	if h.idle != nil {
-		a.holdIdle.Remove(h.idle)
+		a.holdIdle.unpark(h.idle)
 		h.idle = nil
 	}
 	if a.holds[h.dest] == h {
@@ -913,15 +904,7 @@ func (s *Supervisor) expireHolds() {
 	a := &s.async
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for e := a.holdIdle.Back(); e != nil; e = a.holdIdle.Back() {
-		h := e.Value.(*holdListener)
-		if left := holdIdleTime - time.Since(h.idleSince); left > 0 {
-			a.holdTimer = time.AfterFunc(left, s.expireHolds)
-			return
-		}
-		s.dropHold(h)
-	}
-	a.holdTimer = nil
+	a.holdIdle.expire(s.dropHold, s.expireHolds)
 }
 
 // Socket filters (classic BPF).

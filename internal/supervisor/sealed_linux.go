@@ -57,10 +57,9 @@ import (
 // client without keep-alive) do not make a listener each: at most maxIdleInner are kept idle,
 // the least recently used going first.
 type innerListener struct {
-	dest      netip.AddrPort
-	refs      int           // guarded by Supervisor.innerMu
-	idle      *list.Element // guarded by innerMu: its place in Supervisor.innerIdle while refs == 0
-	idleSince time.Time     // guarded by innerMu
+	dest netip.AddrPort
+	refs int           // guarded by Supervisor.innerMu
+	idle *list.Element // guarded by innerMu: its place in Supervisor.innerIdle while refs == 0
 
 	mu sync.Mutex // serialises connect-then-accept on fd, and guards fd
 	fd int        // -1 until the first connect makes it
@@ -84,7 +83,7 @@ func (s *Supervisor) acquireInner(dest netip.AddrPort) *innerListener {
 		s.inner[dest] = l
 	}
 	if l.idle != nil {
-		s.innerIdle.Remove(l.idle)
+		s.innerIdle.unpark(l.idle)
 		l.idle = nil
 	}
 	l.refs++
@@ -107,21 +106,14 @@ func (s *Supervisor) releaseInner(l *innerListener) {
 		s.dropInner(l)
 		return
 	}
-	l.idleSince = time.Now()
-	l.idle = s.innerIdle.PushFront(l)
-	for s.innerIdle.Len() > maxIdleInner {
-		s.dropInner(s.innerIdle.Back().Value.(*innerListener))
-	}
-	if s.innerTimer == nil {
-		s.innerTimer = time.AfterFunc(innerIdle, s.expireInner)
-	}
+	l.idle = s.innerIdle.park(l, s.dropInner, s.expireInner)
 }
 
 // dropInner forgets l (refs == 0) and closes its socket; innerMu is held. Connections accepted
 // from it are not affected.
 func (s *Supervisor) dropInner(l *innerListener) {
 	if l.idle != nil {
-		s.innerIdle.Remove(l.idle)
+		s.innerIdle.unpark(l.idle)
 		l.idle = nil
 	}
 	if s.inner[l.dest] == l {
@@ -160,15 +152,7 @@ func (s *Supervisor) clearIdleInner(dest netip.AddrPort) bool {
 func (s *Supervisor) expireInner() {
 	s.innerMu.Lock()
 	defer s.innerMu.Unlock()
-	for e := s.innerIdle.Back(); e != nil; e = s.innerIdle.Back() {
-		l := e.Value.(*innerListener)
-		if left := innerIdle - time.Since(l.idleSince); left > 0 {
-			s.innerTimer = time.AfterFunc(left, s.expireInner)
-			return
-		}
-		s.dropInner(l)
-	}
-	s.innerTimer = nil
+	s.innerIdle.expire(s.dropInner, s.expireInner)
 }
 
 // openInner makes l's listening socket in the sandbox (l.mu held).

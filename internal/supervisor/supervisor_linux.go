@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -113,12 +112,11 @@ type Supervisor struct {
 	proxied atomic.Int64 // connections carried through Tor
 	relays  atomic.Int64 // sealed network: connections relayed now (sealed_linux.go)
 
-	innerMu    sync.Mutex                        // guards inner, innerIdle, innerTimer
-	inner      map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
-	innerIdle  list.List                         // of *innerListener: those with no use, most recent first
-	innerTimer *time.Timer                       // expireInner, while innerIdle is not empty
-	peak       atomic.Int64                      // largest registry size seen after an Add
-	async      asyncState                        // asynchronous connects (async_linux.go)
+	innerMu   sync.Mutex                        // guards inner, innerIdle
+	inner     map[netip.AddrPort]*innerListener // sealed network: listeners in the sandbox by destination
+	innerIdle idleList[*innerListener]          // those with no use (idle.go)
+	peak      atomic.Int64                      // largest registry size seen after an Add
+	async     asyncState                        // asynchronous connects (async_linux.go)
 
 	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
 
@@ -165,6 +163,8 @@ func New(k Kernel, opts Options) *Supervisor {
 		iso:  map[int]isoCredential{},
 	}
 	s.role.max = opts.MaxInflight
+	s.innerIdle.keep, s.innerIdle.max = innerIdle, maxIdleInner
+	s.async.holdIdle.keep, s.async.holdIdle.max = holdIdleTime, maxIdleHolds
 	s.role.spawn = s.startWorker
 	// Entries of closed sockets are found by looking each one up (sockdiag.Prober), not by
 	// listing every TCP socket of the namespace: a listing walks the whole TCP table, tens of
