@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/doctor"
+	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
@@ -33,14 +34,12 @@ func Main(args []string) int {
 	if inv.Action != config.Run {
 		return otherAction(inv)
 	}
-	e := startEarly(&inv.Config) // in parallel with what follows (early_linux.go)
 	s, err := newSession(&inv.Config, realSteps, r)
 	if err != nil {
 		return fail(err)
 	}
 	defer s.Close()
-	s.early = e
-	path, prog, err := refusals(inv, e)
+	path, prog, err := refusals(inv)
 	if err != nil {
 		return fail(err)
 	}
@@ -92,9 +91,8 @@ func otherAction(inv *config.Invocation) int {
 
 // refusals refuses what cannot run (or not safely) before anything is opened: a kernel without
 // what torsocks needs, a command that is not there, a setuid or file-capability program,
-// descriptors that could carry traffic around Tor, a filter that cannot be built (e). It returns
-// the program's path and filter.
-func refusals(inv *config.Invocation, e *early) (path string, prog []unix.SockFilter, err error) {
+// descriptors that could carry traffic around Tor. It returns the program's path and filter.
+func refusals(inv *config.Invocation) (path string, prog []unix.SockFilter, err error) {
 	if err := seccomp.CheckKernel(); err != nil {
 		return "", nil, err
 	}
@@ -116,7 +114,8 @@ func refusals(inv *config.Invocation, e *early) (path string, prog []unix.SockFi
 	if err := checkInherited(); err != nil {
 		return "", nil, err
 	}
-	if prog, err = e.filter(); err != nil {
+	cfg := &inv.Config
+	if prog, err = filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets, SealedTCP: cfg.SealedNetwork}); err != nil {
 		return "", nil, err
 	}
 	return path, prog, nil

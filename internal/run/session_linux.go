@@ -46,7 +46,6 @@ type session struct {
 	steps steps
 	open  closers // what was opened, oldest first
 
-	early *early  // the configuration's early work (early_linux.go); nil in tests
 	own   torHold // the user's own tor, or nothing (useOwnTor)
 	auth  *socks5.Auth
 	relay *unixrelay.Relay // SocksUnix only
@@ -169,7 +168,7 @@ func (l udpLoopback) Ensure(dest netip.AddrPort) error {
 
 // steps are the constructors of a session's resources; tests substitute failing ones.
 type steps struct {
-	ownTor    func(*config.Config, *early) (torHold, error)
+	ownTor    func(*config.Config) (torHold, error)
 	unixRelay func(path string) (*unixrelay.Relay, error)
 	prepare   func() *sandbox.Sandbox      // the UDP sandbox, not started
 	sandbox   func(*sandbox.Sandbox) error // starts it (on first use)
@@ -179,7 +178,7 @@ type steps struct {
 
 // realSteps are the steps of torsocks itself.
 var realSteps = steps{
-	ownTor:    func(cfg *config.Config, e *early) (torHold, error) { return useOwnTor(cfg, e) },
+	ownTor:    func(cfg *config.Config) (torHold, error) { return useOwnTor(cfg) },
 	unixRelay: unixrelay.Start,
 	prepare:   func() *sandbox.Sandbox { return sandbox.Prepare("/proc/self/exe") },
 	sandbox:   (*sandbox.Sandbox).Start,
@@ -239,7 +238,7 @@ func (s *session) Close() { s.open.close() }
 // is to start one, the relay to a unix SocksPort, the UDP sandbox and DNS responder (prepared: they
 // start on first use).
 func (s *session) openResources() error {
-	own, err := s.steps.ownTor(s.cfg, s.early)
+	own, err := s.steps.ownTor(s.cfg)
 	if err != nil {
 		return err
 	}

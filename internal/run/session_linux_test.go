@@ -39,7 +39,7 @@ type made struct {
 func testSteps(t *testing.T, m *made, fail string) steps {
 	t.Helper()
 	return steps{
-		ownTor: func(*config.Config, *early) (torHold, error) {
+		ownTor: func(*config.Config) (torHold, error) {
 			if fail == "ownTor" {
 				return nil, errInjected
 			}

@@ -50,14 +50,12 @@ var errControlPort = fmt.Errorf("the control port of torsocks' own tor: %w", uni
 // SocksPort configured explicitly and, with TorStart auto, nothing answering on the default one.
 // It starts that tor if none is running and returns once it has bootstrapped, with a release to
 // call when torsocks is done with it. Progress goes to stderr (nothing with -q).
-// Whether the SocksPort answers is e's probe, started when the configuration was read (nil e: a
-// probe now).
-func useOwnTor(cfg *config.Config, e *early) (own *ownTor, err error) {
+func useOwnTor(cfg *config.Config) (own *ownTor, err error) {
 	nothing := &ownTor{}
 	if cfg.TorStart == config.TorStartNever || cfg.SocksExplicit {
 		return nothing, nil
 	}
-	if cfg.TorStart == config.TorStartAuto && e.socksAnswers(cfg.SocksAddr) {
+	if cfg.TorStart == config.TorStartAuto && answers(cfg.SocksAddr) {
 		return nothing, nil
 	}
 	bin, err := exec.LookPath(cfg.TorBinary)
