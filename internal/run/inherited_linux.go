@@ -68,7 +68,12 @@ const aroundTor = "traffic on it would go around Tor"
 
 // inspectInherited returns why descriptor fd may not be passed on to the program, or nil.
 func inspectInherited(fd int) *refusal {
-	link, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	// What /proc/self/fd/N names it: read only for an anonymous inode (whose name is its kind) and
+	// for the message of a refusal, not for the files, pipes and terminals most descriptors are.
+	link := func() string {
+		l, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+		return l
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return &refusal{fmt.Sprintf("a descriptor torsocks cannot inspect (fstat: %v)", err), "torsocks cannot tell whether traffic on it would go around Tor"}
@@ -81,16 +86,16 @@ func inspectInherited(fd int) *refusal {
 	// have no file type; pidfs and nsfs inodes look like regular files).
 	switch int64(fs.Type) {
 	case unix.ANON_INODE_FS_MAGIC:
-		return inspectAnon(link)
+		return inspectAnon(link())
 	case unix.PID_FS_MAGIC:
 		return pidfdRefusal
 	case unix.NSFS_MAGIC:
-		return &refusal{fmt.Sprintf("a namespace (%s)", link), "entering it could leave the network namespace torsocks watches"}
+		return &refusal{fmt.Sprintf("a namespace (%s)", link()), "entering it could leave the network namespace torsocks watches"}
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if kernelFS(int64(fs.Type)) && writable(fd) {
-			return &refusal{fmt.Sprintf("a writable kernel interface file (%s)", link), "torsocks cannot tell what writing to it would do outside the program's tree"}
+			return &refusal{fmt.Sprintf("a writable kernel interface file (%s)", link()), "torsocks cannot tell what writing to it would do outside the program's tree"}
 		}
 		return nil
 	case unix.S_IFDIR, unix.S_IFIFO, unix.S_IFLNK:
@@ -98,11 +103,11 @@ func inspectInherited(fd int) *refusal {
 	case unix.S_IFCHR:
 		return inspectCharDev(fd, st.Rdev, link)
 	case unix.S_IFBLK:
-		return &refusal{fmt.Sprintf("a block device (%d:%d, %s)", unix.Major(st.Rdev), unix.Minor(st.Rdev), link), "torsocks cannot tell whether traffic on it would go around Tor"}
+		return &refusal{fmt.Sprintf("a block device (%d:%d, %s)", unix.Major(st.Rdev), unix.Minor(st.Rdev), link()), "torsocks cannot tell whether traffic on it would go around Tor"}
 	case unix.S_IFSOCK:
 		return inspectSocket(fd)
 	}
-	return &refusal{fmt.Sprintf("an unknown kind of descriptor (mode %#o, %s)", st.Mode, link), "torsocks cannot tell whether traffic on it would go around Tor"}
+	return &refusal{fmt.Sprintf("an unknown kind of descriptor (mode %#o, %s)", st.Mode, link()), "torsocks cannot tell whether traffic on it would go around Tor"}
 }
 
 // pidfdRefusal: a pidfd is a handle on a process outside the program's tree (setns into its
@@ -165,7 +170,7 @@ const (
 // inspectCharDev allows the data sinks and sources of major 1 and terminals; a pseudo-terminal
 // master is refused (what is written to it is typed into whatever runs on the other side, outside
 // torsocks), as are TUN and every other device.
-func inspectCharDev(fd int, rdev uint64, link string) *refusal {
+func inspectCharDev(fd int, rdev uint64, link func() string) *refusal {
 	major, minor := unix.Major(rdev), unix.Minor(rdev)
 	switch {
 	case major == majorMem && (minor == 3 || minor == 5 || minor == 7 || minor == 8 || minor == 9):
@@ -173,15 +178,15 @@ func inspectCharDev(fd int, rdev uint64, link string) *refusal {
 	case major == majorMisc && minor == minorTUN:
 		return &refusal{"a TUN device (/dev/net/tun)", "packets written to it would go around Tor"}
 	case major == majorPTYMaster || (major == majorTTYAux && minor == minorPtmx):
-		return &refusal{fmt.Sprintf("a pseudo-terminal master (%s)", link), "what is written to it is typed into the terminal's other side, outside torsocks"}
+		return &refusal{fmt.Sprintf("a pseudo-terminal master (%s)", link()), "what is written to it is typed into the terminal's other side, outside torsocks"}
 	}
 	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
 		if _, err := unix.IoctlGetUint32(fd, unix.TIOCGPTN); err == nil {
-			return &refusal{fmt.Sprintf("a pseudo-terminal master (%s)", link), "what is written to it is typed into the terminal's other side, outside torsocks"}
+			return &refusal{fmt.Sprintf("a pseudo-terminal master (%s)", link()), "what is written to it is typed into the terminal's other side, outside torsocks"}
 		}
 		return nil // a terminal: TIOCSTI and TIOCLINUX are refused by the filter
 	}
-	return &refusal{fmt.Sprintf("a character device (%d:%d, %s)", major, minor, link), "torsocks cannot tell whether traffic on it would go around Tor"}
+	return &refusal{fmt.Sprintf("a character device (%d:%d, %s)", major, minor, link()), "torsocks cannot tell whether traffic on it would go around Tor"}
 }
 
 // sockaddrString is an internet socket address as host:port.

@@ -17,6 +17,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
 	"github.com/gotorsocks/torsocks/internal/launch"
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/unixrelay"
@@ -315,10 +316,11 @@ func TestSessionWiresSupervisor(t *testing.T) {
 	}
 }
 
-// The test binary doubles as the UDP sandbox's socket factory, as the torsocks binary does.
+// The test binary doubles as the UDP sandbox's socket factory, as the torsocks binary does. The
+// tests run in a network namespace of their own (TestAnswers opens sockets).
 func TestMain(m *testing.M) {
 	sandbox.RunFactoryIfAsked()
-	os.Exit(m.Run())
+	netnstest.Main(m)
 }
 
 // fakeTor stands in for the user's own tor.

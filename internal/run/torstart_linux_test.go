@@ -3,12 +3,15 @@ package run
 import (
 	"bytes"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/torstart"
 )
 
@@ -102,5 +105,39 @@ func TestProgressLinePlain(t *testing.T) {
 	p.show(torstart.Progress{Percent: 100, Summary: "Done"})
 	if p.shown {
 		t.Error("a bootstrapped tor's 100% was shown")
+	}
+}
+
+// TestAnswers: the SocksPort probe says yes to a listener, IPv4 and IPv6, and no to a port nothing
+// listens on.
+func TestAnswers(t *testing.T) {
+	netnstest.Require(t)
+	for _, network := range []string{"tcp4", "tcp6"} {
+		host := "127.0.0.1"
+		if network == "tcp6" {
+			host = "::1"
+		}
+		ln, err := net.Listen(network, net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := netip.MustParseAddrPort(ln.Addr().String())
+		if !answers(addr) {
+			t.Errorf("answers(%v) = false with a listener there", addr)
+		}
+		ln.Close()
+		if answers(addr) {
+			t.Errorf("answers(%v) = true with nothing listening", addr)
+		}
+	}
+	// An IPv4-mapped address is probed as the IPv4 one.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	if mapped := netip.AddrPortFrom(netip.MustParseAddr("::ffff:127.0.0.1"), port); !answers(mapped) {
+		t.Errorf("answers(%v) = false with a listener at 127.0.0.1:%d", mapped, port)
 	}
 }
