@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -254,12 +255,35 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 
 // tuneInner sets the options of the supervisor's sandbox end of a relayed connection: TCP_NODELAY
 // (as a Go *net.TCPConn has it: small writes of the program reach Tor at once), and the sandbox's
-// congestion control (sandbox.LoopbackCongestion: the namespace's default already, unless the
-// factory could not set it; the one that matters for downloads, this socket sends them).
+// congestion control (sandbox.LoopbackCongestion, the one that matters for downloads: this
+// socket sends them). That is the namespace's default already unless the factory could not set
+// it (a read-only /proc/sys), which the first inner socket tells (innerDefault); only then is it
+// set on each, by setsockopt.
 func tuneInner(in int) {
 	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	unix.SetsockoptString(in, unix.IPPROTO_TCP, unix.TCP_CONGESTION, sandbox.LoopbackCongestion)
+	switch innerDefault.Load() {
+	case ccUnknown:
+		if cc, err := unix.GetsockoptString(in, unix.IPPROTO_TCP, unix.TCP_CONGESTION); err == nil && cc == sandbox.LoopbackCongestion {
+			innerDefault.Store(ccDefault)
+			return
+		}
+		innerDefault.Store(ccSet)
+		fallthrough
+	case ccSet:
+		unix.SetsockoptString(in, unix.IPPROTO_TCP, unix.TCP_CONGESTION, sandbox.LoopbackCongestion)
+	}
 }
+
+// innerDefault says whether the sandbox's sockets have sandbox.LoopbackCongestion by default
+// (ccDefault) or need it set (ccSet); ccUnknown until the first inner socket (tuneInner). One
+// sandbox per process: the answer holds for the process's life.
+var innerDefault atomic.Int32
+
+const (
+	ccUnknown = iota
+	ccDefault
+	ccSet
+)
 
 // tuneLoopbackUp gives the supervisor's own socket to target (its connection through Tor, or a
 // direct one the policy allows) the sandbox's congestion control when target is on this machine's
