@@ -57,10 +57,12 @@ type Sandbox struct {
 	ready     atomic.Bool // cookie is set: the factory answered its first request
 	cookie    uint64      // the namespace's SO_NETNS_COOKIE
 
-	poolMu    sync.Mutex // guards pool, refilling, poolShut
+	poolMu    sync.Mutex // guards pool, refilling, poolShut, pooled
 	pool      map[poolKey][]int
 	refilling map[poolKey]bool
 	poolShut  bool
+	pooled    int            // sockets in the pool and asked for by refills in flight, all kinds
+	poolCap   int            // the most pooled may be (poolCapFor); set by Prepare
 	refills   sync.WaitGroup // refills in flight; Added under poolMu while !poolShut, so Close can wait
 }
 
@@ -73,7 +75,10 @@ type Sandbox struct {
 // program; SOCK_CLOEXEC is a descriptor flag, not the socket's, set by whoever installs the
 // socket. A protocol of 0 is the family's default (SO_PROTOCOL then reads IPPROTO_UDP or
 // IPPROTO_TCP alike), so both share a kind. A kind is pooled once it has been asked for; the pool
-// is refilled in the background, poolBatch at a time, when fewer than poolLow are left.
+// is refilled in the background, poolBatch at a time, when fewer than poolLow are left. All kinds
+// together hold at most poolCap sockets, a sixteenth of the supervisor's descriptor limit: with
+// a low limit (prlimit --nofile=48) a pool of each kind would otherwise take the descriptors the
+// connections need (TestDNSTCPSurvivesEMFILE), and below 16 nothing is pooled.
 type poolKey struct{ domain, typ, proto int } // typ with SOCK_NONBLOCK if asked, without SOCK_CLOEXEC
 
 const (
@@ -111,7 +116,16 @@ func New(self string) (*Sandbox, error) {
 
 // Prepare returns a sandbox whose factory (self, the torsocks binary) is not started yet: Socket
 // fails and Contains is false until Start has succeeded.
-func Prepare(self string) *Sandbox { return &Sandbox{self: self, conn: -1} }
+func Prepare(self string) *Sandbox { return &Sandbox{self: self, conn: -1, poolCap: poolCapFor()} }
+
+// poolCapFor is the pool's bound for this process's descriptor limit (see poolKey).
+func poolCapFor() int {
+	var l unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &l); err != nil {
+		return 0
+	}
+	return int(min(l.Cur/16, 1<<20))
+}
 
 // SpawnEarly reports whether the factory must be spawned before the supervisor makes itself
 // undumpable (PR_SET_DUMPABLE 0): when not root, the child's uid and gid maps are written by the
@@ -258,27 +272,31 @@ func (s *Sandbox) fromPool(k poolKey) int {
 	if fds := s.pool[k]; len(fds) > 0 {
 		fd = fds[len(fds)-1]
 		s.pool[k] = fds[:len(fds)-1]
+		s.pooled--
 	}
-	if len(s.pool[k]) < poolLow && !s.refilling[k] {
+	if n := min(poolBatch, s.poolCap-s.pooled); len(s.pool[k]) < poolLow && !s.refilling[k] && n > 0 {
 		if s.refilling == nil {
 			s.pool, s.refilling = map[poolKey][]int{}, map[poolKey]bool{}
 		}
 		s.refilling[k] = true
+		s.pooled += n // counted now, so that refills of other kinds stay within poolCap
 		s.refills.Add(1)
-		go s.refill(k)
+		go s.refill(k, n)
 	}
 	return fd
 }
 
-// refill asks the factory for poolBatch sockets of kind k in one message and pools them.
-func (s *Sandbox) refill(k poolKey) {
+// refill asks the factory for n sockets of kind k in one message and pools them (n is counted in
+// pooled already).
+func (s *Sandbox) refill(k poolKey, n int) {
 	defer s.refills.Done()
 	s.mu.Lock()
-	fds, err := s.requestMany(k.domain, k.typ|unix.SOCK_CLOEXEC, k.proto, poolBatch)
+	fds, err := s.requestMany(k.domain, k.typ|unix.SOCK_CLOEXEC, k.proto, n)
 	s.mu.Unlock()
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
 	s.refilling[k] = false
+	s.pooled -= n - len(fds) // those the factory did not make (all of them on error)
 	if err != nil {
 		return // the next socket of this kind asks the factory itself, and gets its error
 	}

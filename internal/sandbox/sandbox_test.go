@@ -244,3 +244,36 @@ func TestLoopbackCongestion(t *testing.T) {
 		t.Fatalf("a sandbox TCP socket's congestion control once set: %q, %v; want %q", cc, err, own)
 	}
 }
+
+// All kinds of pooled sockets together stay within poolCap (a sixteenth of the descriptor
+// limit), so that a low limit leaves descriptors for the connections themselves.
+func TestPoolCapped(t *testing.T) {
+	s, err := New(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.poolMu.Lock()
+	s.poolCap = 5
+	s.poolMu.Unlock()
+	for i := 0; i < 8; i++ {
+		for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_STREAM | unix.SOCK_NONBLOCK, unix.SOCK_DGRAM} {
+			fd, err := s.Socket(unix.AF_INET, typ, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+		}
+		s.refills.Wait()
+		s.poolMu.Lock()
+		total := 0
+		for _, fds := range s.pool {
+			total += len(fds)
+		}
+		pooled := s.pooled
+		s.poolMu.Unlock()
+		if total > 5 || pooled != total {
+			t.Fatalf("round %d: %d sockets pooled (counted %d), want at most 5 and the count right", i, total, pooled)
+		}
+	}
+}
