@@ -19,6 +19,13 @@ type Options struct {
 	// SealedTCP notifies the creation of inet and inet6 TCP stream sockets too, so the supervisor
 	// makes them in the sandbox network namespace (SealedNetwork) and installs them with ADDFD.
 	SealedTCP bool
+	// PeerByKernel (with SealedTCP) lets getpeername run unnotified: every TCP socket of the
+	// program is then one of the sandbox, joined inside it to an endpoint bound to the address
+	// the program connected to, so the kernel's answer is the one a direct connection gives. The
+	// caller sets it only where the sandbox is known to work (run: peerByKernel); a program whose
+	// sockets stay on the host network needs the supervisor's answer (the kernel's would be Tor's
+	// SocksPort). It saves one notification per getpeername: Go calls it after every connect.
+	PeerByKernel bool
 }
 
 // seccomp_data offsets (little-endian: an argument's low 32 bits are at its offset).
@@ -41,7 +48,8 @@ func actErrno(e unix.Errno) uint32 { return unix.SECCOMP_RET_ERRNO | uint32(e) }
 // Build returns the BPF program for the given ABIs. Every ABI not listed kills the process.
 //
 // Per ABI:
-//   - connect, getpeername, listen: notified (their decisions need the socket and memory).
+//   - connect, getpeername, listen: notified (their decisions need the socket and memory);
+//     getpeername allowed with SealedTCP and PeerByKernel.
 //     bind: notified with SealedTCP (a TCP socket of the sandbox bound to port 0 gets a port that
 //     is free on the host too, where its listener will be mirrored), else allowed.
 //   - socket: allowed for unix, netlink and inet/inet6 TCP stream (with SealedTCP the TCP ones are
@@ -72,8 +80,12 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		if abi.X32Bit != 0 {
 			a.jset(abi.X32Bit, p+"enosys", "")
 		}
-		for _, nr := range []int32{abi.Connect, abi.Getpeername, abi.Listen} {
+		for _, nr := range []int32{abi.Connect, abi.Listen} {
 			a.jeqNr(nr, p+"notify")
+		}
+		peerByKernel := opts.SealedTCP && opts.PeerByKernel
+		if !peerByKernel {
+			a.jeqNr(abi.Getpeername, p+"notify")
 		}
 		if opts.SealedTCP {
 			a.jeqNr(abi.Bind, p+"notify")
@@ -116,7 +128,10 @@ func Build(abis []*ABI, opts Options) ([]unix.SockFilter, error) {
 		if abi.Socketcall >= 0 {
 			a.label(p + "socketcall")
 			a.ins(bpf.LoadAbsolute{Off: offArg(0), Size: 4})
-			subs := []uint32{SysSocket, SysConnect, SysListen, SysGetpeername, SysSendto, SysSendmsg, SysSendmmsg, SysSetsockopt}
+			subs := []uint32{SysSocket, SysConnect, SysListen, SysSendto, SysSendmsg, SysSendmmsg, SysSetsockopt}
+			if !peerByKernel {
+				subs = append(subs, SysGetpeername)
+			}
 			if opts.VetReceived {
 				subs = append(subs, SysRecvmsg, SysRecvmmsg)
 			}

@@ -55,6 +55,14 @@ func TestFilterDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	peer, err := Build([]*ABI{X86_64, I386, AArch64}, Options{EnableIPv6: true, SealedTCP: true, PeerByKernel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerHost, err := Build([]*ABI{X86_64, I386}, Options{EnableIPv6: true, PeerByKernel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const (
 		allow  = actAllow
 		notify = actNotify
@@ -75,6 +83,16 @@ func TestFilterDecisions(t *testing.T) {
 		{"read", prog, x, 0, 0, nil, allow},
 		{"connect", prog, x, 0, x.Connect, nil, notify},
 		{"getpeername", prog, x, 0, x.Getpeername, nil, notify},
+		{"getpeername, sealed", sealed, x, 0, x.Getpeername, nil, notify},
+		{"getpeername, sealed, by the kernel", peer, x, 0, x.Getpeername, nil, allow},
+		{"i386 getpeername, by the kernel", peer, i, 0, i.Getpeername, nil, allow},
+		{"i386 socketcall getpeername, by the kernel", peer, i, 0, i.Socketcall, []uint64{SysGetpeername, 0}, allow},
+		{"i386 socketcall getpeername", sealed, i, 0, i.Socketcall, []uint64{SysGetpeername, 0}, notify},
+		{"arm64 getpeername, by the kernel", peer, a, 0, a.Getpeername, nil, allow},
+		{"connect, peer by the kernel", peer, x, 0, x.Connect, nil, notify},
+		{"i386 socketcall connect, peer by the kernel", peer, i, 0, i.Socketcall, []uint64{SysConnect, 0}, notify},
+		{"getpeername, by the kernel without SealedTCP: notified", peerHost, x, 0, x.Getpeername, nil, notify},
+		{"i386 socketcall getpeername, by the kernel without SealedTCP", peerHost, i, 0, i.Socketcall, []uint64{SysGetpeername, 0}, notify},
 		{"listen", prog, x, 0, x.Listen, nil, notify},
 		{"bind, host mode", prog, x, 0, x.Bind, nil, allow},
 		{"bind, sealed", sealed, x, 0, x.Bind, nil, notify},

@@ -527,6 +527,37 @@ func TestSealedFallbackWarning(t *testing.T) {
 	noLeaks(t)
 }
 
+// getpeername on a proxied socket shows the destination in every mode: the sealed network (the
+// kernel answers: the filter lets getpeername run there, filter.Options.PeerByKernel), the
+// fallbacks (the supervisor answers: as root, torsocks under a seccomp filter does not expect the
+// sandbox; as nobody, the factory fails before the program starts and the filter is rebuilt with
+// getpeername notified) and SealedNetwork 0.
+func TestGetpeernameEveryMode(t *testing.T) {
+	env(t)
+	bin := buildC(t, "pol_probe")
+	modes := attackModes(t)
+	modes = append(modes, attackMode{name: "host"})
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			e := attackEnv
+			if m.name == "host" {
+				e = append(append([]string{}, attackEnv...), "TORSOCKS_SEALED_NETWORK=0")
+			}
+			for _, c := range []struct{ host, want string }{
+				{"203.0.113.10", "peer=203.0.113.10:80 len=16"},
+				{"2001:db8::10", "peer=[2001:db8::10]:80 len=28"},
+			} {
+				r := runCmd(t, e, append(append([]string{}, m.prefix...), torsocksBin, bin, "connect", c.host, "80")...)
+				if r.code != 0 {
+					t.Fatalf("pol_probe connect %s: exit %d\nstdout: %s\nstderr: %s", c.host, r.code, r.stdout, r.stderr)
+				}
+				wantLines(t, r, c.want)
+			}
+		})
+	}
+	noLeaks(t)
+}
+
 // The option attacks on an accepted socket: the program listens on loopback, the test connects
 // from outside the tree, and the program sets the source route, routing header and device
 // bindings on the accepted connection before writing to it (a source route set then would send

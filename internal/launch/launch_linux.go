@@ -48,9 +48,6 @@ func init() { runtime.LockOSThread() }
 type Options struct {
 	// KeepCapabilities leaves the program its capabilities; otherwise DroppedCapabilities go.
 	KeepCapabilities bool
-	// BeforeExec, when set, runs before the program is started (what the program must not run
-	// without, such as the confined socket factory of a non-root UDP sandbox).
-	BeforeExec func()
 	// BeforeFork, when set, is called on the starting thread just before the program's fork, once
 	// the filter is loaded; the function it returns is called right after the fork with the
 	// program's pid (0 if it could not be started). The signal forwarder waits there until its
@@ -68,9 +65,6 @@ type Child struct {
 // Start runs path (argv, env) under the filter prog. The program inherits the caller's standard
 // descriptors and every other descriptor without close-on-exec (3<file stays 3).
 func Start(path string, argv, env []string, prog []unix.SockFilter, opts Options) (*Child, error) {
-	if opts.BeforeExec != nil {
-		opts.BeforeExec()
-	}
 	type result struct {
 		child *Child
 		err   error

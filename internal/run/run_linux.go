@@ -15,6 +15,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/doctor"
 	"github.com/gotorsocks/torsocks/internal/filter"
+	"github.com/gotorsocks/torsocks/internal/sandbox"
 	"github.com/gotorsocks/torsocks/internal/seccomp"
 )
 
@@ -39,14 +40,14 @@ func Main(args []string) int {
 		return fail(err)
 	}
 	defer s.Close()
-	path, prog, err := refusals(inv)
+	path, prog, fopts, err := refusals(inv)
 	if err != nil {
 		return fail(err)
 	}
 	if err := s.openResources(); err != nil {
 		return fail(err)
 	}
-	if err := s.launch(path, inv.Command, prog); err != nil {
+	if err := s.launch(path, inv.Command, prog, fopts); err != nil {
 		return fail(err)
 	}
 	ended := s.supervise()
@@ -91,34 +92,59 @@ func otherAction(inv *config.Invocation) int {
 
 // refusals refuses what cannot run (or not safely) before anything is opened: a kernel without
 // what torsocks needs, a command that is not there, a setuid or file-capability program,
-// descriptors that could carry traffic around Tor. It returns the program's path and filter.
-func refusals(inv *config.Invocation) (path string, prog []unix.SockFilter, err error) {
+// descriptors that could carry traffic around Tor. It returns the program's path and filter (and
+// what it was built from: launch may rebuild it).
+func refusals(inv *config.Invocation) (path string, prog []unix.SockFilter, fopts filter.Options, err error) {
 	if err := seccomp.CheckKernel(); err != nil {
-		return "", nil, err
+		return "", nil, fopts, err
 	}
 	if err := seccomp.CheckSizes(); err != nil {
-		return "", nil, err
+		return "", nil, fopts, err
 	}
 	if inv.Shell {
 		fmt.Fprintln(os.Stderr, "New torified shell coming right up...")
 	}
 	if path, err = exec.LookPath(inv.Command[0]); err != nil {
-		return "", nil, fmt.Errorf("%s: command not found", inv.Command[0])
+		return "", nil, fopts, fmt.Errorf("%s: command not found", inv.Command[0])
 	}
 	if path, err = filepath.Abs(path); err != nil {
-		return "", nil, fmt.Errorf("%s: %v", inv.Command[0], err)
+		return "", nil, fopts, fmt.Errorf("%s: %v", inv.Command[0], err)
 	}
 	if err := checkPrivileged(path); err != nil {
-		return "", nil, err
+		return "", nil, fopts, err
 	}
 	if err := checkInherited(); err != nil {
-		return "", nil, err
+		return "", nil, fopts, err
 	}
 	cfg := &inv.Config
-	if prog, err = filter.Build(filter.HostABIs, filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets, SealedTCP: cfg.SealedNetwork}); err != nil {
-		return "", nil, err
+	fopts = filter.Options{EnableIPv6: cfg.EnableIPv6, VetReceived: cfg.VetReceivedSockets, SealedTCP: cfg.SealedNetwork}
+	fopts.PeerByKernel = cfg.SealedNetwork && sandboxExpected()
+	if prog, err = filter.Build(filter.HostABIs, fopts); err != nil {
+		return "", nil, fopts, err
 	}
-	return path, prog, nil
+	return path, prog, fopts, nil
+}
+
+// sandboxExpected reports whether the sandbox network namespace can be expected to work, as far as
+// can be told before the program starts without making it (filter.Options.PeerByKernel). Not
+// root: yes for now; launch knows, as it waits for the factory before the program starts, and
+// rebuilds the filter if it failed. Root starts the factory on first use, so it is guessed:
+// root can make a network namespace with CAP_SYS_ADMIN, unless a seccomp filter torsocks runs
+// under (a container's) refuses it. A sandbox that fails anyway (a Linux security module, the
+// DNS responder) leaves the kernel's getpeername answer on host sockets, and ensure's line says so.
+func sandboxExpected() bool {
+	if sandbox.SpawnEarly() {
+		return true
+	}
+	if mode, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil || mode != 0 {
+		return false
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_ADMIN) != 0
 }
 
 // checkPrivileged refuses setuid, setgid and file-capability programs: under no_new_privs they

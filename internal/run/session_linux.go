@@ -17,6 +17,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/dns"
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
+	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/policy"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
@@ -69,6 +70,11 @@ type udpDNS struct {
 	relay    bool // AllowOutboundLocalhost 2: make the loopback relay
 	sealed   bool // SealedNetwork 1: TCP sockets are made in the sandbox too (ensure's lines say so)
 
+	// peerByKernel: the program's filter lets getpeername run (filter.Options.PeerByKernel), so a
+	// sandbox that fails at first use leaves the kernel's answer on host sockets (ensure says so).
+	// Stored before the program starts.
+	peerByKernel atomic.Bool
+
 	state atomic.Int32 // udpNotYet, udpReady or udpFailed; set under mu
 
 	mu       sync.Mutex // guards what follows; held while starting
@@ -104,7 +110,7 @@ func (u *udpDNS) ensure() bool {
 	u.opened.add(func() { u.sandbox.Close() })
 	if err := u.s.steps.sandbox(u.sandbox); err != nil {
 		if u.sealed {
-			return fail(fmt.Sprintf("the sandbox network namespace is unavailable (%v; user namespaces disabled? see the README): the kernel-enforced layer (SealedNetwork) is off, TCP sockets stay on the host network with only the socket-option allowlist between them and the network; UDP sockets will be refused, so name lookups will fail", err))
+			return fail(fmt.Sprintf("the sandbox network namespace is unavailable (%v; user namespaces disabled? see the README): the kernel-enforced layer (SealedNetwork) is off, TCP sockets stay on the host network with only the socket-option allowlist between them and the network; UDP sockets will be refused, so name lookups will fail%s", err, u.peerNote()))
 		}
 		return fail(fmt.Sprintf("UDP and DNS unavailable (%v): UDP sockets will be refused, so name lookups will fail (user namespaces disabled? see the README)", err))
 	}
@@ -115,7 +121,7 @@ func (u *udpDNS) ensure() bool {
 	server, err := u.s.steps.dnsServer(u.sandbox, u.answerer, u.s.log, u.dropped)
 	if err != nil {
 		if u.sealed {
-			return fail(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused, and the kernel-enforced layer (SealedNetwork) is off: TCP sockets stay on the host network with only the socket-option allowlist between them and the network", err))
+			return fail(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused, and the kernel-enforced layer (SealedNetwork) is off: TCP sockets stay on the host network with only the socket-option allowlist between them and the network%s", err, u.peerNote()))
 		}
 		return fail(fmt.Sprintf("DNS responder unavailable (%v): UDP sockets will be refused", err))
 	}
@@ -123,6 +129,14 @@ func (u *udpDNS) ensure() bool {
 	u.opened.add(func() { server.Close() })
 	u.state.Store(udpReady)
 	return true
+}
+
+// peerNote is what a failed ensure adds when the program's getpeername is not notified.
+func (u *udpDNS) peerNote() string {
+	if !u.peerByKernel.Load() {
+		return ""
+	}
+	return "; getpeername on a proxied socket shows Tor's SocksPort, not the destination"
 }
 
 // close closes what ensure started (or keeps it from starting).
@@ -319,19 +333,33 @@ func (s *session) reclaimClosed() {
 	}
 }
 
-// launch starts the program (path, argv) under the filter prog; signals torsocks receives from
-// its fork on are forwarded to it (reaper). Signals are not stopped at the end: torsocks exits.
-func (s *session) launch(path string, argv []string, prog []unix.SockFilter) error {
+// launch starts the program (path, argv) under the filter prog, built from fopts; signals torsocks
+// receives from its fork on are forwarded to it (reaper). Signals are not stopped at the end:
+// torsocks exits.
+func (s *session) launch(path string, argv []string, prog []unix.SockFilter, fopts filter.Options) error {
 	opts := launch.Options{KeepCapabilities: s.cfg.KeepCapabilities}
 	if s.r != nil {
 		log := s.log
 		opts.BeforeFork = func() func(int) { return s.r.beforeFork(log) }
 	}
+	sandboxDown := s.udp == nil
 	if s.udp != nil && sandbox.SpawnEarly() {
 		// The factory spawned early (before the supervisor turned undumpable) is awaited here, so
-		// it is ready (undumpable, confined) before the program runs a single instruction.
-		sb := s.udp.sandbox
-		opts.BeforeExec = func() { sb.Start() }
+		// it is ready (undumpable, confined) before the program runs a single instruction. Its
+		// error is the first use's to report (udpDNS.ensure).
+		sandboxDown = s.udp.sandbox.Start() != nil
+	}
+	if fopts.PeerByKernel && sandboxDown {
+		// The program's TCP sockets will stay on the host network: getpeername needs the
+		// supervisor's answer (filter.Options.PeerByKernel).
+		fopts.PeerByKernel = false
+		var err error
+		if prog, err = filter.Build(filter.HostABIs, fopts); err != nil {
+			return err
+		}
+	}
+	if s.udp != nil {
+		s.udp.peerByKernel.Store(fopts.PeerByKernel)
 	}
 	child, err := s.steps.start(path, argv, prog, opts)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gotorsocks/torsocks/internal/config"
 	"github.com/gotorsocks/torsocks/internal/dnsserver"
+	"github.com/gotorsocks/torsocks/internal/filter"
 	"github.com/gotorsocks/torsocks/internal/launch"
 	"github.com/gotorsocks/torsocks/internal/netnstest"
 	"github.com/gotorsocks/torsocks/internal/policy"
@@ -105,7 +106,7 @@ func open(s *session) error {
 	if err := s.openResources(); err != nil {
 		return err
 	}
-	return s.launch("/bin/true", []string{"true"}, nil)
+	return s.launch("/bin/true", []string{"true"}, nil, filter.Options{})
 }
 
 // assertClosed fails unless everything m records is closed or released.
