@@ -48,6 +48,11 @@ func init() { runtime.LockOSThread() }
 type Options struct {
 	// KeepCapabilities leaves the program its capabilities; otherwise DroppedCapabilities go.
 	KeepCapabilities bool
+	// Unconfined, when set, is called on the starting thread before the program's fork if the
+	// program gets no Landlock domain: nothing then keeps it from attaching to processes of its
+	// user outside its tree (see landlock_linux.go), so what must be confined before the program
+	// runs a single instruction (the non-root sandbox's socket factory) is waited for here.
+	Unconfined func()
 	// BeforeFork, when set, is called on the starting thread just before the program's fork, once
 	// the filter is loaded; the function it returns is called right after the fork with the
 	// program's pid (0 if it could not be started). The signal forwarder waits there until its
@@ -93,6 +98,9 @@ func startOnThisThread(path string, argv, env []string, prog []unix.SockFilter, 
 		return nil, fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
 	}
 	landlock := restrictSelf()
+	if landlock == landlockNone && opts.Unconfined != nil {
+		opts.Unconfined()
+	}
 	lfd, err := seccomp.InstallFilter(prog)
 	if err != nil {
 		return nil, err

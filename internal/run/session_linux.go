@@ -51,6 +51,7 @@ type session struct {
 	auth  *socks5.Auth
 	relay *unixrelay.Relay // SocksUnix only
 	udp   *udpDNS          // nil: no UDP sandbox (UDP sockets are refused)
+	early *sandbox.Sandbox // not root: the sandbox, its factory spawning in the background (newSession)
 	child *launch.Child
 	r     *reaper // signals and children; nil in tests that never start a program
 
@@ -231,6 +232,16 @@ func newSession(cfg *config.Config, st steps, r *reaper) (*session, error) {
 		logw = f
 	}
 	s.log = tslog.New(logw, tslog.Options{Level: cfg.LogLevel, Time: cfg.LogTime})
+	if sandbox.SpawnEarly() {
+		// Not root: the sandbox's factory must be spawned before the supervisor turns undumpable
+		// (see SpawnEarly). It is spawned now, in the background, alongside the rest of the start
+		// (the clone into new user and network namespaces and the exec take 1-2 ms); launch
+		// waits for the spawn, and whoever needs the sandbox first waits for it to be ready.
+		sb := st.prepare()
+		s.early = sb
+		s.open.add(func() { sb.Close() })
+		go sb.Spawn() // its error is launch's and the first use's (Spawn returns it again)
+	}
 	for _, w := range cfg.Warnings {
 		s.log.Warn(w)
 	}
@@ -272,8 +283,9 @@ func (s *session) openResources() error {
 // responder start on first use (udpDNS.ensure). Without them (no network namespace could be made:
 // not root and user namespaces disabled) UDP sockets are refused, as the C torsocks refuses them,
 // and names can only be resolved by programs that ask Tor themselves; torsocks says so once. When
-// not root, the factory is spawned now, before the supervisor becomes undumpable (it writes the
-// factory's uid and gid maps), and awaited before the program runs (launch).
+// not root, the factory was spawned by newSession, before the supervisor becomes undumpable
+// (it writes the factory's uid and gid maps); launch waits for the spawn (and, for a program
+// without a Landlock domain, for the factory to be ready).
 func (s *session) openUDP() {
 	onion, err := standin.New(s.cfg.OnionAddrRange)
 	if err != nil {
@@ -291,7 +303,11 @@ func (s *session) openUDP() {
 		s.log.Error(fmt.Sprintf("DNS: %v", err))
 		return
 	}
-	u := &udpDNS{s: s, sandbox: s.steps.prepare(), answerer: answerer, sealed: s.cfg.SealedNetwork}
+	sb := s.early
+	if sb == nil {
+		sb = s.steps.prepare()
+	}
+	u := &udpDNS{s: s, sandbox: sb, answerer: answerer, sealed: s.cfg.SealedNetwork}
 	if s.cfg.AllowOutboundLocalhost == 2 {
 		// UDP to loopback goes to this machine's services (torsocks' AllowOutboundLocalhost 2).
 		u.relay = true
@@ -304,9 +320,6 @@ func (s *session) openUDP() {
 			}
 			return true
 		}
-	}
-	if sandbox.SpawnEarly() {
-		u.sandbox.Spawn() // an error is the first use's to report (Start returns it)
 	}
 	s.udp = u
 	s.open.add(u.close)
@@ -343,11 +356,19 @@ func (s *session) launch(path string, argv []string, prog []unix.SockFilter, fop
 		opts.BeforeFork = func() func(int) { return s.r.beforeFork(log) }
 	}
 	sandboxDown := s.udp == nil
-	if s.udp != nil && sandbox.SpawnEarly() {
-		// The factory spawned early (before the supervisor turned undumpable) is awaited here, so
-		// it is ready (undumpable, confined) before the program runs a single instruction. Its
-		// error is the first use's to report (udpDNS.ensure).
-		sandboxDown = s.udp.sandbox.Start() != nil
+	if sb := s.early; sb != nil {
+		// Not root: the factory spawning in the background (newSession) is waited for, as its
+		// uid and gid maps must be written before the supervisor turns undumpable (startProgram);
+		// its namespaces exist if that worked. A program in a Landlock domain cannot attach to
+		// it, so it finishes starting alongside the program and is waited for on first use
+		// (udpDNS.ensure); a program without one would find it unconfined, so then it is waited
+		// for before the program runs a single instruction. Its error is the first use's to
+		// report.
+		err := sb.Spawn()
+		if s.udp != nil {
+			sandboxDown = err != nil
+			opts.Unconfined = func() { sb.Start() }
+		}
 	}
 	if fopts.PeerByKernel && sandboxDown {
 		// The program's TCP sockets will stay on the host network: getpeername needs the
