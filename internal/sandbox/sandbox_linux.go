@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,9 +45,9 @@ const FactoryArg = "--internal-sandbox"
 type Sandbox struct {
 	self string
 
-	mu       sync.Mutex // guards conn, proc, spawnErr, closed: one request at a time
+	mu       sync.Mutex // guards conn, pid, spawnErr, closed: one request at a time
 	conn     int        // the supervisor's end of the socketpair with the factory (-1: none)
-	proc     *os.Process
+	pid      int        // the factory's (0: not spawned)
 	spawnErr error
 	closed   bool
 
@@ -144,7 +143,7 @@ func (s *Sandbox) spawnLocked() error {
 	switch {
 	case s.closed:
 		return errors.New("the UDP sandbox is closed")
-	case s.proc != nil || s.spawnErr != nil:
+	case s.pid != 0 || s.spawnErr != nil:
 		return s.spawnErr
 	}
 	s.spawnErr = s.spawn()
@@ -156,8 +155,7 @@ func (s *Sandbox) spawn() error {
 	if err != nil {
 		return fmt.Errorf("socketpair: %w", err)
 	}
-	child := os.NewFile(uintptr(fds[1]), "sandbox")
-	defer child.Close()
+	defer unix.Close(fds[1])
 	// No Pdeathsig: Linux sends it when the forking thread (not process) ends. The factory ends
 	// when its socket to the supervisor closes instead, which happens when the supervisor exits.
 	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
@@ -167,16 +165,34 @@ func (s *Sandbox) spawn() error {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	}
-	cmd := exec.Command(s.self, FactoryArg)
-	cmd.ExtraFiles = []*os.File{child} // fd 3
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = attr
-	if err := cmd.Start(); err != nil {
+	// syscall.ForkExec, not os/exec: os.StartProcess first probes pidfd support with a throwaway
+	// vfork (once per process, ~0.15 ms), and this spawn is on a non-root start's path. The
+	// factory gets /dev/null as stdin and stdout (as os/exec would give it), stderr, and its end
+	// of the socketpair as fd 3.
+	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fds[0])
+		return fmt.Errorf("open /dev/null: %w", err)
+	}
+	defer unix.Close(null)
+	pid, err := syscall.ForkExec(s.self, []string{s.self, FactoryArg}, &syscall.ProcAttr{
+		Env:   os.Environ(),
+		Files: []uintptr{uintptr(null), uintptr(null), 2, uintptr(fds[1])},
+		Sys:   attr,
+	})
+	if err != nil {
 		unix.Close(fds[0])
 		return fmt.Errorf("start the UDP sandbox (a network namespace%s): %w", map[bool]string{true: " in a user namespace", false: ""}[attr.Cloneflags&syscall.CLONE_NEWUSER != 0], err)
 	}
-	go cmd.Wait() // reap it whenever it ends
-	s.conn, s.proc = fds[0], cmd.Process
+	go func() { // reap it whenever it ends (unless torsocks' reaper does first)
+		var ws syscall.WaitStatus
+		for {
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != syscall.EINTR {
+				return
+			}
+		}
+	}()
+	s.conn, s.pid = fds[0], pid
 	return nil
 }
 

@@ -91,16 +91,16 @@ func TestFactoryErrno(t *testing.T) {
 	want(err, unix.EAFNOSUPPORT)
 
 	var old unix.Rlimit
-	if err := unix.Prlimit(s.proc.Pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+	if err := unix.Prlimit(s.pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
 		t.Fatal(err)
 	}
 	low := unix.Rlimit{Cur: 3, Max: old.Max} // its socket to us is fd 3: no new descriptor fits
-	if err := unix.Prlimit(s.proc.Pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+	if err := unix.Prlimit(s.pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	want(err, unix.EMFILE)
-	if err := unix.Prlimit(s.proc.Pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+	if err := unix.Prlimit(s.pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
 		t.Fatal(err)
 	}
 	fd, err := s.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
