@@ -243,6 +243,11 @@ func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)
 	}
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if isOutOfDescriptors(err) {
+		fd, err = s.whenDescriptorsFree(c, err, func() (int, error) {
+			return unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		})
+	}
 	if err != nil {
 		if why := outOfDescriptors(err); why != "" {
 			return -1, &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: why, pc: caller()}

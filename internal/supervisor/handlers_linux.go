@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -133,6 +134,14 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 		// The filter notifies only sockets it does not allow; policy and filter disagree.
 		return reply{}, refused(unix.EPERM, fmt.Sprintf("socket(%d, %d, %d) refused: internal policy mismatch", domain, typ, proto))
 	}
+	if isOutOfDescriptors(err) {
+		fd, err = s.whenDescriptorsFree(c, err, func() (int, error) {
+			if d.Action == policy.Sandboxed {
+				return s.opts.Sandbox.Socket(domain, typ, proto)
+			}
+			return unix.Socket(domain, typ, proto)
+		})
+	}
 	if err != nil {
 		// The supervisor's own table full is not the program's: ENOBUFS (socket(2): "the socket
 		// cannot be created until sufficient resources are freed") and a line, never EPERM.
@@ -142,6 +151,35 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 		return reply{}, failed(err)
 	}
 	return install(fd, typ&unix.SOCK_CLOEXEC != 0), nil
+}
+
+// descriptorWait bounds how long a call that found the supervisor's descriptor table full waits
+// for relayed connections to end before it fails.
+const descriptorWait = 250 * time.Millisecond
+
+// whenDescriptorsFree makes again what failed for want of descriptors (err), each time a relayed
+// connection has ended, for at most descriptorWait without one ending. A program that has just
+// closed its connections (as a program at its limit does before it opens more) would otherwise
+// find their descriptors still held: the relay closes its two only once both sides have closed,
+// which takes a wake-up or two of the relay and of the other side. Without relayed connections
+// nothing will be freed, and the call fails at once. The receiver role goes first: this waits.
+func (s *Supervisor) whenDescriptorsFree(c *call, err error, again func() (int, error)) (int, error) {
+	fd := -1
+	last, since := s.relays.Load(), time.Now()
+	if last == 0 {
+		return fd, err
+	}
+	c.lease.release()
+	for time.Since(since) < descriptorWait {
+		time.Sleep(time.Millisecond)
+		if n := s.relays.Load(); n < last {
+			last, since = n, time.Now()
+			if fd, err = again(); !isOutOfDescriptors(err) {
+				return fd, err
+			}
+		}
+	}
+	return fd, err
 }
 
 // listen refuses listening on a non-loopback address unless AllowInbound (an unbound socket counts

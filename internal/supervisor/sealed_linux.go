@@ -307,7 +307,7 @@ func resetClose(fd int) {
 // descriptor left (EMFILE, ENFILE), "" for other errors. The connect then fails with ENOBUFS and
 // this line, never another way out.
 func outOfDescriptors(err error) string {
-	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) {
+	if !isOutOfDescriptors(err) {
 		return ""
 	}
 	var rl unix.Rlimit
@@ -321,6 +321,12 @@ func outOfDescriptors(err error) string {
 		limit = "the system's limit (fs.file-max) is reached"
 	}
 	return fmt.Sprintf("torsocks has no descriptor left for it (%d open, %s; each relayed connection takes two)", open, limit)
+}
+
+// isOutOfDescriptors reports whether err says the supervisor's (or the system's) descriptor table
+// is full.
+func isOutOfDescriptors(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
 }
 
 func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
