@@ -641,7 +641,7 @@ func (r *rawConn) wait(events int16) error {
 			continue
 		}
 		if lst >= 0 && fds[lst].Revents != 0 {
-			r.c.lease.release()
+			r.c.lease.handOver()
 		}
 		if task >= 0 && fds[task].Revents != 0 {
 			return errTaskGone

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -14,7 +15,7 @@ import (
 //   - the handler, before work that may wait on the program or the network without watching the
 //     listener (a direct or unix connect, a send);
 //   - a wait on Tor or on a socket that also polls the listener (rawConn.wait, waitReadable),
-//     when another notification is pending;
+//     when another notification is pending (handOver, which lets the follower run at once);
 //   - the watchdog, after leadLimit, whatever the call is doing.
 //
 // Locking: receiver.mu is the role itself; it is locked by the worker that takes the role and
@@ -64,15 +65,33 @@ func (l *lease) Held() bool { return l != nil && l.held.Load() }
 
 // release hands the role over, making sure a worker is waiting to take it (one is started if
 // none is idle and fewer than max run). Idempotent; safe from any goroutine.
-func (l *lease) release() {
+func (l *lease) release() { l.tryRelease() }
+
+// tryRelease is release, reporting whether this call handed the role over.
+func (l *lease) tryRelease() bool {
 	if l == nil || !l.held.CompareAndSwap(true, false) {
-		return
+		return false
 	}
 	r := l.r
 	if r.idle.Load() == 0 && int(r.workers.Load()) < r.max {
 		r.spawn()
 	}
 	r.mu.Unlock()
+	return true
+}
+
+// handOver is release by the call's own goroutine when another notification is pending and the
+// call is about to block in a system call (a wait that polled the listener): it also yields the
+// processor, so that the follower just woken (or started) takes the role at once, on this
+// thread, and receives that notification. Otherwise the follower waited until the runtime took
+// the processor from this goroutine's blocked system call (sysmon, 20 µs or more) or woke
+// another thread to steal it: per connect, 2-3 context switches more, and the futex and netpoll
+// calls of those threads. Only where a notification is pending: a follower that found none would
+// block in its receive with the processor, and this goroutine, queued, wait for it.
+func (l *lease) handOver() {
+	if l.tryRelease() {
+		runtime.Gosched()
+	}
 }
 
 // reclaim ends the lease when its call is done: true if the role was still held, and the caller

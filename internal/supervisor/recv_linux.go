@@ -382,7 +382,7 @@ func (s *Supervisor) waitReadable(c *call, cp int, deadline time.Time) error {
 			return err
 		}
 		if lst >= 0 && fds[lst].Revents != 0 {
-			c.lease.release()
+			c.lease.handOver()
 		}
 		if task >= 0 && fds[task].Revents != 0 {
 			return errTaskGone
