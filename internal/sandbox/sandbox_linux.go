@@ -77,7 +77,7 @@ type Sandbox struct {
 // socket. A protocol of 0 is the family's default (SO_PROTOCOL then reads IPPROTO_UDP or
 // IPPROTO_TCP alike), so both share a kind. A kind is pooled once it has been asked for; the pool
 // is refilled in the background when fewer than poolLow are left: poolBatch sockets the first
-// time, poolBatchMax after that (a kind used again is used a lot: one UDP socket per name lookup;
+// time, poolBatchMax after that (when fewer than a quarter of it are left) (a kind used again is used a lot: one UDP socket per name lookup;
 // every refill wakes the factory, whose Go runtime then keeps its monitor thread waking every 20 µs
 // for a millisecond, about 50 context switches on a CPU the program needs). All kinds
 // together hold at most poolCap sockets, a sixteenth of the supervisor's descriptor limit: with
@@ -279,11 +279,14 @@ func (s *Sandbox) fromPool(k poolKey) int {
 		s.pool[k] = fds[:len(fds)-1]
 		s.pooled--
 	}
-	batch := poolBatch
+	batch, low := poolBatch, poolLow
 	if s.refilled[k] {
-		batch = poolBatchMax
+		// A refill of 64 takes the factory a few times longer: start it earlier, so that the
+		// pool does not run dry meanwhile (a program's socket() then waits for the refill and a
+		// round trip of its own).
+		batch, low = poolBatchMax, poolBatchMax/4
 	}
-	if n := min(batch, s.poolCap-s.pooled); len(s.pool[k]) < poolLow && !s.refilling[k] && n > 0 {
+	if n := min(batch, s.poolCap-s.pooled); len(s.pool[k]) < low && !s.refilling[k] && n > 0 {
 		if s.refilling == nil {
 			s.pool, s.refilling, s.refilled = map[poolKey][]int{}, map[poolKey]bool{}, map[poolKey]bool{}
 		}
