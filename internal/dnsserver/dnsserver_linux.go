@@ -3,7 +3,9 @@
 // resolvers that check the source of an answer accept it), on a loopback TCP listener that the
 // supervisor connects the program's port-53 TCP sockets to (DNS over TCP, used after truncation),
 // and with a catch-all that logs, once in a while, the datagrams to other ports that the sandbox
-// swallows. What to answer is the Answerer's business (internal/dns).
+// swallows. What to answer is the Answerer's business (internal/dns). The UDP queries are read by
+// goroutines of the server's own (Start) or, in torsocks, by the supervisor's worker waiting at the
+// seccomp listener (StartSide: supervisor.Side), which saves a thread wake-up per lookup.
 package dnsserver
 
 import (
@@ -352,7 +354,7 @@ func (s *Server) ServeSide(fd int) {
 	var from unix.RawSockaddrAny
 	n, oobn, fromLen, err := recvmsgRaw(fd, s.sideBuf, s.sideOOB, &from)
 	if err != nil {
-		return // EAGAIN: another poller took it; an error queued on the socket is cleared so
+		return // EAGAIN (nothing queued after all), or an error queued on the socket, now cleared
 	}
 	dst := u.dst(s.sideOOB[:oobn])
 	if dst == nil {
@@ -366,11 +368,12 @@ func (s *Server) ServeSide(fd int) {
 		}
 		return
 	}
+	to := from // the goroutine's copy: from stays on this one's stack
 	s.answerLater(q, max, func(r []byte) {
 		s.fdMu.RLock()
 		defer s.fdMu.RUnlock()
 		if !s.sideClosed {
-			s.sendSide(u, r, dst, &from, fromLen)
+			s.sendSide(u, r, dst, &to, fromLen)
 		}
 	})
 }
