@@ -72,8 +72,9 @@ type udpDNS struct {
 	state atomic.Int32 // udpNotYet, udpReady or udpFailed; set under mu
 
 	// wake is an eventfd in the supervisor's side set (dnsSide) from the start: written when the
-	// responder is ready, so that a worker already waiting at the listener polls its sockets too.
-	// sideFDs is that set: wake, and the responder's UDP sockets once it runs.
+	// responder is ready, so that a worker already waiting at the listener polls its sockets too
+	// (-1 if it could not be made: then a worker waiting since before sees them at the next
+	// notification). sideFDs is that set: wake, and the responder's UDP sockets once it runs.
 	wake     int
 	wakeOnly []int // the set until the responder runs: wake alone (nil without it)
 	sideFDs  atomic.Pointer[[]int]
@@ -129,9 +130,12 @@ func (u *udpDNS) ensure() bool {
 	u.server = server
 	u.opened.add(func() { server.Close() })
 	u.state.Store(udpReady)
+	fds := server.SideFDs()
 	if u.wake >= 0 {
-		fds := append([]int{u.wake}, server.SideFDs()...)
-		u.sideFDs.Store(&fds)
+		fds = append([]int{u.wake}, fds...)
+	}
+	u.sideFDs.Store(&fds)
+	if u.wake >= 0 {
 		unix.Write(u.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // native endianness: any non-zero value
 	}
 	return true
