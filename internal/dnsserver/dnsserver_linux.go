@@ -404,9 +404,13 @@ func recvmsgRaw(fd int, p, oob []byte, from *unix.RawSockaddrAny) (n, oobn int, 
 
 // sendmsgRaw sends p with control messages oob to the address to (toLen bytes of it).
 func sendmsgRaw(fd int, p, oob []byte, to *unix.RawSockaddrAny, toLen uint32) error {
-	iov := unix.Iovec{Base: &p[0]}
-	iov.SetLen(len(p))
-	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(to)), Namelen: toLen, Iov: &iov, Iovlen: 1}
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(to)), Namelen: toLen}
+	var iov unix.Iovec
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+		msg.Iov, msg.Iovlen = &iov, 1
+	}
 	if len(oob) > 0 {
 		msg.Control = &oob[0]
 		msg.SetControllen(len(oob))
