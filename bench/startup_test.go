@@ -103,7 +103,7 @@ func TestReportStartup(t *testing.T) {
 
 // TestReportLookups measures name lookups of distinct names (BENCH_LOOKUPS a run, default 500;
 // BENCH_ROUNDS interleaved rounds, default 5; medians) with glibc's getaddrinfo and with Go's own
-// resolver: natively against a local nameserver that answers every A query, under the C torsocks
+// resolver, after their floor (the notifications of a lookup without it, BENCH_TRIPS a run): natively against a local nameserver that answers every A query, under the C torsocks
 // (Tor's RESOLVE, answered by the local SOCKS server: host unreachable, as it knows no name), and
 // under this torsocks (its DNS responder, map mode: answered locally).
 func TestReportLookups(t *testing.T) {
@@ -121,10 +121,36 @@ func TestReportLookups(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build golookup: %v\n%s", err, out)
 	}
+	trips := filepath.Join(dir, "trips")
+	if out, err := exec.Command("gcc", "-O2", "-o", trips, "testdata/trips.c").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
 	stop := nameserver(t)
 	defer stop()
 	n, rounds := envInt("BENCH_LOOKUPS", 500), envInt("BENCH_ROUNDS", 5)
 	ws := ways(t)
+	// The floor: a lookup's notifications without the lookup (socket + connect of a UDP socket
+	// to the nameserver, and close), and the two parts of it (testdata/trips.c). Not under the C
+	// torsocks, which refuses UDP sockets.
+	var fws []way
+	for _, w := range ws {
+		if w.name != "torsocks-c" {
+			fws = append(fws, w)
+		}
+	}
+	for _, mode := range []string{"peer", "sock", "udp"} {
+		ns := map[string][]float64{}
+		for r := 0; r < rounds; r++ {
+			for _, w := range fws {
+				res := runArgs(t, append(append([]string{}, w.wrapper...), trips, mode, strconv.Itoa(envInt("BENCH_TRIPS", 3000))))
+				v, _ := strconv.ParseFloat(res["ns_per_iter"], 64)
+				ns[w.name] = append(ns[w.name], v)
+			}
+		}
+		for _, w := range fws {
+			t.Logf("floor %-5s %-12s %7.1f µs/iteration (peer: getpeername let run; sock: UDP socket + close; udp: socket + connect + close)", mode, w.name, median(ns[w.name])/1000)
+		}
+	}
 	for _, prog := range []struct{ name, path string }{{"getaddrinfo", clookup}, {"Go resolver", golookup}} {
 		ns := map[string][]float64{}
 		ok := map[string]string{}

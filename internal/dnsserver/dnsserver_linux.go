@@ -3,7 +3,9 @@
 // resolvers that check the source of an answer accept it), on a loopback TCP listener that the
 // supervisor connects the program's port-53 TCP sockets to (DNS over TCP, used after truncation),
 // and with a catch-all that logs, once in a while, the datagrams to other ports that the sandbox
-// swallows. What to answer is the Answerer's business (internal/dns).
+// swallows. What to answer is the Answerer's business (internal/dns). The UDP queries are read by
+// goroutines of the server's own (Start) or, in torsocks, by the supervisor's worker waiting at the
+// seccomp listener (StartSide: supervisor.Side), which saves a thread wake-up per lookup.
 package dnsserver
 
 import (
@@ -17,7 +19,9 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/net/dns/dnsmessage"
@@ -55,6 +59,19 @@ type Server struct {
 	udp     []udpSocket // IPv4, IPv6
 	raw     []*os.File
 
+	// Served as a supervisor.Side (StartSide): the UDP sockets are raw non-blocking descriptors
+	// the supervisor's waiting worker polls and hands to ServeSide, not goroutines of the Go
+	// netpoller. sideFDs is what SideFDs returns (nil once closing). fdMu guards the
+	// descriptors' lives: read-held while one is used (ServeSide, a late answer), held to close
+	// them; sideClosed is set under it. bufMu guards sideBuf and sideOOB (ServeSide's).
+	side       bool
+	sideFDs    atomic.Pointer[[]int]
+	fdMu       sync.RWMutex
+	sideClosed bool
+	bufMu      sync.Mutex
+	sideBuf    []byte
+	sideOOB    []byte
+
 	gate portgate.Gate // local ports of program sockets being connected to the TCP listener
 
 	mu   sync.Mutex               // guards seen
@@ -72,29 +89,51 @@ type Dropped func(src, dst netip.AddrPort, payload []byte) bool
 // Start serves ans inside sb (UDP) and on a loopback TCP listener in the caller's namespace.
 // dropped, if not nil, sees each datagram the sandbox swallowed.
 func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped) (*Server, error) {
+	return start(sb, ans, log, dropped, false)
+}
+
+// StartSide is Start, except that the UDP queries are served by whoever polls SideFDs and calls
+// ServeSide (the supervisor's worker waiting at the seccomp listener: supervisor.Side), not by
+// goroutines of the server's own. Nothing answers them while nobody polls.
+func StartSide(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped) (*Server, error) {
+	return start(sb, ans, log, dropped, true)
+}
+
+func start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped, side bool) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{ans: ans, log: log, dropped: dropped, sem: make(chan struct{}, 256),
-		seen: map[netip.Addr]time.Time{}, ctx: ctx, cancel: cancel}
+		seen: map[netip.Addr]time.Time{}, ctx: ctx, cancel: cancel, side: side}
 	fail := func(err error) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	pc4, err := sandboxUDP(sb, unix.AF_INET, &unix.SockaddrInet4{Port: 53})
-	if err != nil {
-		return fail(err)
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		u := udpSocket{fd: -1, dst: dst4, from: from4}
+		var sa unix.Sockaddr = &unix.SockaddrInet4{Port: 53}
+		if fam == unix.AF_INET6 {
+			u.dst, u.from, sa = dst6, from6, &unix.SockaddrInet6{Port: 53}
+		}
+		fd, err := sandboxUDP(sb, fam, sa)
+		if err != nil {
+			return fail(err)
+		}
+		if !side {
+			pc, err := packetConn(fd)
+			if err != nil {
+				return fail(err)
+			}
+			u.conn = pc
+		} else {
+			u.fd = fd
+		}
+		s.udp = append(s.udp, u)
 	}
-	s.udp = append(s.udp, udpSocket{conn: pc4.(*net.UDPConn), dst: dst4, from: from4})
-	if err := ipv4.NewPacketConn(pc4).SetControlMessage(ipv4.FlagDst, true); err != nil {
-		return fail(fmt.Errorf("IP_PKTINFO: %w", err))
+	if side {
+		s.sideBuf, s.sideOOB = make([]byte, 4096), make([]byte, 128)
+		fds := []int{s.udp[0].fd, s.udp[1].fd}
+		s.sideFDs.Store(&fds)
 	}
-	pc6, err := sandboxUDP(sb, unix.AF_INET6, &unix.SockaddrInet6{Port: 53})
-	if err != nil {
-		return fail(err)
-	}
-	s.udp = append(s.udp, udpSocket{conn: pc6.(*net.UDPConn), dst: dst6, from: from6})
-	if err := ipv6.NewPacketConn(pc6).SetControlMessage(ipv6.FlagDst, true); err != nil {
-		return fail(fmt.Errorf("IPV6_RECVPKTINFO: %w", err))
-	}
+	var err error
 	if s.tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return fail(fmt.Errorf("DNS TCP listener: %w", err))
 	}
@@ -112,19 +151,29 @@ func Start(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped)
 		}
 		s.raw = append(s.raw, os.NewFile(uintptr(fd), "udp-catch-all"))
 	}
-	s.wg.Add(5)
-	go s.serveUDP(s.udp[0])
-	go s.serveUDP(s.udp[1])
+	if !side {
+		s.wg.Add(2)
+		go s.serveUDP(s.udp[0])
+		go s.serveUDP(s.udp[1])
+	}
+	s.wg.Add(3)
 	go s.serveTCP()
 	go s.catchAll(s.raw[0], unix.AF_INET)
 	go s.catchAll(s.raw[1], unix.AF_INET6)
 	return s, nil
 }
 
-func sandboxUDP(sb *sandbox.Sandbox, family int, sa unix.Sockaddr) (net.PacketConn, error) {
-	fd, err := sb.SocketUnpooled(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// sandboxUDP makes one of the responder's UDP sockets (non-blocking): bound to port 53 of every
+// address of family in the sandbox, with the destination of each datagram in its control messages
+// (IP_PKTINFO, IPV6_RECVPKTINFO).
+func sandboxUDP(sb *sandbox.Sandbox, family int, sa unix.Sockaddr) (int, error) {
+	fd, err := sb.SocketUnpooled(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return -1, err
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(fd)
+		return -1, err
 	}
 	if family == unix.AF_INET6 {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
@@ -132,21 +181,30 @@ func sandboxUDP(sb *sandbox.Sandbox, family int, sa unix.Sockaddr) (net.PacketCo
 		// assigned to an interface (the sandbox's local route for ::/0 does not count, unlike
 		// IPv4's), or with IPV6_FREEBIND.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1); err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("IPV6_FREEBIND on the DNS responder: %w", err)
+			return fail(fmt.Errorf("IPV6_FREEBIND on the DNS responder: %w", err))
 		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+			return fail(fmt.Errorf("IPV6_RECVPKTINFO: %w", err))
+		}
+	} else if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+		return fail(fmt.Errorf("IP_PKTINFO: %w", err))
 	}
 	if err := unix.Bind(fd, sa); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bind DNS responder in the sandbox: %w", err)
+		return fail(fmt.Errorf("bind DNS responder in the sandbox: %w", err))
 	}
+	return fd, nil
+}
+
+// packetConn makes a UDP socket a *net.UDPConn of the Go netpoller (Start's goroutines); fd is
+// closed.
+func packetConn(fd int) (*net.UDPConn, error) {
 	f := os.NewFile(uintptr(fd), "dns-udp")
 	defer f.Close()
 	pc, err := net.FilePacketConn(f)
 	if err != nil {
 		return nil, fmt.Errorf("DNS responder socket: %w", err)
 	}
-	return pc, nil
+	return pc.(*net.UDPConn), nil
 }
 
 // TCPAddr is where the supervisor connects the program's port-53 TCP sockets.
@@ -161,9 +219,17 @@ func (s *Server) Expect(port uint16) { s.gate.Expect(port) }
 // Close stops serving and waits.
 func (s *Server) Close() error {
 	s.cancel()
+	s.sideFDs.Store(nil)
+	s.fdMu.Lock()
+	s.sideClosed = true
 	for _, u := range s.udp {
-		u.conn.Close()
+		if u.conn != nil {
+			u.conn.Close()
+		} else {
+			unix.Close(u.fd)
+		}
 	}
+	s.fdMu.Unlock()
 	if s.tcp != nil {
 		s.tcp.Close()
 	}
@@ -187,14 +253,25 @@ func (s *Server) Close() error {
 // answer at once (NowAnswerer), else on a goroutine of its own (at most cap(sem) at once) with a
 // copy of q: the caller reuses q's buffer once answer returns.
 func (s *Server) answer(q []byte, max int, reply func([]byte)) {
-	if now, ok := s.ans.(NowAnswerer); ok {
-		if r, ok := now.AnswerNow(q, max); ok {
-			if r != nil {
-				reply(r)
-			}
-			return
+	if r, ok := s.answerNow(q, max); ok {
+		if r != nil {
+			reply(r)
 		}
+		return
 	}
+	s.answerLater(q, max, reply)
+}
+
+// answerNow is the Answerer's answer to q if it has one without waiting (NowAnswerer).
+func (s *Server) answerNow(q []byte, max int) ([]byte, bool) {
+	if now, ok := s.ans.(NowAnswerer); ok {
+		return now.AnswerNow(q, max)
+	}
+	return nil, false
+}
+
+// answerLater is answer's goroutine: the Answerer's answer to a copy of q, handed to reply.
+func (s *Server) answerLater(q []byte, max int, reply func([]byte)) {
 	select {
 	case s.sem <- struct{}{}:
 	case <-s.ctx.Done():
@@ -239,9 +316,125 @@ func (s *Server) serveUDP(c udpSocket) {
 // udpSocket is one of the responder's UDP sockets (IPv4 or IPv6) with its family's packet info:
 // the address a query was sent to, and the control message that answers from it.
 type udpSocket struct {
-	conn *net.UDPConn
+	conn *net.UDPConn            // served by serveUDP (Start); nil for StartSide
+	fd   int                     // StartSide's: served by ServeSide; -1 for Start
 	dst  func(oob []byte) net.IP // nil if the kernel did not say
 	from func(src net.IP) []byte
+}
+
+// SideFDs are the UDP sockets to poll for queries (StartSide; none for Start, and once closing).
+func (s *Server) SideFDs() []int {
+	if p := s.sideFDs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// ServeSide answers one query waiting on fd, one of SideFDs, from the address it was sent to
+// (as serveUDP does), without blocking: the answer is sent at once when the Answerer has it
+// without waiting (map mode, stand-ins, cached results), else later by a goroutine. fd is
+// ignored if it is not one of the server's sockets any more (closed, its number perhaps reused).
+func (s *Server) ServeSide(fd int) {
+	s.fdMu.RLock()
+	defer s.fdMu.RUnlock()
+	if s.sideClosed || !s.side {
+		return
+	}
+	var u *udpSocket
+	for i := range s.udp {
+		if s.udp[i].fd == fd {
+			u = &s.udp[i]
+		}
+	}
+	if u == nil {
+		return
+	}
+	s.bufMu.Lock()
+	defer s.bufMu.Unlock()
+	var from unix.RawSockaddrAny
+	n, oobn, fromLen, err := recvmsgRaw(fd, s.sideBuf, s.sideOOB, &from)
+	if err != nil {
+		return // EAGAIN (nothing queued after all), or an error queued on the socket, now cleared
+	}
+	dst := u.dst(s.sideOOB[:oobn])
+	if dst == nil {
+		return
+	}
+	q := s.sideBuf[:n]
+	max := udpMax(q)
+	if r, ok := s.answerNow(q, max); ok {
+		if r != nil {
+			s.sendSide(u, r, dst, &from, fromLen)
+		}
+		return
+	}
+	to := from // the goroutine's copy: from stays on this one's stack
+	s.answerLater(q, max, func(r []byte) {
+		s.fdMu.RLock()
+		defer s.fdMu.RUnlock()
+		if !s.sideClosed {
+			s.sendSide(u, r, dst, &to, fromLen)
+		}
+	})
+}
+
+// sendSide sends answer r to the program's address to, from dst (its nameserver); s.fdMu is
+// read-held.
+func (s *Server) sendSide(u *udpSocket, r []byte, dst net.IP, to *unix.RawSockaddrAny, toLen uint32) {
+	if err := sendmsgRaw(u.fd, r, u.from(dst), to, toLen); err != nil {
+		s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", rawAddrPort(to), err))
+	}
+}
+
+// recvmsgRaw receives one datagram without waiting, with its sender's address as the kernel gave
+// it (x/sys/unix's Recvmsg asks the socket's protocol for every inet address it converts, one
+// system call more).
+func recvmsgRaw(fd int, p, oob []byte, from *unix.RawSockaddrAny) (n, oobn int, fromLen uint32, err error) {
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(from)), Namelen: uint32(unix.SizeofSockaddrAny), Iov: &iov, Iovlen: 1}
+	msg.Control = &oob[0]
+	msg.SetControllen(len(oob))
+	r, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	if errno != 0 {
+		return 0, 0, 0, errno
+	}
+	return int(r), int(msg.Controllen), msg.Namelen, nil
+}
+
+// sendmsgRaw sends p with control messages oob to the address to (toLen bytes of it).
+func sendmsgRaw(fd int, p, oob []byte, to *unix.RawSockaddrAny, toLen uint32) error {
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(to)), Namelen: toLen}
+	var iov unix.Iovec
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+		msg.Iov, msg.Iovlen = &iov, 1
+	}
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// rawAddrPort is the inet address of a raw one (the zero AddrPort for another family), for logs.
+func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
 }
 
 // dst4 and dst6 read the IP_PKTINFO / IPV6_PKTINFO destination (what a malformed message list

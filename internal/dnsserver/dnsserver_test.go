@@ -29,16 +29,65 @@ func (echoAnswerer) Answer(_ context.Context, q []byte, _ int) []byte {
 	return append([]byte("answer:"), q...)
 }
 
+// modes runs test with the server's UDP queries served by its own goroutines (Start) and by a
+// poller of the test's, as the supervisor's waiting worker does (StartSide).
+func modes(t *testing.T, test func(t *testing.T, start startFunc)) {
+	t.Run("goroutines", func(t *testing.T) { test(t, Start) })
+	t.Run("side", func(t *testing.T) {
+		test(t, func(sb *sandbox.Sandbox, ans Answerer, log *slog.Logger, dropped Dropped) (*Server, error) {
+			s, err := StartSide(sb, ans, log, dropped)
+			if err != nil {
+				return nil, err
+			}
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go sidePoller(s, stop, done)
+			t.Cleanup(func() { close(stop); <-done })
+			return s, nil
+		})
+	})
+}
+
+type startFunc func(*sandbox.Sandbox, Answerer, *slog.Logger, Dropped) (*Server, error)
+
+// sidePoller polls s.SideFDs and serves them until stop is closed (10 ms polls, to see it).
+func sidePoller(s *Server, stop, done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		var p []unix.PollFd
+		for _, fd := range s.SideFDs() {
+			p = append(p, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+		}
+		if len(p) == 0 {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		unix.Poll(p, 10)
+		for _, f := range p {
+			if f.Revents != 0 {
+				s.ServeSide(int(f.Fd))
+			}
+		}
+	}
+}
+
 // A query to port 53 of any address from a sandboxed socket is answered from that very address;
 // DNS over TCP works from an announced port and not from another.
-func TestServe(t *testing.T) {
+func TestServe(t *testing.T) { modes(t, testServe) }
+
+func testServe(t *testing.T, start startFunc) {
 	sb, err := sandbox.New(os.Args[0])
 	if err != nil {
 		netnstest.Skip(t, "no sandbox here: %v", err)
 	}
 	defer sb.Close()
 	dropped := make(chan [2]string, 16)
-	s, err := Start(sb, echoAnswerer{}, slog.New(slog.NewTextHandler(io.Discard, nil)), func(src, dst netip.AddrPort, p []byte) bool {
+	s, err := start(sb, echoAnswerer{}, slog.New(slog.NewTextHandler(io.Discard, nil)), func(src, dst netip.AddrPort, p []byte) bool {
 		dropped <- [2]string{dst.String(), string(p)}
 		return true
 	})
@@ -150,14 +199,16 @@ func (a nowAnswerer) AnswerNow(q []byte, _ int) ([]byte, bool) {
 
 // With a NowAnswerer, what it can answer at once is answered, and the rest by Answer, with the
 // query as it was received (the read buffer is reused meanwhile).
-func TestAnswerNow(t *testing.T) {
+func TestAnswerNow(t *testing.T) { modes(t, testAnswerNow) }
+
+func testAnswerNow(t *testing.T, start startFunc) {
 	sb, err := sandbox.New(os.Args[0])
 	if err != nil {
 		netnstest.Skip(t, "no sandbox here: %v", err)
 	}
 	defer sb.Close()
 	a := nowAnswerer{later: make(chan struct{})}
-	s, err := Start(sb, a, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	s, err := start(sb, a, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,5 +305,40 @@ func TestCatchAllFilter(t *testing.T) {
 		if len(got) != 1 || got[0] != "other" {
 			t.Errorf("family %d: the catch-all read %q, want only \"other\"", c.family, got)
 		}
+	}
+}
+
+// A side server's descriptors are gone from SideFDs once it is closed, and ServeSide of one of
+// them (its number perhaps another descriptor's by then) does nothing.
+func TestSideClosed(t *testing.T) {
+	sb, err := sandbox.New(os.Args[0])
+	if err != nil {
+		netnstest.Skip(t, "no sandbox here: %v", err)
+	}
+	defer sb.Close()
+	s, err := StartSide(sb, echoAnswerer{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := append([]int(nil), s.SideFDs()...)
+	if len(fds) != 2 {
+		t.Fatalf("SideFDs %v, want the IPv4 and IPv6 sockets", fds)
+	}
+	s.Close()
+	if got := s.SideFDs(); got != nil {
+		t.Errorf("SideFDs after Close: %v", got)
+	}
+	// The numbers reused by a pipe with a byte in it: ServeSide must not read from it.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	unix.Write(p[1], []byte{1})
+	s.ServeSide(p[0])
+	s.ServeSide(fds[0])
+	if n, _ := unix.Read(p[0], make([]byte, 1)); n != 1 {
+		t.Error("ServeSide read from a descriptor that is not its own")
 	}
 }

@@ -78,6 +78,14 @@ type udpDNS struct {
 
 	state atomic.Int32 // udpNotYet, udpReady or udpFailed; set under mu
 
+	// wake is an eventfd in the supervisor's side set (dnsSide) from the start: written when the
+	// responder is ready, so that a worker already waiting at the listener polls its sockets too
+	// (-1 if it could not be made: then a worker waiting since before sees them at the next
+	// notification). sideFDs is that set: wake, and the responder's UDP sockets once it runs.
+	wake     int
+	wakeOnly []int // the set until the responder runs: wake alone (nil without it)
+	sideFDs  atomic.Pointer[[]int]
+
 	mu       sync.Mutex // guards what follows; held while starting
 	server   *dnsserver.Server
 	loopback *udprelay.Relay // AllowOutboundLocalhost 2 only
@@ -129,6 +137,14 @@ func (u *udpDNS) ensure() bool {
 	u.server = server
 	u.opened.add(func() { server.Close() })
 	u.state.Store(udpReady)
+	fds := server.SideFDs()
+	if u.wake >= 0 {
+		fds = append([]int{u.wake}, fds...)
+	}
+	u.sideFDs.Store(&fds)
+	if u.wake >= 0 {
+		unix.Write(u.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // native endianness: any non-zero value
+	}
 	return true
 }
 
@@ -170,6 +186,31 @@ func (d dnsTCP) Expect(port uint16) {
 	}
 }
 
+// dnsSide is the DNS responder's UDP sockets as the supervisor sees them (supervisor.Side): its
+// worker waiting at the listener answers the queries (dnsserver.StartSide). None until the
+// responder runs; asking does not start it.
+type dnsSide struct{ u *udpDNS }
+
+func (d dnsSide) SideFDs() []int {
+	if d.u.state.Load() == udpReady {
+		if p := d.u.sideFDs.Load(); p != nil {
+			return *p
+		}
+	}
+	return d.u.wakeOnly
+}
+
+func (d dnsSide) ServeSide(fd int) {
+	if fd == d.u.wake {
+		var b [8]byte
+		unix.Read(fd, b[:]) // the next wait polls the new set
+		return
+	}
+	if d.u.state.Load() == udpReady {
+		d.u.server.ServeSide(fd)
+	}
+}
+
 // udpLoopback is the UDP loopback relay as the supervisor sees it (supervisor.Options.UDPLoopback):
 // it is only asked about a connect on a sandbox socket, so the sandbox is started by then.
 type udpLoopback struct{ u *udpDNS }
@@ -197,7 +238,7 @@ var realSteps = steps{
 	unixRelay: unixrelay.Start,
 	prepare:   func() *sandbox.Sandbox { return sandbox.Prepare("/proc/self/exe") },
 	sandbox:   (*sandbox.Sandbox).Start,
-	dnsServer: dnsserver.Start,
+	dnsServer: dnsserver.StartSide, // its UDP queries served by the supervisor's waiting worker (dnsSide)
 	start:     startProgram,
 }
 
@@ -307,7 +348,12 @@ func (s *session) openUDP() {
 	if sb == nil {
 		sb = s.steps.prepare()
 	}
-	u := &udpDNS{s: s, sandbox: sb, answerer: answerer, sealed: s.cfg.SealedNetwork}
+	u := &udpDNS{s: s, sandbox: sb, answerer: answerer, sealed: s.cfg.SealedNetwork, wake: -1}
+	if fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
+		u.wake = fd
+		u.wakeOnly = []int{fd}
+		s.open.add(func() { unix.Close(fd) })
+	}
 	if s.cfg.AllowOutboundLocalhost == 2 {
 		// UDP to loopback goes to this machine's services (torsocks' AllowOutboundLocalhost 2).
 		u.relay = true
@@ -479,6 +525,7 @@ func (s *session) supervisorOptions() supervisor.Options {
 	if u := s.udp; u != nil {
 		opts.Sandbox = u.sandbox
 		opts.DNSTCP = dnsTCP{u}
+		opts.Side = dnsSide{u}
 		opts.StandIns = u.answerer
 		if u.relay {
 			opts.UDPLoopback = udpLoopback{u}

@@ -56,9 +56,10 @@ type Sandbox struct {
 	ready     atomic.Bool // cookie is set: the factory answered its first request
 	cookie    uint64      // the namespace's SO_NETNS_COOKIE
 
-	poolMu    sync.Mutex // guards pool, refilling, poolShut, pooled
+	poolMu    sync.Mutex // guards pool, refilling, refilled, poolShut, pooled
 	pool      map[poolKey][]int
 	refilling map[poolKey]bool
+	refilled  map[poolKey]bool // kinds refilled before: the next refill is poolBatchMax
 	poolShut  bool
 	pooled    int            // sockets in the pool and asked for by refills in flight, all kinds
 	poolCap   int            // the most pooled may be (poolCapFor); set by Prepare
@@ -74,15 +75,19 @@ type Sandbox struct {
 // program; SOCK_CLOEXEC is a descriptor flag, not the socket's, set by whoever installs the
 // socket. A protocol of 0 is the family's default (SO_PROTOCOL then reads IPPROTO_UDP or
 // IPPROTO_TCP alike), so both share a kind. A kind is pooled once it has been asked for; the pool
-// is refilled in the background, poolBatch at a time, when fewer than poolLow are left. All kinds
+// is refilled in the background when fewer than poolLow are left: poolBatch sockets the first
+// time, poolBatchMax after that (when fewer than a quarter of it are left) (a kind used again is used a lot: one UDP socket per name lookup;
+// every refill wakes the factory, whose Go runtime then keeps its monitor thread waking every 20 µs
+// for a millisecond, about 50 context switches on a CPU the program needs). All kinds
 // together hold at most poolCap sockets, a sixteenth of the supervisor's descriptor limit: with
 // a low limit (prlimit --nofile=48) a pool of each kind would otherwise take the descriptors the
 // connections need (TestDNSTCPSurvivesEMFILE), and below 16 nothing is pooled.
 type poolKey struct{ domain, typ, proto int } // typ with SOCK_NONBLOCK if asked, without SOCK_CLOEXEC
 
 const (
-	poolBatch = 16
-	poolLow   = 4
+	poolBatch    = 16
+	poolBatchMax = fdpass.MaxMany // 64: one message
+	poolLow      = 4
 )
 
 // poolKind tells whether sockets of this kind are pooled (UDP and TCP sockets, what programs
@@ -290,11 +295,18 @@ func (s *Sandbox) fromPool(k poolKey) int {
 		s.pool[k] = fds[:len(fds)-1]
 		s.pooled--
 	}
-	if n := min(poolBatch, s.poolCap-s.pooled); len(s.pool[k]) < poolLow && !s.refilling[k] && n > 0 {
+	batch, low := poolBatch, poolLow
+	if s.refilled[k] {
+		// A refill of 64 takes the factory a few times longer: start it earlier, so that the
+		// pool does not run dry meanwhile (a program's socket() then waits for the refill and a
+		// round trip of its own).
+		batch, low = poolBatchMax, poolBatchMax/4
+	}
+	if n := min(batch, s.poolCap-s.pooled); len(s.pool[k]) < low && !s.refilling[k] && n > 0 {
 		if s.refilling == nil {
-			s.pool, s.refilling = map[poolKey][]int{}, map[poolKey]bool{}
+			s.pool, s.refilling, s.refilled = map[poolKey][]int{}, map[poolKey]bool{}, map[poolKey]bool{}
 		}
-		s.refilling[k] = true
+		s.refilling[k], s.refilled[k] = true, true
 		s.pooled += n // counted now, so that refills of other kinds stay within poolCap
 		s.refills.Add(1)
 		go s.refill(k, n)

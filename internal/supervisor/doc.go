@@ -5,7 +5,8 @@
 // is never let run unless running it cannot reach the network (see letRun's callers).
 //
 // Files by stage of a call: supervisor_linux.go (Options, Serve, the worker loop),
-// receiver_linux.go (the receiver role), call_linux.go (a call's lifecycle: the reply and
+// receiver_linux.go (the receiver role), side_linux.go (input the worker waiting at the listener
+// serves too: the DNS responder's UDP sockets), call_linux.go (a call's lifecycle: the reply and
 // callError a handler returns, answer, the only function that answers the kernel),
 // handlers_linux.go (dispatch and the calls answered at once), connect_linux.go (a connect, top
 // to bottom, in both modes: the program's sandbox socket joined to the supervisor's own Tor

@@ -79,6 +79,9 @@ type Options struct {
 	RefuseUnix func(fd int) error
 	// Tracee, when set, replaces the program's real processes (tests: supervisortest.Tracee).
 	Tracee Tracee
+	// Side, when set, is input the worker waiting at the listener serves too (side_linux.go:
+	// the DNS responder's UDP sockets).
+	Side Side
 }
 
 // DNSTCP is the supervisor's DNS-over-TCP listener (internal/dnsserver).
@@ -262,6 +265,7 @@ func (s *Supervisor) worker() {
 	defer s.wg.Done()
 	defer s.role.workers.Add(-1)
 	var n seccomp.Notif
+	var ws waitState // waitNotif's
 	holding := false // this worker got the role back from the call it served last
 	for {
 		if !holding {
@@ -272,7 +276,14 @@ func (s *Supervisor) worker() {
 			s.role.mu.Unlock()
 			return
 		}
-		more, err := s.k.Wait()
+		more, kept, err := s.waitNotif(&ws)
+		if !kept {
+			// Side work (side_linux.go) ran long and the role went to a follower.
+			if s.role.idle.Load() >= spareWorkers {
+				return
+			}
+			continue
+		}
 		if err == nil && more {
 			err = s.k.Recv(&n)
 			if errors.Is(err, seccomp.ErrNotifGone) {
