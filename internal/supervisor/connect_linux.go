@@ -120,15 +120,21 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 // connectInet serves a TCP connect (or Fast Open send) to dest: sockets of the sandbox (the
 // sealed network) by connectSealed, the others by connectTCP.
 func (s *Supervisor) connectInet(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
-	if s.sealed(cp) {
+	if s.sealed(cp, si) {
 		return s.connectSealed(c, cp, si, dest)
 	}
 	return s.connectTCP(c, cp, si, dest)
 }
 
-// sealed reports whether the TCP socket cp lives in the sandbox (SealedNetwork).
-func (s *Supervisor) sealed(cp int) bool {
-	return s.opts.SealedNetwork && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp)
+// sealed reports whether the TCP socket cp (si) lives in the sandbox (SealedNetwork).
+func (s *Supervisor) sealed(cp int, si sockInfo) bool {
+	return s.opts.SealedNetwork && s.inSandbox(cp, si)
+}
+
+// inSandbox reports whether socket cp (si) lives in the sandbox: known from sockCache, or asked
+// of the kernel (SO_NETNS_COOKIE).
+func (s *Supervisor) inSandbox(cp int, si sockInfo) bool {
+	return s.opts.Sandbox != nil && (si.sandbox || s.opts.Sandbox.Contains(cp))
 }
 
 // connectSealed serves connect() on a TCP socket of the sandbox (the sealed network: drawn at
@@ -756,7 +762,7 @@ func disconnect(fd int) error {
 // but DNS) are logged by the DNS server's catch-all, and the program's next receive on a connected
 // socket fails with ECONNREFUSED. The connect is made on the copy (see copy_linux.go).
 func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) (reply, error) {
-	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
+	if !s.inSandbox(cp, si) {
 		return reply{}, refused(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
 	}
 	if s.opts.UDPLoopback != nil {

@@ -117,6 +117,7 @@ type Supervisor struct {
 	innerIdle idleList[*innerListener]          // those with no use (idle.go)
 	peak      atomic.Int64                      // largest registry size seen after an Add
 	async     asyncState                        // asynchronous connects (async_linux.go)
+	socks     sockCache                         // the sockets made in the sandbox, by cookie (sockcache_linux.go)
 
 	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
 
