@@ -421,6 +421,22 @@ func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host s
 		_, err := socks5.Handshake(rc, req, auth)
 		return err
 	}
+	if rc.own {
+		// The supervisor's own socket: the answers are peeked and only the handshake's bytes
+		// taken (peekReader), with the low-water mark below raised for the first wait only.
+		pr := &peekReader{rc: rc}
+		if auth == nil && unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4) == nil {
+			pr.raised = true
+		}
+		_, err := socks5.HandshakePipelined(struct {
+			io.Reader
+			io.Writer
+		}{pr, rc}, req, auth)
+		if err == nil {
+			err = pr.done()
+		}
+		return err // on error the socket is closed: its mark does not matter
+	}
 	// Pipelined: every answer comes after one round trip. Raising the socket's receive low-water
 	// mark to the shortest complete answer prefix (method selection, the auth status if any, the
 	// reply header) makes poll wake once for all of it instead of once for the method selection
@@ -428,10 +444,7 @@ func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host s
 	// as it was; nothing else uses the socket meanwhile (the program is inside connect).
 	// Only without credentials: with them the method selection comes alone first.
 	lowat := auth == nil
-	old, gerr := 1, error(nil) // the supervisor's own socket has the default
-	if !rc.own {
-		old, gerr = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
-	}
+	old, gerr := unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
 	if gerr == nil && lowat {
 		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
 	}
@@ -651,6 +664,102 @@ func (r *rawConn) wait(events int16) error {
 			return nil
 		}
 	}
+}
+
+// peekReader reads the SOCKS5 answers on the supervisor's own socket to Tor (rc) with as few
+// system calls as it can: it waits for data first (right after the request nothing has come
+// yet), then peeks at everything there is (MSG_PEEK) and hands it out from its buffer. Only the
+// bytes handed out are taken off the socket (consume): socks5's handshake reads exactly its
+// answers and never a byte more, so what follows the reply (a server that speaks first: an SSH
+// or SMTP banner) stays in the socket for the relay.
+//
+// With raised, the caller has set the socket's SO_RCVLOWAT to the shortest complete answer
+// prefix (see handshake), so that the first wait wakes once for the method selection and the
+// reply, which Tor sends a circuit's round trip apart. Any later wait (a reply cut in pieces)
+// lowers it back to 1 first, so that a short tail cannot stay below the mark; done lowers it at
+// the latest, before the relay gets the socket. The common case is setsockopt, poll, one peek,
+// one recv and setsockopt, where reading field by field was two more recv and one that found
+// nothing.
+//
+// Never on the program's socket: its options are the program's.
+type peekReader struct {
+	rc        *rawConn
+	buf       [512]byte // more than the longest answers: 2 + 2 + 4+1+255+2
+	have, off int       // bytes peeked into buf (still in the socket); of them, handed out
+	raised    bool      // SO_RCVLOWAT is above 1
+	waited    bool      // the first wait is done
+}
+
+func (p *peekReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for p.off == p.have {
+		// All that was peeked is the handshake's: take it off the socket before waiting, or
+		// poll would find it and not wait.
+		if err := p.consume(); err != nil {
+			return 0, err
+		}
+		if p.waited {
+			if err := p.lower(); err != nil {
+				return 0, err
+			}
+		}
+		if err := p.rc.wait(unix.POLLIN); err != nil {
+			return 0, err
+		}
+		p.waited = true
+		n, _, err := unix.Recvfrom(p.rc.fd, p.buf[:], unix.MSG_DONTWAIT|unix.MSG_PEEK)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		default:
+			p.have = n
+		}
+	}
+	n := copy(b, p.buf[p.off:p.have])
+	p.off += n
+	return n, nil
+}
+
+// consume takes the bytes handed out off the socket (they were peeked: they are there).
+func (p *peekReader) consume() error {
+	for p.off > 0 {
+		n, _, err := unix.Recvfrom(p.rc.fd, p.buf[:p.off], unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("taking the SOCKS5 answers off the socket: %w", err)
+		case n != p.off:
+			return fmt.Errorf("taking the SOCKS5 answers off the socket: %d bytes of %d", n, p.off)
+		}
+		p.have, p.off = 0, 0
+	}
+	return nil
+}
+
+// lower puts SO_RCVLOWAT back to its default, 1, if it was raised.
+func (p *peekReader) lower() error {
+	if !p.raised {
+		return nil
+	}
+	if err := unix.SetsockoptInt(p.rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); err != nil {
+		return fmt.Errorf("SO_RCVLOWAT: %w", err)
+	}
+	p.raised = false
+	return nil
+}
+
+// done ends a handshake that succeeded: its bytes taken, the mark back to 1.
+func (p *peekReader) done() error {
+	if err := p.consume(); err != nil {
+		return err
+	}
+	return p.lower()
 }
 
 // The connects that do not go through Tor.
