@@ -298,8 +298,9 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 		unix.Close(up)
 		return fail(err)
 	}
-	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once.
-	tuneInner(in)
+	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once (in has
+	// TCP_NODELAY from the inner listener, openInner).
+	innerCongestion(in)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
 	// Both are non-blocking: in from accept4, up from ownConn.
