@@ -226,18 +226,80 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 	if s.opts.SocksRelay != nil {
 		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
 	}
-	fd, err := s.ownConn(c, target, expect)
+	var fd int
+	var err error
+	pending := false
+	if expect == nil {
+		fd, pending, err = s.ownConnStart(target)
+	} else {
+		fd, err = s.ownConn(c, target, expect)
+	}
 	if err != nil {
 		return -1, s.torUnreachable(err, target)
 	}
-	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true}
+	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true, pending: pending}
 	err = s.handshake(c, rc, dest, host)
 	if err != nil {
 		unix.Close(fd)
+		var pe *pendingError
+		if errors.As(err, &pe) {
+			// The connect to the SocksPort failed (or timed out), found by the first send.
+			err = pe.err
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = unix.ETIMEDOUT // as ownConn says it
+			}
+			return -1, s.torUnreachable(err, target)
+		}
 		return -1, err
 	}
 	return fd, nil
 }
+
+// ownConnStart starts connecting a new socket of the supervisor's own, on the host network, to
+// target and does not wait: pending says the connect is in progress (EINPROGRESS), and the
+// caller's first send on it (rawConn with pending) waits for it and reports its error. On
+// loopback, where Tor's SocksPort usually is, the handshake has completed by the time connect
+// returns, so the first send just goes, where waiting was a poll and a getsockopt(SO_ERROR).
+// A send on a connecting TCP socket is a wait for the connection (tcp_sendmsg_locked,
+// sk_stream_wait_connect): with MSG_DONTWAIT it says EAGAIN while SYN_SENT, the connect's error
+// once it failed (sock_error, then EPIPE without one), and sends once established.
+func (s *Supervisor) ownConnStart(target netip.AddrPort) (fd int, pending bool, err error) {
+	domain := unix.AF_INET
+	if !target.Addr().Unmap().Is4() {
+		domain = unix.AF_INET6
+	}
+	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
+	fd, err = unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		if why := outOfDescriptors(err); why != "" {
+			return -1, false, &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: why, pc: caller()}
+		}
+		return -1, false, err
+	}
+	tuneLoopbackUp(fd, target)
+	sa, _ := toSockaddr(domain, target)
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch err {
+	case nil:
+		return fd, false, nil
+	case unix.EINPROGRESS, unix.EALREADY:
+		return fd, true, nil
+	}
+	unix.Close(fd)
+	return -1, false, err
+}
+
+// pendingError is the error of a connect found by the first send on its socket (rawConn with
+// pending): the connect's, not the send's.
+type pendingError struct{ err error }
+
+func (e *pendingError) Error() string { return e.err.Error() }
+func (e *pendingError) Unwrap() error { return e.err }
 
 // ownConn connects a new socket of the supervisor's own, on the host network, to target (through
 // expect's gate when set), waiting as a proxied connect waits: within ConnectTimeout, giving up
@@ -583,6 +645,9 @@ type rawConn struct {
 	fd, pidfd int
 	deadline  time.Time
 	own       bool // fd is a socket of the supervisor's own (ownConn), with default options
+	// pending: fd's connect is in progress (ownConnStart); the first Write waits for it, and
+	// an error before anything was sent is the connect's (a *pendingError).
+	pending bool
 }
 
 func (r *rawConn) Read(p []byte) (int, error) {
@@ -613,15 +678,24 @@ func (r *rawConn) Write(p []byte) (int, error) {
 		switch {
 		case err == nil:
 			done += n
+			r.pending = false
 		case err == unix.EAGAIN || err == unix.EINTR:
 			if err := r.wait(unix.POLLOUT); err != nil {
-				return done, err
+				return done, r.connectErr(err)
 			}
 		default:
-			return done, err
+			return done, r.connectErr(err)
 		}
 	}
 	return done, nil
+}
+
+// connectErr is err, as the connect's error (*pendingError) while the connect is pending.
+func (r *rawConn) connectErr(err error) error {
+	if r.pending {
+		return &pendingError{err: err}
+	}
+	return err
 }
 
 func (r *rawConn) wait(events int16) error {
