@@ -759,10 +759,10 @@ func (r *rawConn) wait(events int16) error {
 // Never on the program's socket: its options are the program's.
 type peekReader struct {
 	rc        *rawConn
-	buf       [512]byte // more than the longest answers: 2 + 2 + 4+1+255+2
-	have, off int       // bytes peeked into buf (still in the socket); of them, handed out
-	raised    bool      // SO_RCVLOWAT is above 1
-	waited    bool      // the first wait is done
+	buf       [64]byte // Tor's answers (12 bytes, 14 with credentials); a longer one in turns
+	have, off int      // bytes peeked into buf (still in the socket); of them, handed out
+	raised    bool     // SO_RCVLOWAT is above 1
+	waited    bool     // the first wait is done
 }
 
 func (p *peekReader) Read(b []byte) (int, error) {

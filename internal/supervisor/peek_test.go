@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,7 @@ func TestPeekReaderHandshake(t *testing.T) {
 		name, answers, left string
 		ok, lowat           bool
 	}{
+		{"long name", "\x05\x00\x05\x00\x00\x03d" + strings.Repeat("a", 100) + "\x00\x50220 smtp", "220 smtp", true, true},
 		{"lowat", "\x05\x00\x05\x00\x00\x01\x01\x02\x03\x04\x00\x50SSH", "SSH", true, true},
 		{"ipv4", "\x05\x00\x05\x00\x00\x01\x01\x02\x03\x04\x00\x50", "", true, false},
 		{"banner", "\x05\x00\x05\x00\x00\x01\x01\x02\x03\x04\x00\x50SSH-2.0-x\r\n", "SSH-2.0-x\r\n", true, false},

@@ -34,8 +34,8 @@ import (
 // becomes the old one and the old one is dropped. A hit in the old generation moves the entry to
 // the current one, so sockets still in use survive a turn.
 type sockCache struct {
-	mu       sync.Mutex          // guards cur and old
-	cur, old map[uint64]sockInfo // cookie -> what the socket is (sandbox set)
+	mu       sync.Mutex        // guards cur and old
+	cur, old map[uint64]uint32 // cookie -> what the socket is (pack: 12 bytes an entry, not 56)
 }
 
 const sockCacheGen = 4096
@@ -63,29 +63,39 @@ func (sc *sockCache) put(fd, domain, typ, proto int) {
 }
 
 // add stores si (mu held).
-func (sc *sockCache) add(si sockInfo) {
+func (sc *sockCache) add(si sockInfo) { sc.addPacked(si.cookie, pack(si)) }
+
+func (sc *sockCache) addPacked(cookie uint64, v uint32) {
 	if len(sc.cur) >= sockCacheGen {
 		sc.old, sc.cur = sc.cur, nil
 	}
 	if sc.cur == nil {
-		sc.cur = make(map[uint64]sockInfo)
+		sc.cur = make(map[uint64]uint32)
 	}
-	sc.cur[si.cookie] = si
+	sc.cur[cookie] = v
 }
 
 // get returns what is known of the socket with this cookie.
 func (sc *sockCache) get(cookie uint64) (sockInfo, bool) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if si, ok := sc.cur[cookie]; ok {
-		return si, true
+	v, ok := sc.cur[cookie]
+	if !ok {
+		if v, ok = sc.old[cookie]; ok {
+			delete(sc.old, cookie)
+			sc.addPacked(cookie, v)
+		}
 	}
-	si, ok := sc.old[cookie]
-	if ok {
-		delete(sc.old, cookie)
-		sc.add(si)
+	if !ok {
+		return sockInfo{}, false
 	}
-	return si, ok
+	return sockInfo{domain: int(v >> 24), typ: int(v >> 16 & 0xff), proto: int(v & 0xffff), cookie: cookie, sandbox: true}, true
+}
+
+// pack is what sockCache keeps of si: family (AF_INET, AF_INET6), type (SOCK_STREAM,
+// SOCK_DGRAM) and protocol (TCP, UDP) in 8, 8 and 16 bits; every entry is of the sandbox.
+func pack(si sockInfo) uint32 {
+	return uint32(si.domain)<<24 | uint32(si.typ&0xff)<<16 | uint32(si.proto&0xffff)
 }
 
 // madeSockInfo is what a socket made in the sandbox by socket(domain, typ, proto) is, for the
