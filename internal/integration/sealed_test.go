@@ -532,3 +532,26 @@ func killSupervisor(t *testing.T, cmd *exec.Cmd, pw *os.File, out string, wait t
 	t.Logf("after the supervisor was killed: %s", res)
 	return res, strings.Fields(res)
 }
+
+// Nothing listens on Tor's SocksPort: a blocking connect on the sealed network fails with
+// ECONNREFUSED and one line says Tor cannot be reached (the refusal of the supervisor's own
+// connect, found by its first send: ownConnStart), and the socket stays unconnected.
+func TestSealedTorUnreachable(t *testing.T) {
+	env(t)
+	script := fmt.Sprintf(`
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+e = s.connect_ex((%q, 80))
+print("connect", e)
+try:
+    s.getpeername()
+except OSError as x:
+    print("peer", x.errno)
+`, netnstest.DestV4.String())
+	r := torsocks(t, []string{"TORSOCKS_SEALED_NETWORK=1", "TORSOCKS_TOR_PORT=9089"}, "python3", "-c", script)
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("connect %d", unix.ECONNREFUSED)) ||
+		!strings.Contains(r.stdout, fmt.Sprintf("peer %d", unix.ENOTCONN)) || !strings.Contains(r.stderr, "cannot reach Tor's SocksPort") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	noLeaks(t)
+}

@@ -166,6 +166,11 @@ type conn struct {
 	gen  uint32 // told apart from an earlier conn of the same slot in the events
 	done func()
 	end  bool // closed: events and pending work still queued for it are dropped
+	// out[i]: fd[i] is registered for EPOLLOUT too. A socket is registered for EPOLLIN alone at
+	// first: both are writable at once, and EPOLLOUT would wake the loop for every new
+	// connection to find nothing to read (a wake-up and two splice that said EAGAIN, per
+	// connection). It is added (blocked) when a transfer into the socket would block, and kept.
+	out [2]bool
 }
 
 // dir is one direction of a conn.
@@ -252,7 +257,7 @@ func (l *loop) add(a, b int, done func(), nonblocking bool) error {
 	l.mu.Unlock()
 	l.live.Add(1)
 	l.r.conns.Add(1)
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot << 1, Pad: int32(c.gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot << 1, Pad: int32(c.gen)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, a, &ev); err != nil {
 		// Nothing registered: the loop never saw this conn.
 		l.mu.Lock()
@@ -411,8 +416,7 @@ func (l *loop) pump(d *dir) error {
 		if d.n > 0 {
 			m, err := splice(d.p.r, d.dst, d.n)
 			if err == unix.EAGAIN {
-				d.waitDst = true
-				return nil
+				return l.blocked(d)
 			}
 			if err != nil {
 				return err
@@ -427,8 +431,7 @@ func (l *loop) pump(d *dir) error {
 		if len(d.held) > 0 {
 			m, err := send(d.dst, d.held)
 			if err == unix.EAGAIN {
-				d.waitDst = true
-				return nil
+				return l.blocked(d)
 			}
 			if err != nil {
 				return err
@@ -496,6 +499,28 @@ func (l *loop) pump(d *dir) error {
 		d.inQueue, d.queueGen = true, d.c.gen
 		l.pending = append(l.pending, d)
 	}
+	return nil
+}
+
+// blocked: d's destination said EAGAIN; d waits for it to be writable, which epoll is asked to
+// tell from now on (conn.out). epoll_ctl(MOD) polls the socket again and queues the event if
+// it is writable already (fs/eventpoll.c, ep_modify), so room made between the EAGAIN and the
+// MOD is not missed. An error (no memory) means: reset the conn.
+func (l *loop) blocked(d *dir) error {
+	d.waitDst = true
+	c := d.c
+	side := 0
+	if d.dst == c.fd[1] {
+		side = 1
+	}
+	if c.out[side] {
+		return nil
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: c.slot<<1 | int32(side), Pad: int32(c.gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, d.dst, &ev); err != nil {
+		return fmt.Errorf("relay: epoll_ctl: %w", err)
+	}
+	c.out[side] = true
 	return nil
 }
 

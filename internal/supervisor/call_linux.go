@@ -39,6 +39,9 @@ type call struct {
 	// unchecked: the pidfd was opened by openLater and no validity check has followed yet, so
 	// it is not known to name the calling thread (see openLater).
 	unchecked bool
+	// keep: pidfd is a thread pidfd of the real kernel, which close gives to pidfdCache;
+	// cached: it came from there, and no descriptor was copied through it yet (copyFD).
+	keep, cached bool
 
 	connectFirst bool // a connect folded into a send (MSG_FASTOPEN): never asynchronous
 	kept         bool // connectAsync kept the copy of the program's socket: connect must not close it
@@ -213,7 +216,11 @@ func (s *Supervisor) answer(c *call, r reply, err error) {
 // close closes what the call opened.
 func (c *call) close() {
 	if c.pidfd >= 0 {
-		unix.Close(c.pidfd)
+		if c.keep {
+			c.s.pidfds.give(c.tid, c.pidfd)
+		} else {
+			unix.Close(c.pidfd)
+		}
 		c.pidfd = -1
 	}
 }
@@ -274,12 +281,28 @@ func (c *call) open() error {
 // acts on nothing it took through the pidfd (getfdLater) before that read or write, and logs
 // nothing about it (a recycled id would name another process's descriptor): connect, which
 // reads the address next.
+//
+// The thread's pidfd kept from its previous call (pidfdCache, which says why that is as good)
+// is taken instead of a new one when there is one.
 func (c *call) openLater() error {
+	if fd := c.s.pidfds.take(c.tid); fd >= 0 {
+		c.pidfd, c.unchecked, c.keep, c.cached = fd, true, true, true
+		return nil
+	}
+	return c.openFresh()
+}
+
+// openFresh opens a new pidfd for the calling thread (unchecked, as openLater).
+func (c *call) openFresh() error {
 	fd, tgid, err := c.s.tr.OpenThread(c.tid)
 	if err != nil {
 		return err
 	}
 	c.pidfd, c.tgid, c.unchecked = fd, tgid, true
+	// seccomp.OpenThread says tgid 0 when it opened the thread itself (PIDFD_THREAD); its
+	// fallback names the process, which pidfdCache must never keep.
+	_, real := c.s.tr.(procTracee)
+	c.keep, c.cached = real && tgid == 0, false
 	return nil
 }
 
@@ -288,13 +311,35 @@ func (c *call) getfd(fd int) (int, error) {
 	if err := c.open(); err != nil {
 		return -1, err
 	}
-	return c.s.tr.GetFD(c.pidfd, fd)
+	return c.copyFD(fd, true)
 }
 
 // getfdLater is getfd with the check left to the next read or write (openLater).
 func (c *call) getfdLater(fd int) (int, error) {
 	if c.pidfd < 0 {
 		if err := c.openLater(); err != nil {
+			return -1, err
+		}
+	}
+	return c.copyFD(fd, false)
+}
+
+// copyFD copies descriptor fd through the call's pidfd. A cached pidfd whose thread is gone
+// (ESRCH: the calling thread has its id now) is replaced by a fresh one, checked before the copy
+// if checked says the caller had checked the old one (getfd), or left unchecked (getfdLater).
+func (c *call) copyFD(fd int, checked bool) (int, error) {
+	cp, err := c.s.tr.GetFD(c.pidfd, fd)
+	if err == nil || !c.cached || !isStale(err) {
+		c.cached = false
+		return cp, err
+	}
+	unix.Close(c.pidfd)
+	c.pidfd = -1
+	if err := c.openFresh(); err != nil {
+		return -1, err
+	}
+	if checked {
+		if err := c.open(); err != nil { // the check again, for the fresh pidfd
 			return -1, err
 		}
 	}
@@ -316,7 +361,17 @@ func (c *call) sockFor(fd int, forConnect bool) (cp int, si sockInfo, err error)
 	if err != nil {
 		return -1, si, err
 	}
-	if si, err = readSockInfo(cp, forConnect); err != nil {
+	// One getsockopt: a socket the supervisor made in the sandbox itself is known by its cookie
+	// (sockCache, which says why that is safe); the others are asked the rest.
+	cookie, err := unix.GetsockoptUint64(cp, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		unix.Close(cp)
+		return -1, si, fmt.Errorf("SO_COOKIE: %w", err)
+	}
+	if known, ok := c.s.socks.get(cookie); ok {
+		return cp, known, nil
+	}
+	if si, err = readSockInfo(cp, forConnect, cookie); err != nil {
 		unix.Close(cp)
 		return -1, si, err
 	}

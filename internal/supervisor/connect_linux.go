@@ -120,15 +120,21 @@ func (s *Supervisor) connect(c *call, fd int, addr, addrlen uint64) (reply, erro
 // connectInet serves a TCP connect (or Fast Open send) to dest: sockets of the sandbox (the
 // sealed network) by connectSealed, the others by connectTCP.
 func (s *Supervisor) connectInet(c *call, cp int, si sockInfo, dest netip.AddrPort) error {
-	if s.sealed(cp) {
+	if s.sealed(cp, si) {
 		return s.connectSealed(c, cp, si, dest)
 	}
 	return s.connectTCP(c, cp, si, dest)
 }
 
-// sealed reports whether the TCP socket cp lives in the sandbox (SealedNetwork).
-func (s *Supervisor) sealed(cp int) bool {
-	return s.opts.SealedNetwork && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp)
+// sealed reports whether the TCP socket cp (si) lives in the sandbox (SealedNetwork).
+func (s *Supervisor) sealed(cp int, si sockInfo) bool {
+	return s.opts.SealedNetwork && s.inSandbox(cp, si)
+}
+
+// inSandbox reports whether socket cp (si) lives in the sandbox: known from sockCache, or asked
+// of the kernel (SO_NETNS_COOKIE).
+func (s *Supervisor) inSandbox(cp int, si sockInfo) bool {
+	return s.opts.Sandbox != nil && (si.sandbox || s.opts.Sandbox.Contains(cp))
 }
 
 // connectSealed serves connect() on a TCP socket of the sandbox (the sealed network: drawn at
@@ -220,18 +226,80 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 	if s.opts.SocksRelay != nil {
 		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
 	}
-	fd, err := s.ownConn(c, target, expect)
+	var fd int
+	var err error
+	pending := false
+	if expect == nil {
+		fd, pending, err = s.ownConnStart(target)
+	} else {
+		fd, err = s.ownConn(c, target, expect)
+	}
 	if err != nil {
 		return -1, s.torUnreachable(err, target)
 	}
-	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true}
+	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true, pending: pending}
 	err = s.handshake(c, rc, dest, host)
 	if err != nil {
 		unix.Close(fd)
+		var pe *pendingError
+		if errors.As(err, &pe) {
+			// The connect to the SocksPort failed (or timed out), found by the first send.
+			err = pe.err
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = unix.ETIMEDOUT // as ownConn says it
+			}
+			return -1, s.torUnreachable(err, target)
+		}
 		return -1, err
 	}
 	return fd, nil
 }
+
+// ownConnStart starts connecting a new socket of the supervisor's own, on the host network, to
+// target and does not wait: pending says the connect is in progress (EINPROGRESS), and the
+// caller's first send on it (rawConn with pending) waits for it and reports its error. On
+// loopback, where Tor's SocksPort usually is, the handshake has completed by the time connect
+// returns, so the first send just goes, where waiting was a poll and a getsockopt(SO_ERROR).
+// A send on a connecting TCP socket is a wait for the connection (tcp_sendmsg_locked,
+// sk_stream_wait_connect): with MSG_DONTWAIT it says EAGAIN while SYN_SENT, the connect's error
+// once it failed (sock_error, then EPIPE without one), and sends once established.
+func (s *Supervisor) ownConnStart(target netip.AddrPort) (fd int, pending bool, err error) {
+	domain := unix.AF_INET
+	if !target.Addr().Unmap().Is4() {
+		domain = unix.AF_INET6
+	}
+	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
+	fd, err = unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		if why := outOfDescriptors(err); why != "" {
+			return -1, false, &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: why, pc: caller()}
+		}
+		return -1, false, err
+	}
+	tuneLoopbackUp(fd, target)
+	sa, _ := toSockaddr(domain, target)
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch err {
+	case nil:
+		return fd, false, nil
+	case unix.EINPROGRESS, unix.EALREADY:
+		return fd, true, nil
+	}
+	unix.Close(fd)
+	return -1, false, err
+}
+
+// pendingError is the error of a connect found by the first send on its socket (rawConn with
+// pending): the connect's, not the send's.
+type pendingError struct{ err error }
+
+func (e *pendingError) Error() string { return e.err.Error() }
+func (e *pendingError) Unwrap() error { return e.err }
 
 // ownConn connects a new socket of the supervisor's own, on the host network, to target (through
 // expect's gate when set), waiting as a proxied connect waits: within ConnectTimeout, giving up
@@ -297,8 +365,9 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 		unix.Close(up)
 		return fail(err)
 	}
-	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once.
-	tuneInner(in)
+	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once (in has
+	// TCP_NODELAY from the inner listener, openInner).
+	innerCongestion(in)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
 	// Both are non-blocking: in from accept4, up from ownConn.
@@ -420,6 +489,22 @@ func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host s
 		_, err := socks5.Handshake(rc, req, auth)
 		return err
 	}
+	if rc.own {
+		// The supervisor's own socket: the answers are peeked and only the handshake's bytes
+		// taken (peekReader), with the low-water mark below raised for the first wait only.
+		pr := &peekReader{rc: rc}
+		if auth == nil && unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4) == nil {
+			pr.raised = true
+		}
+		_, err := socks5.HandshakePipelined(struct {
+			io.Reader
+			io.Writer
+		}{pr, rc}, req, auth)
+		if err == nil {
+			err = pr.done()
+		}
+		return err // on error the socket is closed: its mark does not matter
+	}
 	// Pipelined: every answer comes after one round trip. Raising the socket's receive low-water
 	// mark to the shortest complete answer prefix (method selection, the auth status if any, the
 	// reply header) makes poll wake once for all of it instead of once for the method selection
@@ -427,10 +512,7 @@ func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host s
 	// as it was; nothing else uses the socket meanwhile (the program is inside connect).
 	// Only without credentials: with them the method selection comes alone first.
 	lowat := auth == nil
-	old, gerr := 1, error(nil) // the supervisor's own socket has the default
-	if !rc.own {
-		old, gerr = unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
-	}
+	old, gerr := unix.GetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT)
 	if gerr == nil && lowat {
 		unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4)
 	}
@@ -568,6 +650,9 @@ type rawConn struct {
 	fd, pidfd int
 	deadline  time.Time
 	own       bool // fd is a socket of the supervisor's own (ownConn), with default options
+	// pending: fd's connect is in progress (ownConnStart); the first Write waits for it, and
+	// an error before anything was sent is the connect's (a *pendingError).
+	pending bool
 }
 
 func (r *rawConn) Read(p []byte) (int, error) {
@@ -598,15 +683,24 @@ func (r *rawConn) Write(p []byte) (int, error) {
 		switch {
 		case err == nil:
 			done += n
+			r.pending = false
 		case err == unix.EAGAIN || err == unix.EINTR:
 			if err := r.wait(unix.POLLOUT); err != nil {
-				return done, err
+				return done, r.connectErr(err)
 			}
 		default:
-			return done, err
+			return done, r.connectErr(err)
 		}
 	}
 	return done, nil
+}
+
+// connectErr is err, as the connect's error (*pendingError) while the connect is pending.
+func (r *rawConn) connectErr(err error) error {
+	if r.pending {
+		return &pendingError{err: err}
+	}
+	return err
 }
 
 func (r *rawConn) wait(events int16) error {
@@ -650,6 +744,102 @@ func (r *rawConn) wait(events int16) error {
 			return nil
 		}
 	}
+}
+
+// peekReader reads the SOCKS5 answers on the supervisor's own socket to Tor (rc) with as few
+// system calls as it can: it waits for data first (right after the request nothing has come
+// yet), then peeks at everything there is (MSG_PEEK) and hands it out from its buffer. Only the
+// bytes handed out are taken off the socket (consume): socks5's handshake reads exactly its
+// answers and never a byte more, so what follows the reply (a server that speaks first: an SSH
+// or SMTP banner) stays in the socket for the relay.
+//
+// With raised, the caller has set the socket's SO_RCVLOWAT to the shortest complete answer
+// prefix (see handshake), so that the first wait wakes once for the method selection and the
+// reply, which Tor sends a circuit's round trip apart. Any later wait (a reply cut in pieces)
+// lowers it back to 1 first, so that a short tail cannot stay below the mark; done lowers it at
+// the latest, before the relay gets the socket. The common case is setsockopt, poll, one peek,
+// one recv and setsockopt, where reading field by field was two more recv and one that found
+// nothing.
+//
+// Never on the program's socket: its options are the program's.
+type peekReader struct {
+	rc        *rawConn
+	buf       [64]byte // Tor's answers (12 bytes, 14 with credentials); a longer one in turns
+	have, off int      // bytes peeked into buf (still in the socket); of them, handed out
+	raised    bool     // SO_RCVLOWAT is above 1
+	waited    bool     // the first wait is done
+}
+
+func (p *peekReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	for p.off == p.have {
+		// All that was peeked is the handshake's: take it off the socket before waiting, or
+		// poll would find it and not wait.
+		if err := p.consume(); err != nil {
+			return 0, err
+		}
+		if p.waited {
+			if err := p.lower(); err != nil {
+				return 0, err
+			}
+		}
+		if err := p.rc.wait(unix.POLLIN); err != nil {
+			return 0, err
+		}
+		p.waited = true
+		n, _, err := unix.Recvfrom(p.rc.fd, p.buf[:], unix.MSG_DONTWAIT|unix.MSG_PEEK)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		default:
+			p.have = n
+		}
+	}
+	n := copy(b, p.buf[p.off:p.have])
+	p.off += n
+	return n, nil
+}
+
+// consume takes the bytes handed out off the socket (they were peeked: they are there).
+func (p *peekReader) consume() error {
+	for p.off > 0 {
+		n, _, err := unix.Recvfrom(p.rc.fd, p.buf[:p.off], unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("taking the SOCKS5 answers off the socket: %w", err)
+		case n != p.off:
+			return fmt.Errorf("taking the SOCKS5 answers off the socket: %d bytes of %d", n, p.off)
+		}
+		p.have, p.off = 0, 0
+	}
+	return nil
+}
+
+// lower puts SO_RCVLOWAT back to its default, 1, if it was raised.
+func (p *peekReader) lower() error {
+	if !p.raised {
+		return nil
+	}
+	if err := unix.SetsockoptInt(p.rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); err != nil {
+		return fmt.Errorf("SO_RCVLOWAT: %w", err)
+	}
+	p.raised = false
+	return nil
+}
+
+// done ends a handshake that succeeded: its bytes taken, the mark back to 1.
+func (p *peekReader) done() error {
+	if err := p.consume(); err != nil {
+		return err
+	}
+	return p.lower()
 }
 
 // The connects that do not go through Tor.
@@ -761,7 +951,7 @@ func disconnect(fd int) error {
 // but DNS) are logged by the DNS server's catch-all, and the program's next receive on a connected
 // socket fails with ECONNREFUSED. The connect is made on the copy (see copy_linux.go).
 func (s *Supervisor) connectUDP(c *call, cp int, si sockInfo, raw []byte) (reply, error) {
-	if s.opts.Sandbox == nil || !s.opts.Sandbox.Contains(cp) {
+	if !s.inSandbox(cp, si) {
 		return reply{}, refused(unix.EPERM, "connect on a UDP or raw socket refused: Tor carries TCP only")
 	}
 	if s.opts.UDPLoopback != nil {

@@ -126,6 +126,9 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 		return reply{}, refused(d.Errno, d.Reason)
 	case d.Action == policy.Sandboxed && s.opts.Sandbox != nil:
 		fd, err = s.opts.Sandbox.Socket(domain, typ, proto)
+		if err == nil {
+			s.socks.put(fd, domain, typ, proto)
+		}
 	case d.Action == policy.Direct && (viaMemory || s.opts.SealedNetwork):
 		// SealedNetwork without a sandbox notifies TCP sockets all the same: made here, on the
 		// host network, as the kernel would have.
@@ -200,7 +203,7 @@ func (s *Supervisor) listen(c *call, fd, backlog int) (reply, error) {
 		if d := s.pol.Listen(local); d.Action == policy.Refuse {
 			return reply{}, refused(d.Errno, d.Reason)
 		}
-		if si.isTCP() && s.sealed(cp) {
+		if si.isTCP() && s.sealed(cp, si) {
 			return s.listenSealed(c, cp, si, local, backlog)
 		}
 	}

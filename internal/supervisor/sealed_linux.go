@@ -173,6 +173,9 @@ func (s *Supervisor) openInner(l *innerListener) error {
 	// bound, and the kernel prefers the listener bound to the exact address for dest.
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	// The connections accepted from it have TCP_NODELAY from it (innerCongestion): once here,
+	// not once per connection.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if domain == unix.AF_INET6 {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
 		// An IPv6 address must be on an interface to be bound, the sandbox's local ::/0 route
@@ -261,6 +264,14 @@ func (s *Supervisor) join(c *call, cp int, si sockInfo, l *innerListener) (int, 
 // set on each, by setsockopt.
 func tuneInner(in int) {
 	unix.SetsockoptInt(in, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	innerCongestion(in)
+}
+
+// innerCongestion is tuneInner without TCP_NODELAY, for a socket accepted from an inner listener
+// (openInner), which has it from the listener: an accepted TCP socket is a copy of its listener
+// (tcp_create_openreq_child clones it, sk_clone_lock, and does not reset nonagle);
+// TestAcceptedInheritsNodelay checks it on the running kernel.
+func innerCongestion(in int) {
 	switch innerDefault.Load() {
 	case ccUnknown:
 		if cc, err := unix.GetsockoptString(in, unix.IPPROTO_TCP, unix.TCP_CONGESTION); err == nil && cc == sandbox.LoopbackCongestion {

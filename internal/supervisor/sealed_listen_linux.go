@@ -643,7 +643,7 @@ func (s *Supervisor) bind(c *call, fd int, addr, addrlen uint64) (reply, error) 
 		return reply{}, fromErr("bind", err)
 	}
 	defer unix.Close(cp)
-	if !si.isTCP() || !s.sealed(cp) {
+	if !si.isTCP() || !s.sealed(cp, si) {
 		return letRun(), nil
 	}
 	raw, err := c.read(addr, int(min(addrlen, maxSockaddrLen)))

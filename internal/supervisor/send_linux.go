@@ -47,7 +47,7 @@ func (s *Supervisor) send(c *call, a sendArgs) (reply, error) {
 	}
 	defer unix.Close(cp)
 	local := si.domain == unix.AF_UNIX || si.domain == unix.AF_NETLINK ||
-		(!si.isTCP() && s.opts.Sandbox != nil && s.opts.Sandbox.Contains(cp))
+		(!si.isTCP() && s.inSandbox(cp, si))
 	if !si.isTCP() && !local {
 		return reply{}, refused(unix.EPERM, "send on a non-TCP internet socket refused: Tor carries TCP only")
 	}

@@ -14,6 +14,9 @@ import (
 type sockInfo struct {
 	domain, typ, proto int
 	cookie             uint64
+	// sandbox: known to be a socket the supervisor made in the sandbox (sockCache), so
+	// Sandbox.Contains need not ask; false says nothing.
+	sandbox bool
 }
 
 func (si sockInfo) isInet() bool { return si.domain == unix.AF_INET || si.domain == unix.AF_INET6 }
@@ -21,13 +24,14 @@ func (si sockInfo) isTCP() bool {
 	return si.isInet() && si.typ == unix.SOCK_STREAM && si.proto == unix.IPPROTO_TCP
 }
 
-func getSockInfo(fd int) (sockInfo, error) { return readSockInfo(fd, false) }
+func getSockInfo(fd int) (sockInfo, error) { return readSockInfo(fd, false, 0) }
 
 // readSockInfo is getSockInfo; with forConnect, a datagram socket's protocol and cookie are left
 // 0, unread: connect decides on one by its family and namespace alone (connectUDP, connectCopy)
 // and never registers it. Two getsockopt less per UDP connect, which every name lookup makes.
-func readSockInfo(fd int, forConnect bool) (sockInfo, error) {
-	var si sockInfo
+// cookie, when not 0, is fd's SO_COOKIE, read already.
+func readSockInfo(fd int, forConnect bool, cookie uint64) (sockInfo, error) {
+	si := sockInfo{cookie: cookie}
 	var err error
 	if si.domain, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
 		return si, fmt.Errorf("SO_DOMAIN: %w", err)
@@ -41,7 +45,7 @@ func readSockInfo(fd int, forConnect bool) (sockInfo, error) {
 	if si.proto, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil {
 		return si, fmt.Errorf("SO_PROTOCOL: %w", err)
 	}
-	if si.isInet() {
+	if si.isInet() && si.cookie == 0 {
 		if si.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
 			return si, fmt.Errorf("SO_COOKIE: %w", err)
 		}

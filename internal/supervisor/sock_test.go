@@ -153,3 +153,46 @@ func TestRawSockNames(t *testing.T) {
 		t.Errorf("unix socket: %v %v, want no inet address", ap, err)
 	}
 }
+
+// TestAcceptedInheritsNodelay: a socket accepted from a listener with TCP_NODELAY has it too, and
+// one from a listener without it has not (what innerCongestion relies on), IPv4 and IPv6.
+func TestAcceptedInheritsNodelay(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		for _, nodelay := range []int{0, 1} {
+			ap := netip.MustParseAddrPort(addr)
+			domain := unix.AF_INET
+			if ap.Addr().Is6() {
+				domain = unix.AF_INET6
+			}
+			ln, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(ln)
+			if err := unix.SetsockoptInt(ln, unix.IPPROTO_TCP, unix.TCP_NODELAY, nodelay); err != nil {
+				t.Fatal(err)
+			}
+			sa, _ := toSockaddr(domain, ap)
+			if err := unix.Bind(ln, sa); err != nil {
+				t.Skipf("bind %s: %v", addr, err)
+			}
+			unix.Listen(ln, 1)
+			lnAddr, _ := sockName(unix.SYS_GETSOCKNAME, ln)
+			cl, _ := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			defer unix.Close(cl)
+			sa, _ = toSockaddr(domain, lnAddr)
+			if err := unix.Connect(cl, sa); err != nil {
+				t.Fatal(err)
+			}
+			fd, _, err := accept4(ln, unix.SOCK_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			got, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			if err != nil || (got != 0) != (nodelay != 0) {
+				t.Errorf("%s: listener TCP_NODELAY %d, accepted socket %d (%v)", addr, nodelay, got, err)
+			}
+		}
+	}
+}

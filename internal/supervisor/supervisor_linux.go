@@ -120,6 +120,8 @@ type Supervisor struct {
 	innerIdle idleList[*innerListener]          // those with no use (idle.go)
 	peak      atomic.Int64                      // largest registry size seen after an Add
 	async     asyncState                        // asynchronous connects (async_linux.go)
+	socks     sockCache                         // the sockets made in the sandbox, by cookie (sockcache_linux.go)
+	pidfds    pidfdCache                        // the threads' pidfds between their calls (pidfds_linux.go)
 
 	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
 
@@ -166,6 +168,7 @@ func New(k Kernel, opts Options) *Supervisor {
 		iso:  map[int]isoCredential{},
 	}
 	s.role.max = opts.MaxInflight
+	s.pidfds.max = pidfdCacheSize()
 	s.innerIdle.keep, s.innerIdle.max = innerIdle, maxIdleInner
 	s.async.holdIdle.keep, s.async.holdIdle.max = holdIdleTime, maxIdleHolds
 	s.role.spawn = s.startWorker
