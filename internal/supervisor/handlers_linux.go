@@ -126,9 +126,6 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 		return reply{}, refused(d.Errno, d.Reason)
 	case d.Action == policy.Sandboxed && s.opts.Sandbox != nil:
 		fd, err = s.opts.Sandbox.Socket(domain, typ, proto)
-		if err == nil {
-			s.socks.put(fd, domain, typ, proto)
-		}
 	case d.Action == policy.Direct && (viaMemory || s.opts.SealedNetwork):
 		// SealedNetwork without a sandbox notifies TCP sockets all the same: made here, on the
 		// host network, as the kernel would have.
@@ -144,6 +141,9 @@ func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (re
 			}
 			return unix.Socket(domain, typ, proto)
 		})
+	}
+	if err == nil && d.Action == policy.Sandboxed {
+		s.socks.put(fd, domain, typ, proto) // connect knows it by its cookie (sockcache_linux.go)
 	}
 	if err != nil {
 		// The supervisor's own table full is not the program's: ENOBUFS (socket(2): "the socket
