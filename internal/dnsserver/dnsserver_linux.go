@@ -32,6 +32,7 @@ import (
 	"github.com/gotorsocks/torsocks/internal/acceptloop"
 	"github.com/gotorsocks/torsocks/internal/portgate"
 	"github.com/gotorsocks/torsocks/internal/sandbox"
+	"github.com/gotorsocks/torsocks/internal/sockaddr"
 )
 
 // Answerer answers one DNS query message; nil means drop it.
@@ -382,7 +383,7 @@ func (s *Server) ServeSide(fd int) {
 // read-held.
 func (s *Server) sendSide(u *udpSocket, r []byte, dst net.IP, to *unix.RawSockaddrAny, toLen uint32) {
 	if err := sendmsgRaw(u.fd, r, u.from(dst), to, toLen); err != nil {
-		s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", rawAddrPort(to), err))
+		s.log.Warn(fmt.Sprintf("DNS answer to %v: %v", sockaddr.AddrPort(to), err))
 	}
 }
 
@@ -420,21 +421,6 @@ func sendmsgRaw(fd int, p, oob []byte, to *unix.RawSockaddrAny, toLen uint32) er
 		return errno
 	}
 	return nil
-}
-
-// rawAddrPort is the inet address of a raw one (the zero AddrPort for another family), for logs.
-func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
-	switch rsa.Addr.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
-	case unix.AF_INET6:
-		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
-	}
-	return netip.AddrPort{}
 }
 
 // dst4 and dst6 read the IP_PKTINFO / IPV6_PKTINFO destination (what a malformed message list

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/sockaddr"
 )
 
 // sockInfo is what the kernel says about a socket: the only trustworthy basis for a decision.
@@ -185,7 +187,7 @@ func sockName(nr uintptr, fd int) (netip.AddrPort, error) {
 	if errno != 0 {
 		return netip.AddrPort{}, errno
 	}
-	return rawAddrPort(&rsa), nil
+	return sockaddr.AddrPort(&rsa), nil
 }
 
 // accept4 is unix.Accept4 returning the peer's inet address.
@@ -196,7 +198,7 @@ func accept4(fd, flags int) (int, netip.AddrPort, error) {
 	if errno != 0 {
 		return -1, netip.AddrPort{}, errno
 	}
-	return int(nfd), rawAddrPort(&rsa), nil
+	return int(nfd), sockaddr.AddrPort(&rsa), nil
 }
 
 // recvmsgFrom is unix.Recvmsg returning the source's inet address.
@@ -213,20 +215,5 @@ func recvmsgFrom(fd int, p, oob []byte, flags int) (n, oobn int, from netip.Addr
 	if errno != 0 {
 		return 0, 0, netip.AddrPort{}, errno
 	}
-	return int(r), int(msg.Controllen), rawAddrPort(&rsa), nil
-}
-
-// rawAddrPort converts an AF_INET or AF_INET6 address (the zero AddrPort for another family).
-func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
-	switch rsa.Addr.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
-	case unix.AF_INET6:
-		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
-	}
-	return netip.AddrPort{}
+	return int(r), int(msg.Controllen), sockaddr.AddrPort(&rsa), nil
 }
