@@ -34,18 +34,7 @@ func TestReportConcurrent(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build goconn: %v\n%s", err, out)
 	}
-	// Every connect leaves TIME_WAIT sockets for 60 s (the program's, on the way to the SOCKS
-	// server, and the SOCKS server's, bound to its source address, on the way to the
-	// destination): rounds of 16 x 500 connects a way would run out of source ports, and before
-	// that the kernel's port search would dominate every proxied row. In the test's own network
-	// namespace: a wider range, TIME_WAIT ports reused after 1 ms instead of 1 s, and at most
-	// 20 000 TIME_WAIT sockets kept (the state a connection-heavy program leaves; the sock_diag
-	// sweeps of the registry used to walk them all).
-	for f, v := range map[string]string{"ip_local_port_range": "1024 65535", "tcp_tw_reuse": "1", "tcp_tw_reuse_delay": "1", "tcp_max_tw_buckets": "20000"} {
-		if err := os.WriteFile("/proc/sys/net/ipv4/"+f, []byte(v), 0o644); err != nil {
-			t.Logf("sysctl %s: %v", f, err)
-		}
-	}
+	// The test namespace's port range and TIME_WAIT reuse: see setup.
 	threads, per, rounds := envInt("BENCH_THREADS", 16), envInt("BENCH_PER_THREAD", 500), envInt("BENCH_ROUNDS", 5)
 	type cway struct {
 		name    string
