@@ -310,11 +310,12 @@ func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)
 		domain = unix.AF_INET6
 	}
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
-	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	open := func() (int, error) {
+		return unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	}
+	fd, err := open()
 	if isOutOfDescriptors(err) {
-		fd, err = s.whenDescriptorsFree(c, err, func() (int, error) {
-			return unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		})
+		fd, err = s.whenDescriptorsFree(c, err, open)
 	}
 	if err != nil {
 		if why := outOfDescriptors(err); why != "" {

@@ -119,28 +119,23 @@ func (s *Supervisor) socketcall(c *call) (reply, error) {
 // thread swap them). Sockets made here are installed in the program with ADDFD.
 func (s *Supervisor) socket(c *call, domain, typ, proto int, viaMemory bool) (reply, error) {
 	d := s.pol.Socket(domain, typ, proto)
-	var fd int
-	var err error
+	var create func() (int, error)
 	switch {
 	case d.Action == policy.Refuse:
 		return reply{}, refused(d.Errno, d.Reason)
 	case d.Action == policy.Sandboxed && s.opts.Sandbox != nil:
-		fd, err = s.opts.Sandbox.Socket(domain, typ, proto)
+		create = func() (int, error) { return s.opts.Sandbox.Socket(domain, typ, proto) }
 	case d.Action == policy.Direct && (viaMemory || s.opts.SealedNetwork):
 		// SealedNetwork without a sandbox notifies TCP sockets all the same: made here, on the
 		// host network, as the kernel would have.
-		fd, err = unix.Socket(domain, typ, proto)
+		create = func() (int, error) { return unix.Socket(domain, typ, proto) }
 	default:
 		// The filter notifies only sockets it does not allow; policy and filter disagree.
 		return reply{}, refused(unix.EPERM, fmt.Sprintf("socket(%d, %d, %d) refused: internal policy mismatch", domain, typ, proto))
 	}
+	fd, err := create()
 	if isOutOfDescriptors(err) {
-		fd, err = s.whenDescriptorsFree(c, err, func() (int, error) {
-			if d.Action == policy.Sandboxed {
-				return s.opts.Sandbox.Socket(domain, typ, proto)
-			}
-			return unix.Socket(domain, typ, proto)
-		})
+		fd, err = s.whenDescriptorsFree(c, err, create)
 	}
 	if err == nil && d.Action == policy.Sandboxed {
 		s.socks.put(fd, domain, typ, proto) // connect knows it by its cookie (sockcache_linux.go)
