@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gotorsocks/torsocks/internal/netnstest"
+	"github.com/gotorsocks/torsocks/internal/socks5test"
 )
 
 // SealedNetwork 1 (issue 10): the program's TCP sockets live in the sandbox network namespace and
@@ -390,6 +391,49 @@ print("bad", bad)
 	noLeaks(t)
 }
 
+// A blocking connect that Tor refuses, after the supervisor joined the program's socket to its
+// inner endpoint while it waited for Tor's answer (connectSealed): the program sees what a
+// refused connect leaves, and nothing of the join: ECONNREFUSED, no pending error (SO_ERROR 0),
+// no peer (ENOTCONN), and the same socket connects again and carries data. The second of three
+// connects of a row takes a SocksPort connection made ahead (torpool_linux.go).
+func TestSealedRefusedThenReused(t *testing.T) {
+	env(t)
+	script := `
+import socket, sys
+for host, fam in ((sys.argv[1], socket.AF_INET), (sys.argv[2], socket.AF_INET6)):
+    for i in range(3):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        e = s.connect_ex((host, 81))
+        print(host, "refused", e, "so_error", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), flush=True)
+        try:
+            s.getpeername()
+            print(host, "peer", "set")
+        except OSError as x:
+            print(host, "peer", x.errno)
+        s.connect((host, 80))
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        body = s.recv(4096).decode()
+        print(host, "canary" in body, s.getpeername()[1], flush=True)
+        s.close()
+`
+	r := torsocks(t, sealedEnv, "python3", "-c", script, netnstest.DestV4.String(), netnstest.DestV6.String())
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, host := range []string{netnstest.DestV4.String(), netnstest.DestV6.String()} {
+		for _, want := range []string{
+			fmt.Sprintf("%s refused %d so_error 0\n", host, unix.ECONNREFUSED),
+			fmt.Sprintf("%s peer %d\n", host, unix.ENOTCONN),
+			fmt.Sprintf("%s True 80\n", host),
+		} {
+			if n := strings.Count(r.stdout, want); n != 3 {
+				t.Errorf("%q %d times, want 3:\n%s\n%s", want, n, r.stdout, r.stderr)
+			}
+		}
+	}
+	noLeaks(t)
+}
+
 // The supervisor killed while connections are relayed: the program's connections fail (EOF or
 // reset), its next connect fails, and nothing reaches any destination around Tor: no canary, and
 // no packet on the attack interface nor one with IP options on lo (attackSniffer).
@@ -552,6 +596,77 @@ except OSError as x:
 	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("connect %d", unix.ECONNREFUSED)) ||
 		!strings.Contains(r.stdout, fmt.Sprintf("peer %d", unix.ENOTCONN)) || !strings.Contains(r.stderr, "cannot reach Tor's SocksPort") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	noLeaks(t)
+}
+
+// The SocksPort connections the supervisor makes ahead (torpool_linux.go) die with the SOCKS
+// server that accepted them (Tor restarted): the next connect does not take a dead one, it
+// connects anew and succeeds. The program connects once (which fills the pool: one connection,
+// then torPoolSize made ahead), the test restarts the server on the same port once it has
+// accepted them all, and the program connects again.
+func TestSealedPooledTorConnDied(t *testing.T) {
+	env(t)
+	const port = "9071"
+	start := func() *socks5test.Server {
+		s, err := socks5test.Start(socks5test.Options{Listen: []string{"127.0.0.1:" + port}, SourceV4: netnstest.SocksSrcV4, SourceV6: netnstest.SocksSrcV6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := start()
+	defer first.Close()
+	script := `
+import socket, sys
+def get(n):
+    s = socket.create_connection((sys.argv[1], 80))
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    print(n, "canary" in s.recv(4096).decode(), flush=True)
+    s.close()
+get("one")
+sys.stdin.readline()
+get("two")
+`
+	cmd := exec.Command(torsocksBin, "python3", "-c", script, netnstest.DestV4.String())
+	cmd.Env = append(os.Environ(), "TORSOCKS_SEALED_NETWORK=1", "TORSOCKS_TOR_PORT="+port)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
+	if line != "one True\n" {
+		t.Fatalf("first connect: %q %v\n%s", line, err, stderr.String())
+	}
+	// One connection for the connect, four made ahead (torPoolSize).
+	if !first.WaitAccepted(5, 20*time.Second) {
+		t.Fatalf("the SOCKS server accepted %d connections, want 5", first.Accepted())
+	}
+	first.Close()
+	second := start()
+	defer second.Close()
+	io.WriteString(stdin, "go\n")
+	line, err = out.ReadString('\n')
+	if line != "two True\n" {
+		t.Fatalf("second connect: %q %v\n%s", line, err, stderr.String())
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if n := len(second.Requests()); n != 1 {
+		t.Errorf("%d requests to the restarted server, want 1", n)
 	}
 	noLeaks(t)
 }

@@ -144,6 +144,29 @@ func (s *Server) MaxInFlight() int {
 	return s.maxInFlight
 }
 
+// Accepted is how many connections the server's listeners have accepted in all.
+func (s *Server) Accepted() int {
+	n := 0
+	for _, k := range s.sinks {
+		n += k.Accepted()
+	}
+	return n
+}
+
+// WaitAccepted waits until the listeners have accepted n connections in all, for at most
+// timeout, and reports whether they have.
+func (s *Server) WaitAccepted(n int, timeout time.Duration) bool {
+	if len(s.sinks) == 1 {
+		return s.sinks[0].WaitAccepted(n, timeout)
+	}
+	for deadline := time.Now().Add(timeout); s.Accepted() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 // Close stops the listeners, closes every live connection and waits for all goroutines.
 func (s *Server) Close() error {
 	s.once.Do(func() {

@@ -343,32 +343,54 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
 	}
 	target = unmap(target)
-	pc, err := torSocket(target, expect, p.deadline)
-	if err != nil {
-		// As a net.Dialer's error was: its errno, ETIMEDOUT at the deadline.
-		errno := unix.ECONNREFUSED
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			errno = unix.ETIMEDOUT
-		} else {
-			errors.As(err, &errno)
-		}
-		return -1, s.torUnreachable(errno, target)
-	}
 	req := socks5.Request{Cmd: socks5.CmdConnect, Host: p.host, Port: p.dest.Port()}
 	if req.Host == "" {
 		req.Host = p.dest.Addr().WithZone("").String()
 	}
-	// No call: this runs after the connect was answered, on a goroutine of its own.
-	if s.opts.StepByStep {
-		_, err = socks5.Handshake(pc, req, p.auth)
-	} else {
-		_, err = socks5.HandshakePipelined(pc, req, p.auth)
+	if expect == nil {
+		defer s.torPool.refill(s, target)
 	}
-	if err != nil {
+	for {
+		// A connection made ahead (torpool_linux.go) if there is one.
+		var pc *polledConn
+		var err error
+		pooled := false
+		if expect == nil {
+			if fd := s.torPool.get(); fd >= 0 {
+				unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+				if pc, err = newPolledConn(fd, p.deadline); err != nil {
+					return -1, err // fd closed with the file
+				}
+				pooled = true
+			}
+		}
+		if pc == nil {
+			if pc, err = torSocket(target, expect, p.deadline); err != nil {
+				// As a net.Dialer's error was: its errno, ETIMEDOUT at the deadline.
+				errno := unix.ECONNREFUSED
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					errno = unix.ETIMEDOUT
+				} else {
+					errors.As(err, &errno)
+				}
+				return -1, s.torUnreachable(errno, target)
+			}
+		}
+		// No call: this runs after the connect was answered, on a goroutine of its own.
+		if s.opts.StepByStep {
+			_, err = socks5.Handshake(pc, req, p.auth)
+		} else {
+			_, err = socks5.HandshakePipelined(pc, req, p.auth)
+		}
+		if err == nil {
+			return pc.detach()
+		}
 		pc.f.Close()
-		return -1, err
+		if !pooled || !closedBeforeRequest(err) {
+			return -1, err
+		}
+		// Made ahead, and closed by the SocksPort since get found it alive: on a new one.
 	}
-	return pc.detach()
 }
 
 // polledConn is a non-blocking socket of the supervisor's own registered with the Go runtime's

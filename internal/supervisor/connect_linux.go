@@ -201,14 +201,34 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 	if host != "" {
 		target = fmt.Sprintf("%s:%d (stand-in %s)", host, dest.Port(), dest.Addr())
 	}
-	up, err := s.torConn(c, dest, host)
+	// The program's socket is joined to its inner endpoint while Tor's answer is awaited: the
+	// join does not depend on it, and it is undone if Tor refuses (unjoin).
+	in, joined := -1, false
+	var joinErr error
+	up, err := s.torConn(c, dest, host, func() {
+		in, joinErr = s.joinInner(c, cp, si, joinDest)
+		joined = true
+	})
 	if err != nil {
+		if in >= 0 {
+			unjoin(cp, in)
+		}
 		if release != nil {
 			release()
 		}
 		return proxyFailed(target, err)
 	}
-	if err := s.joinRelay(c, cp, si, joinDest, up, release); err != nil {
+	if !joined {
+		in, joinErr = s.joinInner(c, cp, si, joinDest) // the handshake never waited
+	}
+	if joinErr != nil {
+		unix.Close(up)
+		if release != nil {
+			release()
+		}
+		return joinErr
+	}
+	if err := s.relayJoin(dest, in, up, release); err != nil {
 		return err
 	}
 	s.proxied.Add(1)
@@ -219,28 +239,54 @@ func (s *Supervisor) connectSealed(c *call, cp int, si sockInfo, dest netip.Addr
 }
 
 // torConn is the supervisor's own connection through Tor to dest (or host, by name): connected to
-// the SocksPort and past the SOCKS5 handshake.
-func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, error) {
+// the SocksPort and past the SOCKS5 handshake. meanwhile, if set, runs once the request is sent,
+// before the first wait for Tor's answer (not at all if the handshake fails before that).
+func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string, meanwhile func()) (int, error) {
 	target := s.opts.Socks
 	var expect func(uint16)
 	if s.opts.SocksRelay != nil {
 		target, expect = s.opts.SocksRelay.Addr(), s.opts.SocksRelay.Expect
 	}
-	var fd int
-	var err error
-	pending := false
 	if expect == nil {
-		fd, pending, err = s.ownConnStart(target)
-	} else {
-		fd, err = s.ownConn(c, target, expect)
+		// The pool's refill waits until the request is out too; meanwhile runs once, even if
+		// the request is sent twice (below).
+		then, ran := meanwhile, false
+		meanwhile = func() {
+			if ran {
+				return
+			}
+			ran = true
+			s.torPool.refill(s, target)
+			if then != nil {
+				then()
+			}
+		}
 	}
-	if err != nil {
-		return -1, s.torUnreachable(err, target)
-	}
-	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true, pending: pending}
-	err = s.handshake(c, rc, dest, host)
-	if err != nil {
+	for {
+		var fd int
+		var err error
+		pending, pooled := false, false
+		if expect == nil {
+			if fd = s.torPool.get(); fd >= 0 {
+				pooled = true
+			} else {
+				fd, pending, err = s.ownConnStart(target)
+			}
+		} else {
+			fd, err = s.ownConn(c, target, expect)
+		}
+		if err != nil {
+			return -1, s.torUnreachable(err, target)
+		}
+		rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout), own: true, pending: pending}
+		err = s.handshake(c, rc, dest, host, meanwhile)
+		if err == nil {
+			return fd, nil
+		}
 		unix.Close(fd)
+		if pooled && closedBeforeRequest(err) {
+			continue // the request again, on a new connection
+		}
 		var pe *pendingError
 		if errors.As(err, &pe) {
 			// The connect to the SocksPort failed (or timed out), found by the first send.
@@ -252,7 +298,6 @@ func (s *Supervisor) torConn(c *call, dest netip.AddrPort, host string) (int, er
 		}
 		return -1, err
 	}
-	return fd, nil
 }
 
 // ownConnStart starts connecting a new socket of the supervisor's own, on the host network, to
@@ -345,34 +390,63 @@ func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)
 // owns from now on, success or not) and relays between them (internal/relay). release, if set,
 // runs when the relay ends (or at once on failure).
 func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort, up int, release func()) error {
-	fail := func(err error) error {
+	in, err := s.joinInner(c, cp, si, dest)
+	if err != nil {
+		unix.Close(up)
 		if release != nil {
 			release()
 		}
-		if isGone(err) {
-			return err
-		}
-		if why := outOfDescriptors(err); why != "" {
-			return &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s refused: %s", dest, why), pc: caller()}
-		}
-		return &callError{errno: unix.ECONNREFUSED, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s: joining it to the program's socket in the sandbox failed: %v", dest, err), pc: caller()}
+		return err
 	}
+	return s.relayJoin(dest, in, up, release)
+}
+
+// joinInner connects the program's socket (copy cp) to its inner endpoint for dest in the sandbox
+// and returns the supervisor's end of that connection. Its error is the call's answer.
+func (s *Supervisor) joinInner(c *call, cp int, si sockInfo, dest netip.AddrPort) (int, error) {
 	// The inner listener is in use for the join only: the accepted connection does not need
 	// it, and a listener kept for the relay's lifetime would hold dest's port in the sandbox.
 	l := s.acquireInner(dest)
 	in, err := s.join(c, cp, si, l)
 	s.releaseInner(l)
 	if err != nil {
-		unix.Close(up)
-		return fail(err)
+		return -1, joinFailed(dest, err)
 	}
+	return in, nil
+}
+
+// joinFailed is the answer to a connect whose join (or relay) failed.
+func joinFailed(dest netip.AddrPort, err error) error {
+	if isGone(err) {
+		return err
+	}
+	if why := outOfDescriptors(err); why != "" {
+		return &callError{errno: unix.ENOBUFS, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s refused: %s", dest, why), pc: caller()}
+	}
+	return &callError{errno: unix.ECONNREFUSED, level: slog.LevelWarn, msg: fmt.Sprintf("connection to %s: joining it to the program's socket in the sandbox failed: %v", dest, err), pc: caller()}
+}
+
+// unjoin undoes joinInner for a connect that failed after it (Tor refused): the program's socket
+// is disconnected (connect AF_UNSPEC, as a connect that failed leaves it: unconnected, and
+// connectable again) and the reset that leaves pending on it is taken, so that the program reads
+// only the connect's own error; in is closed.
+func unjoin(cp, in int) {
+	disconnect(cp)
+	unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_ERROR)
+	unix.Close(in)
+}
+
+// relayJoin relays between in, the supervisor's end of the program's connection in the sandbox,
+// and up, its connection out (it owns both from now on, success or not). release, if set, runs
+// when the relay ends (or at once on failure).
+func (s *Supervisor) relayJoin(dest netip.AddrPort, in, up int, release func()) error {
 	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once (in has
 	// TCP_NODELAY from the inner listener, openInner).
 	innerCongestion(in)
 	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
 	// Both are non-blocking: in from accept4, up from ownConn.
-	err = relay.StartNonblocking(in, up, func() {
+	err := relay.StartNonblocking(in, up, func() {
 		s.relays.Add(-1)
 		if release != nil {
 			release()
@@ -381,7 +455,10 @@ func (s *Supervisor) joinRelay(c *call, cp int, si sockInfo, dest netip.AddrPort
 	if err != nil {
 		// in and up are reset: the program's socket, just connected, reads a reset.
 		s.relays.Add(-1)
-		return fail(fmt.Errorf("relay: %w", err))
+		if release != nil {
+			release()
+		}
+		return joinFailed(dest, fmt.Errorf("relay: %w", err))
 	}
 	return nil
 }
@@ -446,7 +523,7 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 	if err := s.connectTor(rc, si); err != nil {
 		return err
 	}
-	err = s.handshake(c, rc, dest, host)
+	err = s.handshake(c, rc, dest, host, nil)
 	if err != nil {
 		// The socket is connected to Tor with a failed request on it: make sure the program cannot
 		// use it as if it were connected to dest.
@@ -480,7 +557,7 @@ func (s *Supervisor) proxy(c *call, cp int, si sockInfo, dest netip.AddrPort, ho
 
 // handshake asks Tor, over rc (connected to the SocksPort), for a connection to dest (or to host,
 // by name, when set).
-func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host string) error {
+func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host string, meanwhile func()) error {
 	req := socks5.Request{Cmd: socks5.CmdConnect, Host: host, Port: dest.Port()}
 	if req.Host == "" {
 		req.Host = dest.Addr().WithZone("").String()
@@ -493,7 +570,7 @@ func (s *Supervisor) handshake(c *call, rc *rawConn, dest netip.AddrPort, host s
 	if rc.own {
 		// The supervisor's own socket: the answers are peeked and only the handshake's bytes
 		// taken (peekReader), with the low-water mark below raised for the first wait only.
-		pr := &peekReader{rc: rc}
+		pr := &peekReader{rc: rc, meanwhile: meanwhile}
 		if auth == nil && unix.SetsockoptInt(rc.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 2+4) == nil {
 			pr.raised = true
 		}
@@ -769,6 +846,7 @@ type peekReader struct {
 	have, off int      // bytes peeked into buf (still in the socket); of them, handed out
 	raised    bool     // SO_RCVLOWAT is above 1
 	waited    bool     // the first wait is done
+	meanwhile func()   // run before the first wait (the request is out by then), then nil
 }
 
 func (p *peekReader) Read(b []byte) (int, error) {
@@ -785,6 +863,10 @@ func (p *peekReader) Read(b []byte) (int, error) {
 			if err := p.lower(); err != nil {
 				return 0, err
 			}
+		}
+		if f := p.meanwhile; f != nil {
+			p.meanwhile = nil
+			f()
 		}
 		if err := p.rc.wait(unix.POLLIN); err != nil {
 			return 0, err

@@ -122,6 +122,7 @@ type Supervisor struct {
 	async     asyncState                        // asynchronous connects (async_linux.go)
 	socks     sockCache                         // the sockets made in the sandbox, by cookie (sockcache_linux.go)
 	pidfds    pidfdCache                        // the threads' pidfds between their calls (pidfds_linux.go)
+	torPool   torPool                           // sealed network: SocksPort connections made ahead (torpool_linux.go)
 
 	mirrors mirrorSet // sealed network: the program's listeners mirrored on the host (sealed_listen_linux.go)
 
@@ -234,6 +235,7 @@ func (s *Supervisor) ReclaimClosed() { s.sweeper.SweepNow() }
 func (s *Supervisor) Serve() error {
 	defer func() {
 		s.closeMirrors()
+		s.torPool.close()
 		s.sweeper.Close()
 		s.prober.Close()
 		if s.debug() {
