@@ -30,6 +30,10 @@ python3 -c 'import socket; s=socket.socket(); s.connect(("203.0.113.10", 80)); p
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("as nobody: %v\n%s\n%s", err, out.String(), errb.String())
 	}
+	// The sandbox worked: its factory, spawned on first use, mapped its own user namespace.
+	if strings.Contains(errb.String(), "kernel-enforced layer") {
+		t.Errorf("as nobody, the sandbox failed: %s", errb.String())
+	}
 	for _, want := range []string{"fetch-ok", "dns-ok", "peer 203.0.113.10"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("as nobody: missing %q in %q (stderr %q)", want, out.String(), errb.String())

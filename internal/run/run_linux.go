@@ -126,15 +126,14 @@ func refusals(inv *config.Invocation) (path string, prog []unix.SockFilter, fopt
 }
 
 // sandboxExpected reports whether the sandbox network namespace can be expected to work, as far as
-// can be told before the program starts without making it (filter.Options.PeerByKernel). Not
-// root: yes for now; launch knows, as it waits for the factory before the program starts, and
-// rebuilds the filter if it failed. Root starts the factory on first use, so it is guessed:
-// root can make a network namespace with CAP_SYS_ADMIN, unless a seccomp filter torsocks runs
-// under (a container's) refuses it. A sandbox that fails anyway (a Linux security module, the
+// can be told before the program starts without making it (filter.Options.PeerByKernel): the
+// factory starts on first use. Not root: the user and network namespaces the factory's spawn
+// makes can be made (sandbox.UserNamespaces, one vfork). Root: it can make a network namespace
+// with CAP_SYS_ADMIN, unless a seccomp filter torsocks runs under (a container's) refuses it. A sandbox that fails anyway (a Linux security module, the
 // DNS responder) leaves the kernel's getpeername answer on host sockets, and ensure's line says so.
 func sandboxExpected() bool {
-	if sandbox.SpawnEarly() {
-		return true
+	if os.Getuid() != 0 {
+		return sandbox.UserNamespaces()
 	}
 	if mode, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil || mode != 0 {
 		return false

@@ -51,7 +51,6 @@ type session struct {
 	auth  *socks5.Auth
 	relay *unixrelay.Relay // SocksUnix only
 	udp   *udpDNS          // nil: no UDP sandbox (UDP sockets are refused)
-	early *sandbox.Sandbox // not root: the sandbox, its factory spawning in the background (newSession)
 	child *launch.Child
 	r     *reaper // signals and children; nil in tests that never start a program
 
@@ -161,7 +160,7 @@ func (u *udpDNS) close() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.state.Store(udpFailed)
-	u.sandbox.Close() // spawned early but never started, or started: either way it ends
+	u.sandbox.Close() // never started, or started: either way it ends
 	u.opened.close()
 }
 
@@ -273,16 +272,6 @@ func newSession(cfg *config.Config, st steps, r *reaper) (*session, error) {
 		logw = f
 	}
 	s.log = tslog.New(logw, tslog.Options{Level: cfg.LogLevel, Time: cfg.LogTime})
-	if sandbox.SpawnEarly() {
-		// Not root: the sandbox's factory must be spawned before the supervisor turns undumpable
-		// (see SpawnEarly). It is spawned now, in the background, alongside the rest of the start
-		// (the clone into new user and network namespaces and the exec take 1-2 ms); launch
-		// waits for the spawn, and whoever needs the sandbox first waits for it to be ready.
-		sb := st.prepare()
-		s.early = sb
-		s.open.add(func() { sb.Close() })
-		go sb.Spawn() // its error is launch's and the first use's (Spawn returns it again)
-	}
 	for _, w := range cfg.Warnings {
 		s.log.Warn(w)
 	}
@@ -324,9 +313,8 @@ func (s *session) openResources() error {
 // responder start on first use (udpDNS.ensure). Without them (no network namespace could be made:
 // not root and user namespaces disabled) UDP sockets are refused, as the C torsocks refuses them,
 // and names can only be resolved by programs that ask Tor themselves; torsocks says so once. When
-// not root, the factory was spawned by newSession, before the supervisor becomes undumpable
-// (it writes the factory's uid and gid maps); launch waits for the spawn (and, for a program
-// without a Landlock domain, for the factory to be ready).
+// not root, the factory is in a user namespace of its own, whose maps it writes itself; for a
+// program without a Landlock domain launch starts it before the program runs.
 func (s *session) openUDP() {
 	onion, err := standin.New(s.cfg.OnionAddrRange)
 	if err != nil {
@@ -344,10 +332,7 @@ func (s *session) openUDP() {
 		s.log.Error(fmt.Sprintf("DNS: %v", err))
 		return
 	}
-	sb := s.early
-	if sb == nil {
-		sb = s.steps.prepare()
-	}
+	sb := s.steps.prepare()
 	u := &udpDNS{s: s, sandbox: sb, answerer: answerer, sealed: s.cfg.SealedNetwork, wake: -1}
 	if fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err == nil {
 		u.wake = fd
@@ -402,18 +387,18 @@ func (s *session) launch(path string, argv []string, prog []unix.SockFilter, fop
 		opts.BeforeFork = func() func(int) { return s.r.beforeFork(log) }
 	}
 	sandboxDown := s.udp == nil
-	if sb := s.early; sb != nil {
-		// Not root: the factory spawning in the background (newSession) is waited for, as its
-		// uid and gid maps must be written before the supervisor turns undumpable (startProgram);
-		// its namespaces exist if that worked. A program in a Landlock domain cannot attach to
-		// it, so it finishes starting alongside the program and is waited for on first use
-		// (udpDNS.ensure); a program without one would find it unconfined, so then it is waited
-		// for before the program runs a single instruction. Its error is the first use's to
-		// report.
-		err := sb.Spawn()
-		if s.udp != nil {
-			sandboxDown = err != nil
-			opts.Unconfined = func() { sb.Start() }
+	if s.udp != nil && os.Getuid() != 0 {
+		// The factory runs in a user namespace the user owns, so a program that gets no Landlock
+		// domain could attach to it (ptrace) once it exists, before it makes itself undumpable:
+		// for such a program it is started, and ready, before the program runs a single
+		// instruction. Otherwise it starts on first use (udpDNS.ensure), as for root; its error
+		// is the first use's to report. Started from another thread than launch's, whose
+		// capabilities and flags are the program's by then.
+		sb := s.udp.sandbox
+		opts.Unconfined = func() {
+			done := make(chan struct{})
+			go func() { sb.Start(); close(done) }()
+			<-done
 		}
 	}
 	if fopts.PeerByKernel && sandboxDown {

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -131,10 +133,76 @@ func poolCapFor() int {
 	return int(min(l.Cur/16, 1<<20))
 }
 
-// SpawnEarly reports whether the factory must be spawned before the supervisor makes itself
-// undumpable (PR_SET_DUMPABLE 0): when not root, the child's uid and gid maps are written by the
-// supervisor, which it cannot do once its children inherit the flag. Root can start it any time.
-func SpawnEarly() bool { return os.Getuid() != 0 }
+// UserNamespaces reports whether this process can be expected to create a user namespace with a
+// network namespace in it, as the factory's spawn does when not root, without making them (a
+// probe costs 0.4-1 ms on the start's path). The kernel's switches say no when user namespaces
+// are off (max_user_namespaces 0, Debian's unprivileged_userns_clone 0) or unprivileged ones get
+// no capabilities (Ubuntu's apparmor_restrict_unprivileged_userns 1). Under a seccomp filter (a
+// container's, which often refuses them) it tries: a child in new namespaces that execs a path
+// that does not exist. A security module that lets the namespaces be made but the factory not
+// work in them is found at first use.
+func UserNamespaces() bool {
+	for _, k := range []struct {
+		file string
+		ok   func(int) bool
+	}{
+		{"/proc/sys/user/max_user_namespaces", func(v int) bool { return v > 0 }},
+		{"/proc/sys/kernel/unprivileged_userns_clone", func(v int) bool { return v != 0 }},
+		{"/proc/sys/kernel/apparmor_restrict_unprivileged_userns", func(v int) bool { return v == 0 }},
+	} {
+		b, err := os.ReadFile(k.file)
+		if err != nil {
+			continue // not this kernel's switch
+		}
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && !k.ok(v) {
+			return false
+		}
+	}
+	if mode, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err == nil && mode == 0 {
+		return true
+	}
+	_, err := syscall.ForkExec("/nonexistent/torsocks-userns-probe", []string{"probe"}, &syscall.ProcAttr{
+		Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET},
+	})
+	// The child's exec failed (ENOENT), so the clone worked; any other error is the clone's.
+	return err == syscall.ENOENT
+}
+
+// mapArg, after FactoryArg, asks the factory to write its own uid and gid maps (mapSelf).
+const mapArg = "map-self"
+
+// allCaps lists every capability this kernel knows (0 to /proc/sys/kernel/cap_last_cap).
+func allCaps() []uintptr {
+	last := 40 // CAP_CHECKPOINT_RESTORE, Linux 5.9
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= 0 && n < 64 {
+			last = n
+		}
+	}
+	caps := make([]uintptr, last+1)
+	for i := range caps {
+		caps[i] = uintptr(i)
+	}
+	return caps
+}
+
+// mapSelf writes the factory's uid and gid maps itself (its user namespace's root is the user who
+// ran torsocks, as the supervisor wrote it before), then drops the ambient capabilities it was
+// given for that: a process may map its own user in a namespace where it has CAP_SETUID and
+// CAP_SETGID (user_namespaces(7)), and capabilities in the new namespace survive the exec only as
+// ambient ones, the uid being unmapped until now.
+func mapSelf(uid, gid string) error {
+	for _, w := range []struct{ file, data string }{
+		{"/proc/self/setgroups", "deny"},
+		{"/proc/self/uid_map", "0 " + uid + " 1"},
+		{"/proc/self/gid_map", "0 " + gid + " 1"},
+	} {
+		if err := os.WriteFile(w.file, []byte(w.data), 0); err != nil {
+			return fmt.Errorf("write %s: %w", w.file, err)
+		}
+	}
+	return unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+}
 
 // Spawn starts the factory process without waiting for it to be ready (Start waits); it does so
 // once, and returns the same error afterwards.
@@ -164,11 +232,15 @@ func (s *Sandbox) spawn() error {
 	// No Pdeathsig: Linux sends it when the forking thread (not process) ends. The factory ends
 	// when its socket to the supervisor closes instead, which happens when the supervisor exits.
 	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	args := []string{s.self, FactoryArg}
 	if uid, gid := os.Getuid(), os.Getgid(); uid != 0 {
+		// In a user namespace of its own, whose maps the factory writes itself (mapSelf): the
+		// supervisor could not once it is undumpable (its children inherit the flag, and their
+		// /proc files are then root's), so it can spawn the factory on first use, as root does,
+		// instead of before the program starts.
 		attr.Cloneflags |= syscall.CLONE_NEWUSER
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
-		attr.GidMappingsEnableSetgroups = false
+		attr.AmbientCaps = allCaps()
+		args = append(args, mapArg, strconv.Itoa(uid), strconv.Itoa(gid))
 	}
 	// syscall.ForkExec, not os/exec: os.StartProcess first probes pidfd support with a throwaway
 	// vfork (once per process, ~0.15 ms), and this spawn is on a non-root start's path. The
@@ -180,7 +252,7 @@ func (s *Sandbox) spawn() error {
 		return fmt.Errorf("open /dev/null: %w", err)
 	}
 	defer unix.Close(null)
-	pid, err := syscall.ForkExec(s.self, []string{s.self, FactoryArg}, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(s.self, args, &syscall.ProcAttr{
 		Env:   os.Environ(),
 		Files: []uintptr{uintptr(null), uintptr(null), 2, uintptr(fds[1])},
 		Sys:   attr,
@@ -408,12 +480,21 @@ func RunFactoryIfAsked() {
 func RunFactory() {
 	const conn = 3
 	unix.CloseOnExec(conn)
+	var mapErr error
+	if len(os.Args) == 5 && os.Args[2] == mapArg {
+		// Before the flag below: with it, /proc/self is root's (see mapSelf).
+		mapErr = mapSelf(os.Args[3], os.Args[4])
+	}
 	// Not attachable by the program (see run.startProgram on the supervisor's own flag); the program's
 	// Landlock domain is what stops it when the factory is in a user namespace the user owns.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	fail := func(err error) {
 		fdpass.SendError(conn, err)
 		os.Exit(1)
+	}
+	if mapErr != nil {
+		unix.Read(conn, make([]byte, 12))
+		fail(fmt.Errorf("map the UDP sandbox's user namespace: %w", mapErr))
 	}
 	if err := setup(); err != nil {
 		// Read the first request so the error reaches the supervisor as its answer.
