@@ -49,8 +49,10 @@ func setup(b testing.TB) {
 		// at 4 ms a connect, after this torsocks). In the test's own network namespace, for
 		// every row: a wider range, TIME_WAIT ports reused after 1 ms instead of 1 s, and at
 		// most 20 000 TIME_WAIT sockets kept (the state a connection-heavy program leaves; the
-		// sock_diag sweeps of the registry used to walk them all).
-		for f, v := range map[string]string{"ip_local_port_range": "1024 65535", "tcp_tw_reuse": "1", "tcp_tw_reuse_delay": "1", "tcp_max_tw_buckets": "20000"} {
+		// sock_diag sweeps of the registry used to walk them all). The range starts above the
+		// private Tor network's ports (TestReportTor, testnet's BasePort 15000), which a source
+		// port in TIME_WAIT would otherwise keep from being listened on.
+		for f, v := range map[string]string{"ip_local_port_range": "16384 65535", "tcp_tw_reuse": "1", "tcp_tw_reuse_delay": "1", "tcp_max_tw_buckets": "20000"} {
 			if err := os.WriteFile("/proc/sys/net/ipv4/"+f, []byte(v), 0o644); err != nil {
 				b.Logf("sysctl %s: %v", f, err)
 			}

@@ -2,12 +2,16 @@ package sandbox
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gotorsocks/torsocks/internal/netnstest"
 )
 
 // A datagram to any address from a sandbox socket arrives inside the sandbox, as from the address
@@ -275,5 +279,42 @@ func TestPoolCapped(t *testing.T) {
 		if total > 5 || pooled != total {
 			t.Fatalf("round %d: %d sockets pooled (counted %d), want at most 5 and the count right", i, total, pooled)
 		}
+	}
+}
+
+// The sandbox's namespace reuses TIME_WAIT for every connection (setup): all of them are on lo,
+// to the program's destination addresses, which the kernel's default (loopback addresses only)
+// does not count. Read from a thread that joins the factory's network namespace.
+func TestTimeWaitReuse(t *testing.T) {
+	if os.Geteuid() != 0 {
+		netnstest.Skip(t, "needs root to join the sandbox's network namespace")
+	}
+	s, err := New(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make(chan string, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in the sandbox's namespace
+		ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", s.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer unix.Close(ns)
+		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
+			got <- err.Error()
+			return
+		}
+		b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_tw_reuse")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- strings.TrimSpace(string(b))
+	}()
+	if v := <-got; v != "1" {
+		t.Fatalf("tcp_tw_reuse in the sandbox: %q, want 1", v)
 	}
 }
