@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -209,4 +211,45 @@ func buildGoClient(t *testing.T) string {
 		t.Fatalf("build goclient: %v\n%s", err, o)
 	}
 	return out
+}
+
+// talker is a program the test talks to while it runs: its stdin, its stdout by lines, and its
+// stderr collected (complete once cmd.Wait has returned).
+type talker struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  *bufio.Scanner
+	stderr *bytes.Buffer
+}
+
+// startTalker starts cmd with pipes to its stdin and stdout and its stderr collected; the
+// program is killed at the end of the test if it still runs.
+func startTalker(t *testing.T, cmd *exec.Cmd) *talker {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := &talker{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout), stderr: &bytes.Buffer{}}
+	cmd.Stderr = tk.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait() // an error once the test waited itself
+	})
+	return tk
+}
+
+// line reads the program's next line of output ("" at its end).
+func (tk *talker) line() string {
+	if !tk.lines.Scan() {
+		return ""
+	}
+	return tk.lines.Text()
 }

@@ -240,18 +240,10 @@ func TestSupervisorKilledMidConnect(t *testing.T) {
 	bin := buildC(t, "rb_connect1")
 	cmd := exec.Command(torsocksBin, bin, "203.0.113.10", "80")
 	cmd.Env = append(os.Environ(), "TORSOCKS_TOR_PORT=9062")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || sc.Text() != "READY" {
-		t.Fatalf("no READY line: %q %s", sc.Text(), stderr.String())
+	tk := startTalker(t, cmd)
+	stderr := tk.stderr
+	if line := tk.line(); line != "READY" {
+		t.Fatalf("no READY line: %q %s", line, stderr.String())
 	}
 	// The connect is waiting for the SOCKS reply once the server has its request.
 	select {
@@ -262,8 +254,8 @@ func TestSupervisorKilledMidConnect(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	var rest []string
-	for sc.Scan() {
-		rest = append(rest, sc.Text())
+	for tk.lines.Scan() {
+		rest = append(rest, tk.lines.Text())
 	}
 	cmd.Wait()
 	out := strings.Join(rest, "\n")

@@ -308,19 +308,11 @@ sys.stdin.readline()
 `
 	cmd := exec.Command(torsocksBin, "python3", "-c", script)
 	cmd.Env = append(os.Environ(), sealedEnv...)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := bufio.NewScanner(stdout)
+	tk := startTalker(t, cmd)
+	stdin, stderr := tk.stdin, tk.stderr
 	expect := func(want string) {
 		t.Helper()
-		if !lines.Scan() || lines.Text() != want {
-			got := lines.Text()
+		if got := tk.line(); got != want {
 			cmd.Process.Kill()
 			err := cmd.Wait() // stderr complete, and how the program ended
 			t.Fatalf("want %q, got %q (program: %v)\n%s", want, got, err, stderr.String())
@@ -630,24 +622,9 @@ get("two")
 `
 	cmd := exec.Command(torsocksBin, "python3", "-c", script, netnstest.DestV4.String())
 	cmd.Env = append(os.Environ(), "TORSOCKS_SEALED_NETWORK=1", "TORSOCKS_TOR_PORT="+port)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	out := bufio.NewReader(stdout)
-	line, err := out.ReadString('\n')
-	if line != "one True\n" {
-		t.Fatalf("first connect: %q %v\n%s", line, err, stderr.String())
+	tk := startTalker(t, cmd)
+	if line := tk.line(); line != "one True" {
+		t.Fatalf("first connect: %q\n%s", line, tk.stderr.String())
 	}
 	// One connection for the connect, four made ahead (torPoolSize).
 	if !first.WaitAccepted(5, 20*time.Second) {
@@ -656,14 +633,13 @@ get("two")
 	first.Close()
 	second := start()
 	defer second.Close()
-	io.WriteString(stdin, "go\n")
-	line, err = out.ReadString('\n')
-	if line != "two True\n" {
-		t.Fatalf("second connect: %q %v\n%s", line, err, stderr.String())
+	io.WriteString(tk.stdin, "go\n")
+	if line := tk.line(); line != "two True" {
+		t.Fatalf("second connect: %q\n%s", line, tk.stderr.String())
 	}
-	stdin.Close()
+	tk.stdin.Close()
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
+		t.Fatalf("%v\n%s", err, tk.stderr.String())
 	}
 	if n := len(second.Requests()); n != 1 {
 		t.Errorf("%d requests to the restarted server, want 1", n)
