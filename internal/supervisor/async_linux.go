@@ -357,7 +357,6 @@ func (s *Supervisor) asyncTor(p *pendingConnect) (int, error) {
 		pooled := false
 		if expect == nil {
 			if fd := s.torPool.get(); fd >= 0 {
-				unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 				if pc, err = newPolledConn(fd, p.deadline); err != nil {
 					return -1, err // fd closed with the file
 				}
@@ -488,8 +487,7 @@ func torSocket(target netip.AddrPort, expect func(uint16), deadline time.Time) (
 	if err != nil {
 		return nil, err
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	tuneLoopbackUp(fd, target)
+	tuneUp(fd, target)
 	if expect != nil {
 		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
 			unix.Close(fd)

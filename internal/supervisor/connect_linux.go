@@ -321,7 +321,7 @@ func (s *Supervisor) ownConnStart(target netip.AddrPort) (fd int, pending bool, 
 		}
 		return -1, false, err
 	}
-	tuneLoopbackUp(fd, target)
+	tuneUp(fd, target)
 	sa, _ := toSockaddr(domain, target)
 	for {
 		err = unix.Connect(fd, sa)
@@ -368,7 +368,7 @@ func (s *Supervisor) ownConn(c *call, target netip.AddrPort, expect func(uint16)
 		}
 		return -1, err
 	}
-	tuneLoopbackUp(fd, target)
+	tuneUp(fd, target)
 	rc := &rawConn{c: c, fd: fd, pidfd: c.pidfd, deadline: time.Now().Add(s.opts.ConnectTimeout)}
 	if expect != nil {
 		err = connectGated(rc, sockInfo{domain: domain}, target, expect)
@@ -440,10 +440,8 @@ func unjoin(cp, in int) {
 // and up, its connection out (it owns both from now on, success or not). release, if set, runs
 // when the relay ends (or at once on failure).
 func (s *Supervisor) relayJoin(dest netip.AddrPort, in, up int, release func()) error {
-	// As a Go *net.TCPConn would be: small writes of the program reach Tor at once (in has
-	// TCP_NODELAY from the inner listener, openInner).
+	// in has TCP_NODELAY from the inner listener (openInner), up from where it was made (tuneUp).
 	innerCongestion(in)
-	unix.SetsockoptInt(up, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.relays.Add(1)
 	// Both are non-blocking: in from accept4, up from ownConn.
 	err := relay.StartNonblocking(in, up, func() {

@@ -296,13 +296,16 @@ const (
 	ccSet
 )
 
-// tuneLoopbackUp gives the supervisor's own socket to target (its connection through Tor, or a
-// direct one the policy allows) the sandbox's congestion control when target is on this machine's
-// loopback, as Tor's SocksPort usually is: nothing is congested there either, and the relay sends
-// the program's uploads on it by splice, in bursts, which a pacing default (bbr) makes cost (about
-// a third of the supervisor's CPU in an upload, docs/sealed-network.md). To any other address it
-// keeps the host's default.
-func tuneLoopbackUp(fd int, target netip.AddrPort) {
+// tuneUp sets the options of the supervisor's own socket to target (its connection through Tor,
+// or a direct one the policy allows), once, where it is made (ownConnStart, ownConn, torSocket;
+// the SocksPort connections made ahead get them in the background): TCP_NODELAY, as a Go
+// *net.TCPConn has it (small writes of the program reach Tor at once), and, when target is on this
+// machine's loopback, as Tor's SocksPort usually is, the sandbox's congestion control: nothing is
+// congested there either, and the relay sends the program's uploads on it by splice, in bursts,
+// which a pacing default (bbr) makes cost (about a third of the supervisor's CPU in an upload,
+// docs/sealed-network.md). To any other address it keeps the host's default.
+func tuneUp(fd int, target netip.AddrPort) {
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if target.Addr().Unmap().IsLoopback() {
 		unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, sandbox.LoopbackCongestion)
 	}
