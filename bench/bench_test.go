@@ -106,7 +106,9 @@ func run(b testing.TB, wrapper []string, mode string, n int, env ...string) map[
 	return runArgs(b, append(append([]string{}, wrapper...), connbn, mode, strconv.Itoa(n), destHost, destPort), env...)
 }
 
-// runArgs runs a command and returns its KEY=VALUE (or KEY: VALUE) output lines.
+// runArgs runs a command and returns its KEY=VALUE (or KEY: VALUE) output lines, and as
+// process_cpu_ns the CPU time of the command and the descendants it waited for (under torsocks:
+// the supervisor and the program).
 func runArgs(b testing.TB, args []string, env ...string) map[string]string {
 	b.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
@@ -116,7 +118,10 @@ func runArgs(b testing.TB, args []string, env ...string) map[string]string {
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("%v: %v\n%s%s", args, err, out.String(), errb.String())
 	}
-	return parseKV(out.Bytes())
+	kv := parseKV(out.Bytes())
+	st := cmd.ProcessState
+	kv["process_cpu_ns"] = strconv.FormatInt((st.UserTime() + st.SystemTime()).Nanoseconds(), 10)
+	return kv
 }
 
 // parseKV returns the KEY=VALUE (or KEY: VALUE) lines of a program's output.

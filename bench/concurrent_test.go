@@ -18,7 +18,8 @@ import (
 // (C client only: it does not see a static Go program's connects), this torsocks and
 // BENCH_BASELINE. Throughput in connects/s, and CPU per connect (user+system of the command and
 // everything it waited for: program plus supervisor; the SOCKS server and the destination run in
-// the test process and are not counted).
+// the test process and are not counted). Unless BENCH_WAYS picks ways, the C threads' rows end
+// with the floor of the sealed path (testdata/sealfloor.c client and join, as many threads).
 func TestReportConcurrent(t *testing.T) {
 	if testing.Short() || os.Getenv("BENCH_REPORT") == "" {
 		t.Skip("set BENCH_REPORT=1 to run the benchmark report") // opt-in (make bench): a skip in CI too
@@ -26,6 +27,10 @@ func TestReportConcurrent(t *testing.T) {
 	setup(t)
 	cpar := filepath.Join(dir, "connpar")
 	if out, err := exec.Command("gcc", "-O2", "-o", cpar, "testdata/connpar.c", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	floor := filepath.Join(dir, "sealfloor")
+	if out, err := exec.Command("gcc", "-O2", "-o", floor, "testdata/sealfloor.c", "-lpthread").CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	goconn := filepath.Join(dir, "goconn")
@@ -48,6 +53,12 @@ func TestReportConcurrent(t *testing.T) {
 	for _, prog := range []struct{ name, path string }{{"C threads", cpar}, {"Go client", goconn}} {
 		rate, cpu := map[string][]float64{}, map[string][]float64{}
 		var ws []cway
+		// With the C threads, the floor of the sealed path (testdata/sealfloor.c, no seccomp):
+		// the client's connects, and the same with the inner join and a C relay thread added.
+		var floors []string
+		if prog.path == cpar && os.Getenv("BENCH_WAYS") == "" {
+			floors = []string{"client", "join"}
+		}
 		for _, w := range all {
 			if only := os.Getenv("BENCH_WAYS"); only != "" && !slices.Contains(strings.Split(only, ","), w.name) {
 				continue
@@ -73,6 +84,16 @@ func TestReportConcurrent(t *testing.T) {
 				st := cmd.ProcessState
 				cpu[w.name] = append(cpu[w.name], float64((st.UserTime()+st.SystemTime()).Microseconds())/float64(threads*per))
 			}
+			for _, m := range floors {
+				res := runArgs(t, []string{floor, m, strconv.Itoa(threads * per), destHost, destPort, "127.0.0.1", "9050", strconv.Itoa(threads)})
+				v, _ := strconv.ParseFloat(res["conn_per_s"], 64)
+				rate["floor-"+m] = append(rate["floor-"+m], v)
+				v, _ = strconv.ParseFloat(res["process_cpu_ns"], 64)
+				cpu["floor-"+m] = append(cpu["floor-"+m], v/1000/float64(threads*per))
+			}
+		}
+		for _, m := range floors {
+			ws = append(ws, cway{name: "floor-" + m})
 		}
 		for _, w := range ws {
 			m, c := median(rate[w.name]), median(cpu[w.name])

@@ -77,6 +77,10 @@ func TestReportSealed(t *testing.T) {
 	if out, err := exec.Command("gcc", "-O2", "-o", sb, "testdata/sealbench.c").CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
+	floor := filepath.Join(dir, "sealfloor")
+	if out, err := exec.Command("gcc", "-O2", "-o", floor, "testdata/sealfloor.c", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
 	n, mib, hold, rounds := 3000, 1024, 10000, 5
 	for _, v := range []struct {
 		name string
@@ -126,14 +130,23 @@ func TestReportSealed(t *testing.T) {
 			env     []string
 		}{"baseline-1", []string{base}, "direct", sealed1})
 	}
+	// The floor (testdata/sealfloor.c): what the sealed path adds to the client's connect, done
+	// in plain C without seccomp, once with the handshake to an inner listener and once with
+	// TCP_REPAIR; its client mode gives the CPU to compare with.
+	floors := []string{"client", "join", "repair"}
+	floorNs := map[string][]float64{}
+	floorCPU := map[string][]float64{}
 	conn := map[string][]float64{}
-	down := map[string][]float64{} // sealbench bulk: the program downloads
-	up := map[string][]float64{}   // sealbench upload: the program uploads
+	connCPU := map[string][]float64{} // CPU of the command and what it waited for, a connect
+	down := map[string][]float64{}    // sealbench bulk: the program downloads
+	up := map[string][]float64{}      // sealbench upload: the program uploads
 	for r := 0; r < rounds; r++ {
 		for _, w := range ways {
 			res := run(t, w.wrapper, w.mode, n/rounds, w.env...)
 			v, _ := strconv.ParseFloat(res["ns_per_connect"], 64)
 			conn[w.name] = append(conn[w.name], v)
+			v, _ = strconv.ParseFloat(res["process_cpu_ns"], 64)
+			connCPU[w.name] = append(connCPU[w.name], v/float64(n/rounds))
 			for _, b := range []struct {
 				what string
 				m    map[string][]float64
@@ -144,6 +157,13 @@ func TestReportSealed(t *testing.T) {
 				b.m[w.name] = append(b.m[w.name], v)
 			}
 		}
+		for _, m := range floors {
+			res := runArgs(t, []string{floor, m, strconv.Itoa(n / rounds), destHost, destPort, "127.0.0.1", "9050"})
+			v, _ := strconv.ParseFloat(res["ns_per_connect"], 64)
+			floorNs[m] = append(floorNs[m], v)
+			v, _ = strconv.ParseFloat(res["cpu_ns_per_connect"], 64)
+			floorCPU[m] = append(floorCPU[m], v)
+		}
 	}
 	med := func(x []float64) float64 {
 		s := append([]float64(nil), x...)
@@ -152,7 +172,12 @@ func TestReportSealed(t *testing.T) {
 	}
 	c0 := med(conn["client-socks5"])
 	for _, w := range ways {
-		t.Logf("%-14s connect %7.1f µs (ratio %.2f)   [%v]", w.name, med(conn[w.name])/1000, med(conn[w.name])/c0, conn[w.name])
+		t.Logf("%-14s connect %7.1f µs (ratio %.2f), CPU %6.1f µs (ratio %.2f)   [%v]", w.name, med(conn[w.name])/1000, med(conn[w.name])/c0,
+			med(connCPU[w.name])/1000, med(connCPU[w.name])/med(connCPU["client-socks5"]), conn[w.name])
+	}
+	for _, m := range floors {
+		t.Logf("floor-%-8s connect %7.1f µs (ratio %.2f), CPU %6.1f µs (ratio %.2f to floor-client)   [%v]", m,
+			med(floorNs[m])/1000, med(floorNs[m])/c0, med(floorCPU[m])/1000, med(floorCPU[m])/med(floorCPU["client"]), floorNs[m])
 	}
 	for _, b := range []struct {
 		what string
